@@ -1,0 +1,31 @@
+# Two entry points for a fresh machine with Python 3.11 and pip:
+#   make demo   set up .venv and run the headline comparison on scenarios/cooling-2048.toml
+#   make test   set up .venv (with test extras) and run the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[test,distributed]"
+	$(BIN)/python -m ipykernel install --user --name admission-sim --display-name "admission-sim" >/dev/null
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/admission-sim compare scenarios/cooling-2048.toml --policies fixed,global,localized
+
+test: $(STAMP)
+	$(BIN)/ruff check sim tests benchmarks
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,96 @@
+"""How an endpoint answers: latency and HTTP 429 behaviour over time and load.
+
+A :class:`Provider` decides, at the instant a call is sent, whether it is served or rate
+limited, and how long the answer takes. It knows nothing about tasks or row groups. Each provider
+draws from its own ``numpy.random.Generator`` so that adding a provider does not change the
+others' draws.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .scenario import LatencyConfig, ModelConfig, RateLimitConfig
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """The provider's answer to one call: served or 429, after ``latency`` seconds."""
+
+    rate_limited: bool
+    latency: float
+    retry_after: float  # 0.0 = no Retry-After header
+
+
+class Provider:
+    """One model endpoint's behaviour. ``answer(now)`` is called once per outbound call."""
+
+    __slots__ = ("name", "_latency", "_limit", "_rng", "_tokens", "_token_time", "_rate", "_burst", "_draw")
+
+    def __init__(self, model: ModelConfig, rng: np.random.Generator) -> None:
+        self.name = model.name
+        self._latency: LatencyConfig = model.latency
+        self._limit: RateLimitConfig = model.rate_limit
+        self._rng = rng
+        self._rate = self._limit.requests_per_minute / 60.0
+        self._burst = self._limit.burst if self._limit.burst is not None else max(1.0, self._rate)
+        self._tokens = self._burst
+        self._token_time = 0.0
+        self._draw = self._latency_sampler(model.latency)
+
+    def _latency_sampler(self, cfg: LatencyConfig):
+        rng = self._rng
+        if cfg.distribution == "constant":
+            mean = cfg.mean
+            return lambda: mean
+        if cfg.distribution == "exponential":
+            mean = cfg.mean
+            return (lambda: float(rng.exponential(mean))) if mean > 0 else (lambda: 0.0)
+        if cfg.distribution == "uniform":
+            low, high = cfg.low, cfg.high
+            return lambda: float(rng.uniform(low, high))
+        # lognormal parameterised by mean and coefficient of variation
+        if cfg.mean <= 0:
+            return lambda: 0.0
+        sigma2 = math.log1p(cfg.cv * cfg.cv)
+        mu = math.log(cfg.mean) - sigma2 / 2.0
+        sigma = math.sqrt(sigma2)
+        return lambda: float(rng.lognormal(mu, sigma))
+
+    def is_rate_limited(self, now: float) -> bool:
+        """Whether a call sent at ``now`` gets a 429 (consumes a token for ``capacity``)."""
+        pattern = self._limit.pattern
+        if pattern == "never":
+            return False
+        if pattern == "always":
+            return True
+        if pattern == "window":
+            end = self._limit.end
+            return self._limit.start <= now and (end is None or now < end)
+        if pattern == "probability":
+            return bool(self._rng.random() < self._limit.probability)
+        # capacity: token bucket
+        self._tokens = min(self._burst, self._tokens + (now - self._token_time) * self._rate)
+        self._token_time = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return False
+        return True
+
+    def answer(self, now: float) -> Answer:
+        if self.is_rate_limited(now):
+            return Answer(True, self._limit.latency, self._limit.retry_after)
+        return Answer(False, self._draw(), 0.0)
+
+
+def build_providers(models: tuple[ModelConfig, ...], seed: int) -> dict[str, Provider]:
+    """One provider per model alias, each with a child stream of ``SeedSequence(seed)``.
+
+    Streams are spawned in declaration order, so a provider's draws depend only on the seed and
+    its position; appending a model leaves the earlier ones' draws unchanged.
+    """
+    children = np.random.SeedSequence(seed).spawn(len(models))
+    return {m.name: Provider(m, np.random.default_rng(child)) for m, child in zip(models, children, strict=True)}

@@ -1,0 +1,261 @@
+"""May this model call go out now? Per-(provider, model, domain) AIMD admission (spec 4.7).
+
+State per request resource: ``current_limit`` (starts at the cap), ``in_flight``,
+``blocked_until`` (cooldown), ``success_streak``. A 429 release cuts the limit by the decrease
+factor (floor, minimum 1) only if the lease was granted at a limit <= the current one, and always
+renews the cooldown (Retry-After or ``cooldown_seconds``). Successes count toward the additive
+increase only outside cooldown. An aggregate in-flight cap per provider/model applies across
+domains. Waiters queue round robin across resources (the fair queue with weight 1), FIFO within
+one, and are granted at every release and when a cooldown ends.
+
+Fidelity: the real waiters poll every 0.05 s; here they are woken exactly at releases and at
+``blocked_until`` (spec 10.1). During a startup ramp they are polled every 0.05 s, as in reality.
+
+This module knows nothing about the DAG, tasks or row groups.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import simpy
+
+from .fair_queue import FairQueue
+from .scenario import RequestAdmissionConfig
+from .workload import RequestKey
+
+RAMP_POLL_SECONDS = 0.05
+
+SUCCESS = "success"
+RATE_LIMITED = "rate_limited"
+
+
+class RequestObserver(Protocol):
+    """Receives state changes (the metrics recorder implements it)."""
+
+    def request_state(self, resource: int, in_flight: int, limit: int, blocked_until: float) -> None: ...
+
+
+class RequestResource:
+    """AIMD state of one request resource key."""
+
+    __slots__ = (
+        "index",
+        "key",
+        "provider_model",
+        "effective_max",
+        "initial_limit",
+        "current_limit",
+        "in_flight",
+        "blocked_until",
+        "success_streak",
+        "waiters",
+        "rate_limit_ceiling",
+        "consecutive_rate_limits",
+        "last_outcome",
+        "ramp_active",
+        "rate_limited_total",
+        "decreases",
+        "increases",
+    )
+
+    def __init__(self, index: int, key: RequestKey, effective_max: int, ramp: bool) -> None:
+        self.index = index
+        self.key = key
+        self.provider_model = key.provider_model
+        self.effective_max = effective_max
+        self.initial_limit = effective_max
+        self.current_limit = 1 if ramp else effective_max
+        self.in_flight = 0
+        self.blocked_until = 0.0
+        self.success_streak = 0
+        self.waiters = 0
+        self.rate_limit_ceiling = 0
+        self.consecutive_rate_limits = 0
+        self.last_outcome = ""
+        self.ramp_active = ramp
+        self.rate_limited_total = 0
+        self.decreases = 0
+        self.increases = 0
+
+
+class RequestLease:
+    """One granted request slot; remembers the limit in force when it was granted."""
+
+    __slots__ = ("resource", "recorded_limit")
+
+    def __init__(self, resource: RequestResource, recorded_limit: int) -> None:
+        self.resource = resource
+        self.recorded_limit = recorded_limit
+
+
+GrantCallback = Callable[[RequestLease], None]
+
+
+class RequestAdmission:
+    """The AIMD controller over all request resources of a run."""
+
+    def __init__(
+        self,
+        env: simpy.Environment,
+        config: RequestAdmissionConfig,
+        keys: Sequence[RequestKey],
+        static_caps: dict[str, int],
+        observer: RequestObserver | None = None,
+    ) -> None:
+        self.env = env
+        self.config = config
+        self.static_caps = dict(static_caps)
+        ramp = config.startup_ramp_seconds > 0
+        self.resources = [
+            RequestResource(i, k, max(1, static_caps[k.provider_model]), ramp and static_caps[k.provider_model] > 1)
+            for i, k in enumerate(keys)
+        ]
+        self.by_key = {r.key: r for r in self.resources}
+        self.aggregate: dict[str, int] = {pm: 0 for pm in static_caps}
+        self._waiters: FairQueue[int, GrantCallback] = FairQueue()
+        self._observer = observer
+        self._ramp_poll_scheduled = False
+        self.max_waiters = [0] * len(self.resources)
+
+    # -- queries -------------------------------------------------------------------------------
+
+    def limit(self, res: RequestResource) -> int:
+        """The limit in force now, following the startup ramp while it is active."""
+        if res.ramp_active:
+            ramp = self.config.startup_ramp_seconds
+            elapsed = self.env.now
+            if elapsed >= ramp:
+                res.ramp_active = False
+                res.current_limit = res.initial_limit
+            else:
+                res.current_limit = 1 + math.floor((res.initial_limit - 1) * elapsed / ramp)
+        return res.current_limit
+
+    def cooldown_remaining(self, res: RequestResource) -> float:
+        return max(0.0, res.blocked_until - self.env.now)
+
+    def denial(self, res: RequestResource) -> str | None:
+        """Why a request on ``res`` cannot be granted now (``None`` = admissible)."""
+        if self.env.now < res.blocked_until:
+            return "cooldown"
+        if res.in_flight >= min(self.limit(res), res.effective_max):
+            return "no_capacity"
+        if self.aggregate[res.provider_model] >= self.static_caps[res.provider_model]:
+            return "no_capacity"
+        return None
+
+    def pressure(self, res: RequestResource) -> str | None:
+        """Request-pressure reason for the advisory (spec 4.5), in the spec's order."""
+        pm = res.provider_model
+        if self.aggregate[pm] >= self.static_caps[pm]:
+            return "provider_model_aggregate_cap"
+        if self.cooldown_remaining(res) > 0:
+            return "cooldown"
+        if res.waiters > 0:
+            return "waiters"
+        limit = self.limit(res)
+        if limit > 0 and res.in_flight >= limit:
+            return "resource_limit"
+        return None
+
+    @property
+    def total_waiters(self) -> int:
+        return len(self._waiters)
+
+    @property
+    def total_in_flight(self) -> int:
+        return sum(r.in_flight for r in self.resources)
+
+    # -- acquire / release ---------------------------------------------------------------------
+
+    def acquire(self, res: RequestResource, on_grant: GrantCallback) -> None:
+        """Grant now if possible and nobody of this resource waits ahead; else join the queue."""
+        if self._waiters.queued(res.index) == 0 and self.denial(res) is None:
+            on_grant(self._grant(res))
+            return
+        res.waiters += 1
+        if res.waiters > self.max_waiters[res.index]:
+            self.max_waiters[res.index] = res.waiters
+        self._waiters.push(res.index, on_grant, 1.0)
+        self._schedule_wakeups(res)
+
+    def _grant(self, res: RequestResource) -> RequestLease:
+        res.in_flight += 1
+        self.aggregate[res.provider_model] += 1
+        self._notify(res)
+        return RequestLease(res, res.current_limit)
+
+    def release(self, lease: RequestLease, outcome: str, retry_after: float = 0.0) -> None:
+        """Release a lease with its outcome, apply the AIMD update, then grant waiters."""
+        res = lease.resource
+        cfg = self.config
+        now = self.env.now
+        res.in_flight -= 1
+        self.aggregate[res.provider_model] -= 1
+        res.last_outcome = outcome
+        if outcome == RATE_LIMITED:
+            res.rate_limited_total += 1
+            res.ramp_active = False
+            res.consecutive_rate_limits += 1
+            cooldown = retry_after if retry_after > 0 else cfg.cooldown_seconds
+            res.blocked_until = now + cooldown
+            res.success_streak = 0
+            if lease.recorded_limit <= res.current_limit:
+                res.current_limit = max(1, math.floor(res.current_limit * cfg.decrease_factor))
+                res.decreases += 1
+                if res.rate_limit_ceiling == 0:
+                    res.rate_limit_ceiling = max(1, lease.recorded_limit)
+            if cooldown > 0:
+                self.env.timeout(cooldown).callbacks.append(lambda _ev: self.grant_waiters())
+        elif outcome == SUCCESS:
+            if res.ramp_active:
+                self.limit(res)
+                res.success_streak = 0
+            elif now >= res.blocked_until:
+                res.consecutive_rate_limits = 0
+                res.success_streak += 1
+                if res.success_streak >= cfg.successes_until_increase:
+                    if res.current_limit < res.effective_max:
+                        res.increases += 1
+                    res.current_limit = min(res.effective_max, res.current_limit + cfg.increase_step)
+                    res.success_streak = 0
+            elif res.in_flight == 0:
+                res.consecutive_rate_limits = 0
+        else:  # provider failures and local cancellations: capacity only
+            if res.in_flight == 0:
+                res.consecutive_rate_limits = 0
+        self._notify(res)
+        self.grant_waiters()
+
+    def grant_waiters(self) -> None:
+        """Grant the first eligible waiter in queue order until none is eligible."""
+        queue = self._waiters
+        resources = self.resources
+        while queue:
+            idx = queue.select(lambda i, _cb: self.denial(resources[i]) is None)
+            if idx is None:
+                break
+            on_grant = queue.commit(idx)
+            res = resources[idx]
+            res.waiters -= 1
+            on_grant(self._grant(res))
+
+    def _schedule_wakeups(self, res: RequestResource) -> None:
+        # Cooldown ends are already scheduled at each 429; only the ramp needs polling.
+        if res.ramp_active and not self._ramp_poll_scheduled:
+            self._ramp_poll_scheduled = True
+            self.env.timeout(RAMP_POLL_SECONDS).callbacks.append(self._ramp_poll)
+
+    def _ramp_poll(self, _ev: simpy.Event) -> None:
+        self._ramp_poll_scheduled = False
+        self.grant_waiters()
+        if self._waiters and any(r.ramp_active and r.waiters for r in self.resources):
+            self._ramp_poll_scheduled = True
+            self.env.timeout(RAMP_POLL_SECONDS).callbacks.append(self._ramp_poll)
+
+    def _notify(self, res: RequestResource) -> None:
+        if self._observer is not None:
+            self._observer.request_state(res.index, res.in_flight, res.current_limit, res.blocked_until)

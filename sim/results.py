@@ -1,0 +1,238 @@
+"""The immutable result of one run, its pandas tables, and its on-disk layout.
+
+A :class:`Result` is built once from a finished scheduler. Its ``summary`` is a flat mapping of
+plain values (one CSV row); its tables are pandas DataFrames. Writing goes into a temporary
+folder that is renamed into place only when complete, so an interrupted write never leaves a
+folder that looks finished.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from .metrics import MODEL_SERIES_COLUMNS, SCHEDULER_SERIES_COLUMNS
+from .row_group_admission import REASONS
+from .scenario import Scenario
+
+if TYPE_CHECKING:
+    from .scheduler import Scheduler
+
+
+@dataclass(frozen=True)
+class Result:
+    """What one run produced. Build with :func:`result_from_scheduler`."""
+
+    scenario: Scenario
+    policy: str
+    seed: int
+    summary: Mapping[str, Any]
+    timeseries: pd.DataFrame
+    model_timeseries: pd.DataFrame
+    columns: pd.DataFrame
+    models: pd.DataFrame
+    row_groups: pd.DataFrame
+    blocked_reasons: Mapping[str, int]
+    deferred_admission: Mapping[str, Any] = field(default_factory=dict)
+    wall_seconds: float = 0.0
+
+    def summary_frame(self) -> pd.DataFrame:
+        return pd.DataFrame([dict(self.summary)])
+
+    def __repr__(self) -> str:
+        s = self.summary
+        return (
+            f"Result({self.scenario.name!r}, policy={self.policy!r}, seed={self.seed}, "
+            f"sim_time={s['sim_time']:.3f}s, completed_rows={s['completed_rows']}, "
+            f"healthy_calls={s['healthy_calls']}, observed_max_target={s['observed_max_target']})"
+        )
+
+
+def result_from_scheduler(sched: Scheduler, wall_seconds: float = 0.0) -> Result:
+    scenario = sched.scenario
+    rec = sched.recorder
+    rga = sched.row_groups
+    gens = sched.workload.generators
+    sim_time = float(sched.env.now)
+    total_rows = sum(sched.workload.row_group_sizes)
+
+    columns = pd.DataFrame(
+        [
+            {
+                "column": col,
+                "generator": g.name,
+                "kind": g.kind,
+                "model": g.model.name if g.model is not None else "",
+                "successful_calls": rec.calls_ok[g.index] if g.model is not None else 0,
+                "rate_limited_calls": rec.calls_429[g.index],
+                "deferred_at_end": sum(1 for t in sched.deferred if t.gen.index == g.index),
+            }
+            for g in gens
+            for col in g.output_columns
+        ]
+    )
+    ra = sched.request_admission
+    model_rows = []
+    for i, m in enumerate(scenario.models):
+        res = ra.by_key.get(_key_of(m)) if ra is not None else None
+        model_rows.append(
+            {
+                "model": m.name,
+                "provider_model": f"{m.provider}/{m.resolved_model_id}",
+                "domain": m.domain,
+                "max_parallel_requests": m.max_parallel_requests,
+                "rate_limit_pattern": m.rate_limit.pattern,
+                "successful_calls": rec.model_ok[i],
+                "rate_limited_calls": rec.model_429[i],
+                "max_in_flight": rec.model_max_in_flight[i],
+                "max_waiting": rec.model_max_waiting[i],
+                "final_limit": res.current_limit if res is not None else m.max_parallel_requests,
+                "limit_decreases": res.decreases if res is not None else 0,
+                "limit_increases": res.increases if res is not None else 0,
+            }
+        )
+    models = pd.DataFrame(model_rows)
+
+    summary: dict[str, Any] = {
+        "scenario": scenario.name,
+        "policy": sched.policy.name,
+        "seed": sched.seed,
+        "stop_reason": sched.stop_reason,
+        "sim_time": sim_time,
+        "total_rows": total_rows,
+        "completed_rows": sched.completed_rows,
+        "completed_row_groups": sched.completed_row_groups,
+        "rows_per_second": sched.completed_rows / sim_time if sim_time > 0 else 0.0,
+        "successful_calls": rec.successful_calls,
+        "rate_limited_calls": sum(rec.model_429),
+        "healthy_calls": rec.healthy_calls,
+        "healthy_calls_per_second": rec.healthy_calls / sim_time if sim_time > 0 else 0.0,
+        "mode": "adaptive" if rga.adaptive else "fixed",
+        "hard_cap": rga.hard_cap,
+        "final_target": rga.target,
+        "observed_max_target": rga.observed_max_target,
+        "max_row_groups_in_flight": rec.max_row_groups_in_flight,
+        "max_admitted_rows": rga.max_admitted_rows,
+        "adaptive_evaluations": rga.evaluations,
+    }
+    for reason in REASONS:
+        summary[f"blocked_{reason}"] = rga.blocked_reasons.get(reason, 0)
+    summary.update(
+        {
+            "deferred_at_end": len(sched.deferred),
+            "max_deferred": sched.max_deferred,
+            "salvage_cycles": sched.salvage_cycles,
+            "salvage_rounds": sched.salvage_rounds,
+            "salvage_drain_time": sched.drain_time,
+            "dispatches": rec.dispatches,
+            "max_in_flight_tasks": rec.max_in_flight_tasks,
+            "max_queued_tasks": rec.max_queued_tasks,
+            "request_pressure_advisory_skips": sched.tasks.advisory_skips,
+        }
+    )
+    for i, m in enumerate(scenario.models):
+        summary[f"calls_ok[{m.name}]"] = rec.model_ok[i]
+        summary[f"calls_429[{m.name}]"] = rec.model_429[i]
+
+    analysis = rga.last_deferred_analysis
+    deferred_admission: dict[str, Any] = {}
+    if analysis is not None:
+        deferred_admission = {
+            "blocks_next_row_group": analysis.blocks,
+            "deferred_keys": sorted(analysis.deferred_keys),
+            "candidate_columns": list(analysis.candidate_columns),
+            "blocked_columns": list(analysis.blocked_columns),
+            "independent_candidate_columns": list(analysis.independent_columns),
+        }
+
+    timeseries = pd.DataFrame(rec.series, columns=list(SCHEDULER_SERIES_COLUMNS))
+    model_ts = pd.DataFrame(rec.model_series, columns=list(MODEL_SERIES_COLUMNS))
+    if not model_ts.empty:
+        model_ts["model"] = pd.Categorical.from_codes(model_ts["model"], categories=rec.model_names)
+    row_groups = pd.DataFrame(rec.row_groups, columns=["row_group", "size", "admitted_at", "checkpointed_at"])
+    row_groups["latency"] = row_groups["checkpointed_at"] - row_groups["admitted_at"]
+
+    return Result(
+        scenario=scenario,
+        policy=sched.policy.name,
+        seed=sched.seed,
+        summary=MappingProxyType(summary),
+        timeseries=timeseries,
+        model_timeseries=model_ts,
+        columns=columns,
+        models=models,
+        row_groups=row_groups,
+        blocked_reasons=MappingProxyType(dict(rga.blocked_reasons)),
+        deferred_admission=MappingProxyType(deferred_admission),
+        wall_seconds=wall_seconds,
+    )
+
+
+def _key_of(model):
+    from .workload import RequestKey
+
+    return RequestKey(model.provider, model.resolved_model_id, model.domain)
+
+
+# ---------------------------------------------------------------------------------------------
+# On-disk layout
+# ---------------------------------------------------------------------------------------------
+
+
+def atomic_directory(final: Path) -> tuple[Path, callable]:
+    """Create a sibling temporary folder; return it and a ``commit()`` that renames it to ``final``.
+
+    The temporary name starts with ``.partial-`` so that an interrupted write is recognisable and
+    never mistaken for a finished one.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".partial-{final.name}-", dir=final.parent))
+
+    def commit() -> Path:
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        return final
+
+    return tmp, commit
+
+
+def write_result(result: Result, out_dir: str | Path, extra_manifest: Mapping[str, Any] | None = None) -> Path:
+    """Write one run as ``manifest.json``, ``summary.csv`` and its tables, atomically."""
+    from . import __version__
+
+    out_dir = Path(out_dir)
+    tmp, commit = atomic_directory(out_dir)
+    try:
+        manifest = {
+            "package_version": __version__,
+            "scenario": result.scenario.model_dump(mode="json"),
+            "policy": result.policy,
+            "seed": result.seed,
+            "summary": dict(result.summary),
+            "blocked_reasons": dict(result.blocked_reasons),
+            "deferred_admission": dict(result.deferred_admission),
+        }
+        if extra_manifest:
+            manifest.update(extra_manifest)
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
+        result.summary_frame().to_csv(tmp / "summary.csv", index=False)
+        result.timeseries.to_csv(tmp / "timeseries.csv", index=False)
+        result.model_timeseries.to_csv(tmp / "model_timeseries.csv", index=False)
+        result.columns.to_csv(tmp / "columns.csv", index=False)
+        result.models.to_csv(tmp / "models.csv", index=False)
+        result.row_groups.to_csv(tmp / "row_groups.csv", index=False)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return commit()

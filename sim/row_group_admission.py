@@ -1,0 +1,156 @@
+"""May another row group come in? Fixed cap or adaptive target (spec 2.3, 2.4).
+
+The adaptive target only grows: +1 per growth, capped at the hard cap, after two consecutive
+unblocked evaluations while ready work is queued (one when the queue is empty). A block never
+stops admission; it only freezes growth for that evaluation (spec S2). Block reasons are checked
+in the real order; the policy supplies the ``deferred_tasks`` clause and its position.
+
+This module dispatches nothing; it reads the scheduler through :class:`AdmissionState`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Protocol
+
+from .policies import AdmissionView, DeferredAnalysis, Policy, analyze_deferred
+from .scenario import Scenario
+from .workload import Workload
+
+#: Queued-task guardrail multiplier: growth stops at 4 x max_in_flight_tasks queued (spec 2.4).
+QUEUED_TASK_GUARDRAIL_MULTIPLIER = 4
+#: Row guard floor: min(num_records, max(3 x buffer_size, 8192)) (spec 2.4).
+ROW_GUARD_BUFFER_MULTIPLIER = 3
+ROW_GUARD_FLOOR = 8192
+
+REASONS = (
+    "no_pending_row_groups",
+    "max_admitted_rows",
+    "deferred_tasks",
+    "queued_task_guardrail",
+    "no_llm_wait_resource",
+    "llm_wait_saturated",
+    "queued_llm_demand",
+)
+
+
+class AdmissionState(Protocol):
+    """The read-only scheduler facts row-group admission needs."""
+
+    @property
+    def pending_size(self) -> int | None: ...
+    @property
+    def active_count(self) -> int: ...
+    @property
+    def active_rows(self) -> int: ...
+    @property
+    def all_admitted(self) -> bool: ...
+    @property
+    def deferred_count(self) -> int: ...
+    @property
+    def deferred_generators(self) -> frozenset[int]: ...
+    @property
+    def queued_total(self) -> int: ...
+    @property
+    def llm_wait_limit(self) -> int: ...
+    @property
+    def llm_wait_leased(self) -> int: ...
+    @property
+    def queued_llm_demand(self) -> int: ...
+
+
+def max_admitted_rows(scenario: Scenario) -> int:
+    """The ``max_admitted_rows`` guardrail (spec 2.4)."""
+    num_records = scenario.row_groups.guard_num_records
+    buffer_size = scenario.row_groups.guard_buffer_size
+    if num_records > 0 and buffer_size > 0:
+        return min(num_records, max(ROW_GUARD_BUFFER_MULTIPLIER * buffer_size, ROW_GUARD_FLOOR))
+    return max(1, sum(scenario.row_groups.sizes()))
+
+
+class RowGroupAdmission:
+    """Target, guardrails and blocked-reason counters of one run."""
+
+    def __init__(self, scenario: Scenario, workload: Workload, policy: Policy) -> None:
+        sched = scenario.scheduler
+        self.policy = policy
+        self.workload = workload
+        self.adaptive = policy.adaptive
+        self.hard_cap = max(1, sched.max_concurrent_row_groups)
+        self.target = max(1, min(self.hard_cap, sched.initial_target)) if self.adaptive else self.hard_cap
+        self.observed_max_target = self.target
+        self.max_admitted_rows = max_admitted_rows(scenario)
+        self.queued_task_guardrail = QUEUED_TASK_GUARDRAIL_MULTIPLIER * sched.max_in_flight_tasks
+        self.ticks = 0
+        self.blocked_reasons: Counter[str] = Counter()
+        self.evaluations = 0
+        self.last_block_reason: str | None = None
+        self.last_deferred_analysis: DeferredAnalysis | None = None
+
+    def row_guard_allows(self, active_rows: int, size: int) -> bool:
+        """Adaptive mode only: nothing active, or the group fits under the guardrail."""
+        if not self.adaptive:
+            return True
+        return active_rows == 0 or active_rows + size <= self.max_admitted_rows
+
+    def may_admit(self, active_count: int, active_rows: int, size: int) -> bool:
+        return active_count < self.target and self.row_guard_allows(active_rows, size)
+
+    def _deferred_blocks(self, state: AdmissionState) -> bool:
+        rule = self.policy.deferred_blocks
+        if rule is None or state.deferred_count == 0:
+            return False
+        view = AdmissionView(self.workload, state.deferred_count, state.deferred_generators, state.pending_size)
+        blocks = rule(view)
+        if blocks:
+            self.last_deferred_analysis = analyze_deferred(self.workload, view.deferred_generators, view.pending_size)
+        return blocks
+
+    def block_reason(self, state: AdmissionState) -> str | None:
+        """The first block reason in the policy's order, or ``None`` (spec 2.4 and 6)."""
+        deferred_first = self.policy.deferred_check == "first"
+        if deferred_first and self._deferred_blocks(state):
+            return "deferred_tasks"
+        pending = state.pending_size
+        if pending is None:
+            return "no_pending_row_groups"
+        if not self.row_guard_allows(state.active_rows, pending):
+            return "max_admitted_rows"
+        if not deferred_first and self._deferred_blocks(state):
+            return "deferred_tasks"
+        if state.queued_total >= self.queued_task_guardrail:
+            return "queued_task_guardrail"
+        llm_limit = state.llm_wait_limit
+        if llm_limit <= 0:
+            return "no_llm_wait_resource"
+        available = llm_limit - state.llm_wait_leased
+        if available <= 0:
+            return "llm_wait_saturated"
+        if state.llm_wait_leased > 0 and available <= state.queued_llm_demand:
+            return "queued_llm_demand"
+        return None
+
+    def evaluate(self, state: AdmissionState) -> bool:
+        """Run the target-update procedure once; True if the target grew (spec 2.4)."""
+        if not self.adaptive or state.all_admitted:
+            return False
+        self.evaluations += 1
+        if state.active_count >= self.hard_cap:
+            self.ticks = 0
+            return False
+        reason = self.block_reason(state)
+        self.last_block_reason = reason
+        if reason is not None:
+            self.blocked_reasons[reason] += 1
+            self.ticks = 0
+            return False
+        self.ticks += 1
+        if state.queued_total >= 1 and self.ticks < 2:
+            return False
+        new_target = min(self.hard_cap, self.target + 1)
+        self.ticks = 0
+        changed = new_target != self.target
+        self.target = new_target
+        if new_target > self.observed_max_target:
+            self.observed_max_target = new_target
+        return changed

@@ -1,0 +1,562 @@
+"""The coordinator: main loop, dispatch passes, workers, outcomes, deferral, salvage, checkpoints.
+
+Two long-lived SimPy processes mirror the real coroutines: the **admission** process (spec 2.2)
+and the **main loop** (spec 7), with salvage drains as a sub-generator of the main loop. Workers
+are callback chains, not processes: a dispatched task asks request admission for a lease (or not,
+for local tasks), holds the provider's latency as a timeout, then applies its outcome and wakes
+the main loop. Same-instant wakes merge: the loop waits on a wake event and then yields one
+zero-delay step, so every completion at that simulated instant is absorbed first (spec 10.2-3).
+
+This module holds no policy logic: the deferred clause lives in :mod:`sim.policies` and the
+target rule in :mod:`sim.row_group_admission`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator as PyGenerator
+from typing import Any
+
+import simpy
+
+from .metrics import Recorder
+from .policies import Policy
+from .providers import Answer, Provider, build_providers
+from .request_admission import RATE_LIMITED, SUCCESS, RequestAdmission, RequestLease
+from .row_group_admission import RowGroupAdmission
+from .scenario import Scenario
+from .task_admission import TaskAdmission
+from .workload import Generator, Task, Workload
+
+Proc = PyGenerator[simpy.Event, Any, Any]
+
+
+class SimulationError(RuntimeError):
+    """The model reached a state the real scheduler treats as fatal, or an invariant broke."""
+
+
+class RowGroupState:
+    """An admitted row group: readiness counters and its in-flight count."""
+
+    __slots__ = (
+        "id",
+        "size",
+        "remaining_tasks",
+        "in_flight",
+        "cell_waiting",
+        "cell_done",
+        "full_waiting",
+        "admitted_at",
+    )
+
+    def __init__(self, rg_id: int, size: int, workload: Workload, now: float) -> None:
+        self.id = rg_id
+        self.size = size
+        self.remaining_tasks = workload.tasks_per_row_group(size)
+        self.in_flight = 0
+        gens = workload.generators
+        # cell_waiting[g][row]: upstream generators still missing for that row of cell generator g
+        self.cell_waiting: list[list[int] | None] = [[len(g.upstream)] * size if g.is_cell else None for g in gens]
+        self.cell_done = [0] * len(gens)
+        # full_waiting[g]: upstream generators not yet complete for the whole group
+        self.full_waiting = [len(g.upstream) for g in gens]
+        self.admitted_at = now
+
+
+class Scheduler:
+    """One run of the model: build with a scenario and policy, then :meth:`run`."""
+
+    def __init__(self, scenario: Scenario, workload: Workload, policy: Policy, seed: int) -> None:
+        self.env = simpy.Environment()
+        self.scenario = scenario
+        self.workload = workload
+        self.policy = policy
+        self.seed = seed
+        self.recorder = Recorder(scenario, workload)
+        self.providers: dict[str, Provider] = build_providers(scenario.models, seed)
+        self.model_index = {m.name: i for i, m in enumerate(scenario.models)}
+        self.gen_provider: list[Provider | None] = [
+            self.providers[g.model.name] if g.model is not None else None for g in workload.generators
+        ]
+        self.gen_model_index = [
+            self.model_index[g.model.name] if g.model is not None else -1 for g in workload.generators
+        ]
+
+        static_caps: dict[str, int] = {}
+        for key in workload.request_keys:
+            caps = [
+                m.max_parallel_requests
+                for m in scenario.models
+                if f"{m.provider}/{m.resolved_model_id}" == key.provider_model
+            ]
+            static_caps[key.provider_model] = min(caps)
+        self.request_admission: RequestAdmission | None = None
+        if scenario.request_admission.enabled and workload.request_keys:
+            self.request_admission = RequestAdmission(
+                self.env, scenario.request_admission, workload.request_keys, static_caps
+            )
+        self.gen_request_resource = [
+            self.request_admission.by_key[g.request_key]
+            if self.request_admission is not None and g.request_key is not None
+            else None
+            for g in workload.generators
+        ]
+        advisory = None
+        if scenario.scheduler.request_pressure_advisory and self.request_admission is not None:
+            ra = self.request_admission
+            advisory = lambda gen: ra.pressure(ra.by_key[gen.request_key])  # noqa: E731
+        self.tasks = TaskAdmission(workload, scenario.scheduler.borrow_reserve_fraction, advisory)
+        self.row_groups = RowGroupAdmission(scenario, workload, policy)
+
+        # Row-group state.
+        self.active: dict[int, RowGroupState] = {}
+        self.active_rows = 0
+        self.pending: tuple[int, int] | None = None
+        self.all_admitted = False
+        self.completed_rows = 0
+        self.completed_row_groups = 0
+        self._completable: list[RowGroupState] = []
+
+        # Task state.
+        self.in_flight = 0
+        self.in_flight_by_gen = [0] * len(workload.generators)
+        self.deferred: list[Task] = []
+        self._deferred_by_gen = [0] * len(workload.generators)
+        self._deferred_gens_cache: frozenset[int] | None = frozenset()
+        self.salvage_cycles = 0
+        self.salvage_rounds = 0
+        self.drain_time = 0.0
+        self.max_deferred = 0
+
+        # Stop rules.
+        stop = scenario.stop
+        self._call_threshold = None
+        if stop.successful_calls is not None:
+            wanted = set(stop.successful_calls.columns)
+            self._threshold_gens = {g.index for g in workload.generators if wanted & set(g.output_columns)}
+            self._call_threshold = stop.successful_calls.count
+        self._threshold_calls = 0
+        self._row_threshold = stop.completed_rows
+        self.stop_reason: str | None = None
+        self._done = self.env.event()
+        self._wake_ev = self.env.event()
+        self._admission_ev = self.env.event()
+
+    # ------------------------------------------------------------------------------------------
+    # Views used by row-group admission (AdmissionState)
+    # ------------------------------------------------------------------------------------------
+
+    @property
+    def pending_size(self) -> int | None:
+        return self.pending[1] if self.pending is not None else None
+
+    @property
+    def active_count(self) -> int:
+        return len(self.active)
+
+    @property
+    def deferred_count(self) -> int:
+        return len(self.deferred)
+
+    @property
+    def deferred_generators(self) -> frozenset[int]:
+        if self._deferred_gens_cache is None:
+            self._deferred_gens_cache = frozenset(g for g, n in enumerate(self._deferred_by_gen) if n)
+        return self._deferred_gens_cache
+
+    @property
+    def queued_total(self) -> int:
+        return self.tasks.queued_total
+
+    @property
+    def llm_wait_limit(self) -> int:
+        return self.tasks.limits[self.tasks.llm_wait]
+
+    @property
+    def llm_wait_leased(self) -> int:
+        return self.tasks.leased[self.tasks.llm_wait]
+
+    @property
+    def queued_llm_demand(self) -> int:
+        return self.tasks.queued_demand[self.tasks.llm_wait]
+
+    # ------------------------------------------------------------------------------------------
+    # Running
+    # ------------------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        env = self.env
+        env.process(self._main_loop())  # first: its first evaluation sees no pending row group
+        env.process(self._admission())
+        if self.scenario.stop.max_time is not None:
+            env.timeout(self.scenario.stop.max_time).callbacks.append(lambda _ev: self._finish("max_time"))
+        try:
+            env.run(until=self._done)
+        except RuntimeError as err:
+            if "until" in str(err) or "No scheduled events" in str(err):
+                raise SimulationError(f"the model stalled at t={env.now:.3f}s with nothing scheduled") from None
+            raise
+        self.recorder.sample(self)
+        self.check_invariants()
+
+    def _finish(self, reason: str) -> None:
+        if not self._done.triggered:
+            self.stop_reason = reason
+            self._done.succeed(reason)
+
+    def _wake(self) -> None:
+        if not self._wake_ev.triggered:
+            self._wake_ev.succeed()
+
+    def _signal_admission(self) -> None:
+        if not self._admission_ev.triggered:
+            self._admission_ev.succeed()
+
+    def _wait_wake(self, timeout: float | None = None) -> Proc:
+        """Wait for a wake (or ``timeout``), then one zero-delay step so same-instant wakes merge."""
+        if timeout is None:
+            yield self._wake_ev
+        else:
+            yield self._wake_ev | self.env.timeout(timeout)
+        yield self.env.timeout(0)
+
+    # ------------------------------------------------------------------------------------------
+    # Admission coroutine (spec 2.2)
+    # ------------------------------------------------------------------------------------------
+
+    def _admission(self) -> Proc:
+        rga = self.row_groups
+        for rg_id, size in enumerate(self.workload.row_group_sizes):
+            if self._done.triggered:
+                return
+            self.pending = (rg_id, size)
+            while not rga.may_admit(len(self.active), self.active_rows, size):
+                if len(self.active) < rga.target:  # blocked by the row guard alone
+                    rga.blocked_reasons["max_admitted_rows"] += 1
+                self._admission_ev = self.env.event()
+                yield self._admission_ev
+            self.pending = None
+            self._admit(rg_id, size)
+        self.all_admitted = True
+        self._wake()
+
+    def _admit(self, rg_id: int, size: int) -> None:
+        now = self.env.now
+        rg = RowGroupState(rg_id, size, self.workload, now)
+        self.active[rg_id] = rg
+        self.active_rows += size
+        self.recorder.row_group_admitted(now, len(self.active))
+        gens = self.workload.generators
+        push = self.tasks.push
+        for gi in self.workload.root_generators:
+            gen = gens[gi]
+            if gen.is_cell:
+                for row in range(size):
+                    push(Task(gen, rg, row))
+            else:
+                push(Task(gen, rg, -1))
+        self._wake()
+
+    # ------------------------------------------------------------------------------------------
+    # Main loop (spec 7)
+    # ------------------------------------------------------------------------------------------
+
+    def _main_loop(self) -> Proc:
+        rga = self.row_groups
+        tasks = self.tasks
+        while not self._done.triggered:
+            self._wake_ev = self.env.event()
+            dispatched, blocked = yield from self._dispatch_pass()
+            self._checkpoint_pass()
+            self._evaluate_target()
+            self.recorder.sample(self)
+            if self.deferred:
+                yield from self._salvage()
+                self._evaluate_target()
+                if self.deferred and self.in_flight == 0:
+                    # The pause waits for a wake raised after it starts: wakes from the salvage
+                    # just finished would otherwise end it at once and, with zero-latency mocks,
+                    # spin forever at one simulated instant (see README, Fidelity).
+                    self._wake_ev = self.env.event()
+                    yield from self._wait_wake(self._resalvage_delay())
+                    continue
+            if self.all_admitted and not self.active and self.in_flight == 0:
+                self._finish("completed")
+                return
+            if not tasks.queue and self.in_flight == 0 and self.all_admitted and not self.deferred:
+                self._finish("completed")
+                return
+            if not tasks.queue or blocked:
+                if blocked and not dispatched and self.in_flight == 0:
+                    raise SimulationError(
+                        f"t={self.env.now:.3f}s: the ready queue is blocked with nothing in flight "
+                        f"(target {rga.target}, queued {tasks.queued_total})"
+                    )
+                yield from self._wait_wake()
+
+    def _evaluate_target(self) -> None:
+        if self.row_groups.evaluate(self):
+            self.recorder.target_changed(self.env.now, self.row_groups.target)
+            self._signal_admission()
+
+    def _dispatch_pass(self) -> PyGenerator[simpy.Event, Any, tuple[bool, bool]]:
+        """Dispatch greedily at this instant (spec 4.6); start the workers after one yield."""
+        tasks = self.tasks
+        started: list[Task] = []
+        blocked = False
+        while tasks.queue:
+            selection = tasks.select()
+            if selection is None:
+                blocked = True
+                break
+            task = tasks.lease(*selection)
+            task.rg.in_flight += 1
+            self.in_flight += 1
+            self.in_flight_by_gen[task.gen.index] += 1
+            started.append(task)
+        if started:
+            self.recorder.dispatched(self, len(started))
+            for task in started:
+                self._start(task)
+            yield self.env.timeout(0)
+        return bool(started), blocked
+
+    def _checkpoint_pass(self) -> None:
+        """Checkpoint every complete row group with nothing in flight (spec 3.3 step 6)."""
+        if not self._completable:
+            return
+        now = self.env.now
+        for rg in self._completable:
+            del self.active[rg.id]
+            self.active_rows -= rg.size
+            self.completed_rows += rg.size
+            self.completed_row_groups += 1
+            self.recorder.row_group_checkpointed(rg.id, rg.size, rg.admitted_at, now)
+        self._completable.clear()
+        self._signal_admission()
+        if self._row_threshold is not None and self.completed_rows >= self._row_threshold:
+            self._finish("completed_rows")
+
+    # ------------------------------------------------------------------------------------------
+    # Workers (callback chains)
+    # ------------------------------------------------------------------------------------------
+
+    def _start(self, task: Task) -> None:
+        gen = task.gen
+        if gen.kind == "local":
+            self.env.timeout(gen.duration).callbacks.append(lambda _ev: self._task_done(task, None))
+            return
+        res = self.gen_request_resource[gen.index]
+        if res is None:
+            self._send(task, None)
+            return
+        self.recorder.model_waiting(self.gen_model_index[gen.index], +1)
+        self.request_admission.acquire(res, lambda lease: self._granted(task, lease))
+
+    def _granted(self, task: Task, lease: RequestLease) -> None:
+        self.recorder.model_waiting(self.gen_model_index[task.gen.index], -1)
+        self._send(task, lease)
+
+    def _send(self, task: Task, lease: RequestLease | None) -> None:
+        now = self.env.now
+        provider = self.gen_provider[task.gen.index]
+        answer = provider.answer(now)
+        model_idx = self.gen_model_index[task.gen.index]
+        self.recorder.model_sent(now, model_idx, self._limit_of(task.gen))
+        self.env.timeout(answer.latency).callbacks.append(lambda _ev: self._answered(task, lease, answer))
+
+    def _limit_of(self, gen: Generator) -> int:
+        res = self.gen_request_resource[gen.index]
+        return res.current_limit if res is not None else gen.weight
+
+    def _answered(self, task: Task, lease: RequestLease | None, answer: Answer) -> None:
+        if lease is not None:
+            self.request_admission.release(lease, RATE_LIMITED if answer.rate_limited else SUCCESS, answer.retry_after)
+        res = self.gen_request_resource[task.gen.index]
+        self.recorder.model_answered(
+            self.env.now,
+            self.gen_model_index[task.gen.index],
+            task.gen.index,
+            answer.rate_limited,
+            self._limit_of(task.gen),
+            res.blocked_until if res is not None else 0.0,
+        )
+        self._task_done(task, "rate_limit:http_429" if answer.rate_limited else None)
+
+    def _task_done(self, task: Task, retryable_error: str | None) -> None:
+        """Apply a worker's outcome (spec 3.3 step 5), release its lease and wake the loop."""
+        rg = task.rg
+        gen = task.gen
+        if retryable_error is None:
+            self._complete(task)
+            if self._call_threshold is not None and gen.index in self._threshold_gens and gen.model is not None:
+                self._threshold_calls += 1
+                if self._threshold_calls >= self._call_threshold:
+                    self._finish("successful_calls")
+        else:
+            task.error = retryable_error
+            task.deferrals += 1
+            self._add_deferred(task)
+        self.tasks.release(task)
+        rg.in_flight -= 1
+        self.in_flight -= 1
+        self.in_flight_by_gen[gen.index] -= 1
+        if rg.in_flight < 0 or self.in_flight < 0:
+            raise SimulationError(f"negative in-flight count after {task!r}")
+        if rg.remaining_tasks == 0 and rg.in_flight == 0:
+            self._completable.append(rg)
+        self._wake()
+
+    def _complete(self, task: Task) -> None:
+        """Mark the task's output complete and make downstream tasks ready (spec 3.2)."""
+        rg = task.rg
+        gen = task.gen
+        gens = self.workload.generators
+        push = self.tasks.push
+        rg.remaining_tasks -= 1
+        if gen.is_cell:
+            row = task.row
+            rg.cell_done[gen.index] += 1
+            group_complete = rg.cell_done[gen.index] == rg.size
+            for d in gen.downstream:
+                down = gens[d]
+                if down.is_cell:
+                    waiting = rg.cell_waiting[d]
+                    waiting[row] -= 1
+                    if waiting[row] == 0:
+                        push(Task(down, rg, row))
+                elif group_complete:
+                    rg.full_waiting[d] -= 1
+                    if rg.full_waiting[d] == 0:
+                        push(Task(down, rg, -1))
+        else:
+            for d in gen.downstream:
+                down = gens[d]
+                if down.is_cell:
+                    waiting = rg.cell_waiting[d]
+                    for row in range(rg.size):
+                        waiting[row] -= 1
+                        if waiting[row] == 0:
+                            push(Task(down, rg, row))
+                else:
+                    rg.full_waiting[d] -= 1
+                    if rg.full_waiting[d] == 0:
+                        push(Task(down, rg, -1))
+
+    # ------------------------------------------------------------------------------------------
+    # Deferral and salvage (spec 5.3, 5.4)
+    # ------------------------------------------------------------------------------------------
+
+    def _add_deferred(self, task: Task) -> None:
+        self.deferred.append(task)
+        g = task.gen.index
+        self._deferred_by_gen[g] += 1
+        if self._deferred_by_gen[g] == 1:
+            self._deferred_gens_cache = None
+        if len(self.deferred) > self.max_deferred:
+            self.max_deferred = len(self.deferred)
+
+    def _replace_deferred(self, tasks: list[Task]) -> None:
+        self.deferred = tasks
+        counts = [0] * len(self._deferred_by_gen)
+        for t in tasks:
+            counts[t.gen.index] += 1
+        self._deferred_by_gen = counts
+        self._deferred_gens_cache = None
+
+    def _salvage(self) -> Proc:
+        """Retry the deferred tasks of stalled row groups in rounds, each drained to quiescence."""
+        stalled = {t.rg.id for t in self.deferred if t.rg.in_flight == 0}
+        if not stalled:
+            return
+        others = [t for t in self.deferred if t.rg.id not in stalled]
+        self._replace_deferred([t for t in self.deferred if t.rg.id in stalled])
+        self.salvage_cycles += 1
+        started = self.env.now
+        for _round in range(self.scenario.scheduler.salvage_max_rounds):
+            if not self.deferred:
+                break
+            batch = self.deferred
+            self._replace_deferred([])
+            self.salvage_rounds += 1
+            for task in batch:
+                self.tasks.push(task)
+            yield from self._drain()
+            self._checkpoint_pass()
+            if self._done.triggered:
+                return
+        # Every modelled retryable error is a 429, which is preserved: exhausted tasks stay.
+        leftover = self.deferred
+        self._replace_deferred(others + leftover)
+        self.drain_time += self.env.now - started
+        self._checkpoint_pass()
+
+    def _drain(self) -> Proc:
+        """Dispatch and wait until the queue is empty and nothing is in flight (all row groups)."""
+        tasks = self.tasks
+        while not self._done.triggered:
+            self._wake_ev = self.env.event()
+            dispatched, blocked = yield from self._dispatch_pass()
+            if not tasks.queue and self.in_flight == 0:
+                return
+            if blocked and not dispatched and self.in_flight == 0:
+                raise SimulationError(f"t={self.env.now:.3f}s: salvage drain blocked with nothing in flight")
+            yield from self._wait_wake()
+
+    def _resalvage_delay(self) -> float:
+        backoff = self.scenario.scheduler.resalvage_backoff
+        if not self.scenario.scheduler.request_pressure_advisory or self.request_admission is None:
+            return backoff
+        remaining = [
+            self.request_admission.cooldown_remaining(res)
+            for t in self.deferred
+            if (res := self.gen_request_resource[t.gen.index]) is not None
+        ]
+        positive = [r for r in remaining if r > 0]
+        return max(backoff, min(positive)) if positive else backoff
+
+    # ------------------------------------------------------------------------------------------
+    # Accounting invariants
+    # ------------------------------------------------------------------------------------------
+
+    def check_invariants(self) -> None:
+        """Fail loudly if leases, in-flight counts or rows do not add up at the end of a run."""
+        problems: list[str] = []
+        gens = self.workload.generators
+        tasks = self.tasks
+        for r, name in enumerate(self.workload.resource_names):
+            expected = sum(self.in_flight_by_gen[g.index] for g in gens if r in g.resources)
+            if tasks.leased[r] != expected:
+                problems.append(f"task leases on {name}: {tasks.leased[r]} held, {expected} tasks in flight")
+            if tasks.queued_demand[r] < 0:
+                problems.append(f"negative queued demand on {name}")
+        if any(n < 0 for n in self.in_flight_by_gen) or self.in_flight != sum(self.in_flight_by_gen):
+            problems.append("in-flight counts disagree")
+        if sum(rg.in_flight for rg in self.active.values()) != self.in_flight:
+            problems.append("row-group in-flight counts do not add up to the scheduler's")
+        ra = self.request_admission
+        if ra is not None:
+            waiting = self.recorder.model_waiting_total
+            if ra.total_waiters != waiting:
+                problems.append(f"request waiters {ra.total_waiters} != tasks waiting {waiting}")
+            if ra.total_in_flight > self.in_flight:
+                problems.append("more request leases than tasks in flight")
+            if any(r.in_flight < 0 or r.waiters < 0 for r in ra.resources):
+                problems.append("negative request in-flight or waiter count")
+        total_rows = sum(self.workload.row_group_sizes)
+        admitted_rows = sum(self.workload.row_group_sizes[: self._admitted_count()])
+        if self.completed_rows + self.active_rows != admitted_rows or admitted_rows > total_rows:
+            problems.append(
+                f"rows: {self.completed_rows} completed + {self.active_rows} active != {admitted_rows} admitted"
+            )
+        if self.stop_reason == "completed":
+            if self.in_flight or any(tasks.leased) or tasks.queued_total or self.deferred:
+                problems.append("run completed with work, leases or deferred tasks left")
+            if ra is not None and (ra.total_in_flight or ra.total_waiters):
+                problems.append("run completed with request leases or waiters left")
+            if self.completed_rows != total_rows:
+                problems.append(f"run completed with {self.completed_rows} of {total_rows} rows")
+        if problems:
+            raise SimulationError("accounting invariants broken: " + "; ".join(problems))
+
+    def _admitted_count(self) -> int:
+        return self.completed_row_groups + len(self.active)
