@@ -449,7 +449,7 @@ def apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any] | Iterabl
 def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
     parts = key.split(".")
     node: Any = data
-    for depth, part in enumerate(parts[:-1]):
+    for part in parts[:-1]:
         node = _step(node, part, key, create=True)
     last = parts[-1]
     if isinstance(node, list):
