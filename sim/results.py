@@ -123,6 +123,7 @@ def result_from_scheduler(sched: Scheduler, wall_seconds: float = 0.0) -> Result
         "max_row_groups_in_flight": rec.max_row_groups_in_flight,
         "max_admitted_rows": rga.max_admitted_rows,
         "adaptive_evaluations": rga.evaluations,
+        "main_loop_iterations": sched.iterations,
     }
     for reason in REASONS:
         summary[f"blocked_{reason}"] = rga.blocked_reasons.get(reason, 0)

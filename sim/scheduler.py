@@ -123,6 +123,7 @@ class Scheduler:
         self._deferred_by_gen = [0] * len(workload.generators)
         self._deferred_gens_cache: frozenset[int] | None = frozenset()
         self.salvage_cycles = 0
+        self.iterations = 0
         self.salvage_rounds = 0
         self.drain_time = 0.0
         self.max_deferred = 0
@@ -264,6 +265,7 @@ class Scheduler:
         rga = self.row_groups
         tasks = self.tasks
         while not self._done.triggered:
+            self.iterations += 1
             self._wake_ev = self.env.event()
             dispatched, blocked = yield from self._dispatch_pass()
             self._checkpoint_pass()
