@@ -1,14 +1,25 @@
-"""What happened: an append-only recorder of counters, maxima and time series.
+"""What happened: an append-only recorder of counters, maxima and time series, and the summary
+metrics derived from it after the run.
 
 The scheduler calls the recorder at the moments the real scheduler samples its metrics (spec 8):
 after each main-loop iteration, at dispatch, and when a call is sent or answered. Values are
-plain Python numbers in lists; pandas tables are built once, at the end, by :mod:`sim.results`.
+plain Python numbers in lists; every per-call hook is O(1) (a few comparisons and at most one
+append), because the recorder sits on the simulator's hot path. Anything that needs a scan over
+the run (percentiles, time-weighted means, interval overlaps) is computed once, after the run, by
+:func:`model_metrics` and :func:`run_metrics`, and pandas tables are built by :mod:`sim.results`.
 The recorder decides nothing.
+
+The metrics answer "what limited progress?"; each one is defined, with its unit, in
+``docs/metrics.md``.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from .scenario import Scenario
 from .workload import Workload
@@ -30,9 +41,16 @@ SCHEDULER_SERIES_COLUMNS = (
 )
 MODEL_SERIES_COLUMNS = ("time", "model", "in_flight", "waiting", "current_limit", "cooldown_until")
 
+#: Scheduler-series columns whose time-weighted mean goes into the summary as ``<column>_time_mean``.
+TIME_MEAN_COLUMNS = ("queued_tasks", "active_row_groups", "in_flight_tasks", "deferred_tasks")
+
+NAN = float("nan")
+
+Interval = list[float]  # [start, end), mutable so that a renewed cooldown extends it in place
+
 
 class Recorder:
-    """Counters and time series of one run."""
+    """Counters, time series and interval logs of one run."""
 
     def __init__(self, scenario: Scenario, workload: Workload) -> None:
         self.model_names = [m.name for m in scenario.models]
@@ -49,6 +67,7 @@ class Recorder:
         self.model_max_in_flight = [0] * n_models
         self.model_max_waiting = [0] * n_models
         self.model_limit = [m.max_parallel_requests for m in scenario.models]
+        self.model_min_limit = [m.max_parallel_requests for m in scenario.models]
         self.model_cooldown_until = [0.0] * n_models
         self.successful_calls = 0
         self.healthy_calls = 0
@@ -61,6 +80,34 @@ class Recorder:
         self.series: list[tuple[Any, ...]] = []
         self.model_series: list[tuple[Any, ...]] = []
         self.row_groups: list[tuple[int, int, float, float]] = []  # id, size, admitted_at, checkpointed_at
+
+        # Busy intervals per model: [start, end) while >= 1 call is in flight (zero-length ones dropped).
+        self.busy_intervals: list[list[tuple[float, float]]] = [[] for _ in range(n_models)]
+        self.busy_since = [0.0] * n_models
+        # Work plan per model: one call per task of every generator bound to it (a cell-by-cell
+        # generator has one task per row, a full-column one per row group, a multi-output one a
+        # single task for all its columns); ``work_done_at`` is when the last planned call succeeded.
+        sizes = workload.row_group_sizes
+        total_rows, n_groups = sum(sizes), len(sizes)
+        index = {name: i for i, name in enumerate(self.model_names)}
+        self.planned_calls = [0] * n_models
+        for g in workload.generators:
+            if g.model is not None:
+                self.planned_calls[index[g.model.name]] += total_rows if g.is_cell else n_groups
+        self.work_done_at: list[float | None] = [None] * n_models
+        # Cooldown intervals per cooldown slot. With request admission, models sharing a request
+        # resource (provider, model id, domain) share its cooldown; without it, a model cools down
+        # for its Retry-After (if any) after each 429.
+        controlled = scenario.request_admission.enabled
+        keys = {k: i for i, k in enumerate(workload.request_keys)}
+        n_keys = len(keys)
+        self.cooldown_slot = []
+        for i, m in enumerate(scenario.models):
+            key = (m.provider, m.resolved_model_id, m.domain)
+            slot = next((j for k, j in keys.items() if (k.provider, k.model_id, k.domain) == key), None)
+            self.cooldown_slot.append(slot if controlled and slot is not None else n_keys + i)
+        self.cooldown_intervals: list[list[Interval]] = [[] for _ in range(n_keys + n_models)]
+        self.retry_after = [m.rate_limit.retry_after for m in scenario.models]
 
     # -- scheduler-level samples ---------------------------------------------------------------
 
@@ -125,27 +172,59 @@ class Recorder:
     def model_sent(self, now: float, model: int, limit: int) -> None:
         n = self.model_in_flight[model] + 1
         self.model_in_flight[model] = n
+        if n == 1:
+            self.busy_since[model] = now
         if n > self.model_max_in_flight[model]:
             self.model_max_in_flight[model] = n
         self.model_limit[model] = limit
+        if limit < self.model_min_limit[model]:
+            self.model_min_limit[model] = limit
         self._model_row(now, model)
 
     def model_answered(
         self, now: float, model: int, gen: int, rate_limited: bool, limit: int, cooldown_until: float
     ) -> None:
-        self.model_in_flight[model] -= 1
+        n = self.model_in_flight[model] - 1
+        self.model_in_flight[model] = n
+        if n == 0:
+            start = self.busy_since[model]
+            if now > start:
+                busy = self.busy_intervals[model]
+                if busy and busy[-1][1] == start:
+                    busy[-1] = (busy[-1][0], now)
+                else:
+                    busy.append((start, now))
         self.model_limit[model] = limit
-        self.model_cooldown_until[model] = cooldown_until
+        if limit < self.model_min_limit[model]:
+            self.model_min_limit[model] = limit
+        if cooldown_until > 0.0:  # the request-admission controller's blocked_until
+            self.model_cooldown_until[model] = cooldown_until
         if rate_limited:
             self.calls_429[gen] += 1
             self.model_429[model] += 1
+            if cooldown_until <= 0.0 and self.retry_after[model] > 0.0:  # no controller: Retry-After
+                cooldown_until = now + self.retry_after[model]
+                self.model_cooldown_until[model] = cooldown_until
+            if cooldown_until > now:
+                self._cooldown(self.cooldown_slot[model], now, cooldown_until)
         else:
             self.calls_ok[gen] += 1
-            self.model_ok[model] += 1
+            ok = self.model_ok[model] + 1
+            self.model_ok[model] = ok
+            if ok == self.planned_calls[model]:
+                self.work_done_at[model] = now
             self.successful_calls += 1
             if model in self.healthy_models:
                 self.healthy_calls += 1
         self._model_row(now, model)
+
+    def _cooldown(self, slot: int, start: float, end: float) -> None:
+        """A 429 at ``start`` (re)sets the cooldown to end at ``end``, as the controller does."""
+        intervals = self.cooldown_intervals[slot]
+        if intervals and start <= intervals[-1][1]:
+            intervals[-1][1] = end
+        else:
+            intervals.append([start, end])
 
     def _model_row(self, now: float, model: int) -> None:
         self.model_series.append(
@@ -158,3 +237,132 @@ class Recorder:
                 self.model_cooldown_until[model],
             )
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# Metrics computed once, after the run
+# ---------------------------------------------------------------------------------------------
+
+
+def clip_intervals(intervals: Sequence[Sequence[float]], end: float) -> list[tuple[float, float]]:
+    """Sorted, disjoint ``[start, stop)`` intervals cut at ``end`` (empty ones dropped)."""
+    out = []
+    for start, stop in intervals:
+        if start >= end:
+            break
+        stop = min(stop, end)
+        if stop > start:
+            out.append((start, stop))
+    return out
+
+
+def total_length(intervals: Sequence[Sequence[float]]) -> float:
+    return float(sum(stop - start for start, stop in intervals))
+
+
+def overlap_length(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]]) -> float:
+    """Length of the intersection of two sorted, disjoint interval lists (two-pointer sweep)."""
+    i = j = 0
+    total = 0.0
+    while i < len(a) and j < len(b):
+        lo = max(a[i][0], b[j][0])
+        hi = min(a[i][1], b[j][1])
+        if hi > lo:
+            total += hi - lo
+        if a[i][1] <= b[j][1]:
+            i += 1
+        else:
+            j += 1
+    return total
+
+
+def busy_intervals(rec: Recorder, model: int, sim_time: float) -> list[tuple[float, float]]:
+    """Intervals with >= 1 call of ``model`` in flight, the one still open at the end closed there."""
+    intervals = list(rec.busy_intervals[model])
+    if rec.model_in_flight[model] > 0 and sim_time > rec.busy_since[model]:
+        intervals.append((rec.busy_since[model], sim_time))
+    return clip_intervals(intervals, sim_time)
+
+
+def cooldown_intervals(rec: Recorder, model: int, sim_time: float) -> list[tuple[float, float]]:
+    """The model's cooldown intervals (of its request resource), clipped to the run."""
+    return clip_intervals(rec.cooldown_intervals[rec.cooldown_slot[model]], sim_time)
+
+
+def model_metrics(rec: Recorder, sim_time: float) -> list[dict[str, Any]]:
+    """Per model: where its time went. One dict per model, in scenario order (see docs/metrics.md)."""
+    rows = []
+    for i, name in enumerate(rec.model_names):
+        busy = busy_intervals(rec, i, sim_time)
+        cool = cooldown_intervals(rec, i, sim_time)
+        done_at = rec.work_done_at[i]
+        if rec.planned_calls[i] == 0:
+            horizon = 0.0  # no work planned: never idle "with work left"
+        else:
+            horizon = min(done_at, sim_time) if done_at is not None else sim_time
+        busy_to_horizon = clip_intervals(busy, horizon)
+        cool_to_horizon = clip_intervals(cool, horizon)
+        busy_time = total_length(busy)
+        cooldown_time = total_length(cool)
+        idle = max(0.0, horizon - total_length(busy_to_horizon))
+        idle_in_cooldown = max(0.0, total_length(cool_to_horizon) - overlap_length(busy_to_horizon, cool_to_horizon))
+        rows.append(
+            {
+                "model": name,
+                "planned_calls": rec.planned_calls[i],
+                "unfinished_calls": max(0, rec.planned_calls[i] - rec.model_ok[i]),
+                "busy_time": busy_time,
+                "busy_fraction": busy_time / sim_time if sim_time > 0 else 0.0,
+                "work_done_at": float(done_at) if done_at is not None else NAN,
+                "idle_with_work_left": idle,
+                "idle_in_cooldown": idle_in_cooldown,
+                "cooldown_time": cooldown_time,
+                "cooldown_fraction": cooldown_time / sim_time if sim_time > 0 else 0.0,
+                "cooldown_periods": len(cool),
+                "min_limit": rec.model_min_limit[i],
+            }
+        )
+    return rows
+
+
+def time_weighted_mean(times: Sequence[float], values: Sequence[float], end: float) -> float:
+    """Mean of a step function (``values[k]`` holds from ``times[k]`` to the next time) over
+    ``[times[0], end]``; the last value if that span is empty, NaN without samples."""
+    if len(times) == 0:
+        return NAN
+    t = np.asarray(times, dtype=float)
+    v = np.asarray(values, dtype=float)
+    span = end - t[0]
+    if span <= 0:
+        return float(v[-1])
+    widths = np.diff(np.append(t, max(end, t[-1])))
+    return float(np.dot(widths, v) / span)
+
+
+def run_metrics(rec: Recorder, sim_time: float, total_rows: int) -> dict[str, Any]:
+    """Per run: row progress, row-group latency and time-weighted means of the scheduler series."""
+    out: dict[str, Any] = {}
+    rgs = rec.row_groups  # appended at checkpoint, so checkpoint times never decrease
+    done = np.cumsum([size for _, size, _, _ in rgs]) if rgs else np.zeros(0)
+    times = [at for _, _, _, at in rgs]
+
+    def first_time_reaching(rows: float) -> float:
+        if rows <= 0 or len(done) == 0 or done[-1] < rows:
+            return NAN
+        return float(times[int(np.searchsorted(done, rows, side="left"))])
+
+    out["time_to_first_row"] = first_time_reaching(1)
+    out["time_to_50pct_rows"] = first_time_reaching(math.ceil(0.5 * total_rows))
+    out["time_to_all_rows"] = first_time_reaching(total_rows)
+    latency = np.array([at - admitted for _, _, admitted, at in rgs], dtype=float)
+    if latency.size:
+        out["row_group_latency_p50"] = float(np.percentile(latency, 50))
+        out["row_group_latency_p95"] = float(np.percentile(latency, 95))
+        out["row_group_latency_max"] = float(latency.max())
+    else:
+        out["row_group_latency_p50"] = out["row_group_latency_p95"] = out["row_group_latency_max"] = NAN
+    series_times = [row[0] for row in rec.series]
+    for column in TIME_MEAN_COLUMNS:
+        k = SCHEDULER_SERIES_COLUMNS.index(column)
+        out[f"{column}_time_mean"] = time_weighted_mean(series_times, [row[k] for row in rec.series], sim_time)
+    return out

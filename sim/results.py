@@ -58,6 +58,8 @@ class Result:
 
 
 def result_from_scheduler(sched: Scheduler, wall_seconds: float = 0.0) -> Result:
+    from .metrics import model_metrics, run_metrics
+
     scenario = sched.scenario
     rec = sched.recorder
     rga = sched.row_groups
@@ -100,6 +102,9 @@ def result_from_scheduler(sched: Scheduler, wall_seconds: float = 0.0) -> Result
                 "limit_increases": res.increases if res is not None else 0,
             }
         )
+    per_model = model_metrics(rec, sim_time)
+    for row, extra in zip(model_rows, per_model, strict=True):
+        row.update({k: v for k, v in extra.items() if k != "model"})
     models = pd.DataFrame(model_rows)
 
     summary: dict[str, Any] = {
@@ -143,6 +148,10 @@ def result_from_scheduler(sched: Scheduler, wall_seconds: float = 0.0) -> Result
     for i, m in enumerate(scenario.models):
         summary[f"calls_ok[{m.name}]"] = rec.model_ok[i]
         summary[f"calls_429[{m.name}]"] = rec.model_429[i]
+    for m, extra in zip(scenario.models, per_model, strict=True):
+        for key in ("busy_fraction", "idle_with_work_left", "idle_in_cooldown", "cooldown_time"):
+            summary[f"{key}[{m.name}]"] = extra[key]
+    summary.update(run_metrics(rec, sim_time, total_rows))
 
     analysis = rga.last_deferred_analysis
     deferred_admission: dict[str, Any] = {}
@@ -154,6 +163,11 @@ def result_from_scheduler(sched: Scheduler, wall_seconds: float = 0.0) -> Result
             "blocked_columns": list(analysis.blocked_columns),
             "independent_candidate_columns": list(analysis.independent_columns),
         }
+    # The same diagnostics, flattened for runs.csv ("" when deferred work never blocked growth).
+    summary["deferred_admission_candidate_columns"] = ",".join(deferred_admission.get("candidate_columns", []))
+    summary["deferred_admission_independent_columns"] = ",".join(
+        deferred_admission.get("independent_candidate_columns", [])
+    )
 
     timeseries = pd.DataFrame(rec.series, columns=list(SCHEDULER_SERIES_COLUMNS))
     model_ts = pd.DataFrame(rec.model_series, columns=list(MODEL_SERIES_COLUMNS))
