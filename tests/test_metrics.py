@@ -1,0 +1,232 @@
+"""Each run metric on a tiny scenario whose true value is known by hand (constant latencies, a
+known 429 window), plus the interval and step-function helpers they are built on."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+import sim
+from sim.metrics import clip_intervals, overlap_length, time_weighted_mean
+from sim.scenario import scenario_from_dict
+
+
+def scenario(
+    *,
+    count: int = 1,
+    size: int = 1,
+    cap: int = 1,
+    latency: float = 1.0,
+    seed_duration: float = 0.0,
+    mpr: int = 1,
+    rate_limit: dict | None = None,
+    controller: bool = False,
+    salvage_max_rounds: int = 5,
+) -> sim.Scenario:
+    """seed (local, full column) -> one cell column `a` on model `m` with constant latency."""
+    model = {"name": "m", "max_parallel_requests": mpr, "latency": {"distribution": "constant", "mean": latency}}
+    if rate_limit is not None:
+        model["rate_limit"] = rate_limit
+    return scenario_from_dict(
+        {
+            "name": "metrics-case",
+            "row_groups": {"count": count, "size": size},
+            "scheduler": {
+                "policy": "fixed",
+                "max_concurrent_row_groups": cap,
+                "salvage_max_rounds": salvage_max_rounds,
+            },
+            "request_admission": {"enabled": controller, "cooldown_seconds": 7.0},
+            "stop": {"max_time": 100.0},
+            "models": [model],
+            "columns": [
+                {"name": "seed", "strategy": "full_column", "duration": seed_duration},
+                {"name": "a", "depends_on": ["seed"], "model": "m"},
+            ],
+        }
+    )
+
+
+def model_row(result: sim.Result) -> dict:
+    return result.models.set_index("model").loc["m"].to_dict()
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def test_overlap_and_clip() -> None:
+    a = [(0.0, 2.0), (3.0, 5.0)]
+    b = [(1.0, 4.0), (4.5, 10.0)]
+    assert overlap_length(a, b) == pytest.approx(1.0 + 1.0 + 0.5)
+    assert overlap_length(a, []) == 0.0
+    assert clip_intervals(b, 5.0) == [(1.0, 4.0), (4.5, 5.0)]
+    assert clip_intervals([(0.0, 1.0), (2.0, 3.0)], 2.0) == [(0.0, 1.0)]
+
+
+def test_time_weighted_mean_of_a_step_function() -> None:
+    # 2 on [0, 1), 1 on [1, 2), 0 on [2, 4): mean over [0, 4] = 3 / 4
+    assert time_weighted_mean([0.0, 1.0, 2.0], [2, 1, 0], 4.0) == pytest.approx(0.75)
+    assert time_weighted_mean([5.0], [3], 5.0) == 3.0
+    assert math.isnan(time_weighted_mean([], [], 1.0))
+
+
+# -- per-run metrics ----------------------------------------------------------------------------
+
+
+def test_row_progress_times_and_latency_with_sequential_row_groups() -> None:
+    # Cap 1, one row per group, 1 s per call: group k is admitted at k and checkpointed at k + 1.
+    result = sim.simulate(scenario(count=4, cap=1))
+    s = result.summary
+    assert s["sim_time"] == pytest.approx(4.0)
+    assert s["time_to_first_row"] == pytest.approx(1.0)
+    assert s["time_to_50pct_rows"] == pytest.approx(2.0)
+    assert s["time_to_all_rows"] == pytest.approx(4.0)
+    assert s["row_group_latency_p50"] == pytest.approx(1.0)
+    assert s["row_group_latency_p95"] == pytest.approx(1.0)
+    assert s["active_row_groups_time_mean"] == pytest.approx(1.0)
+    # The model is never idle: each admission sends the next call at the instant the last one ends.
+    m = model_row(result)
+    assert m["busy_fraction"] == pytest.approx(1.0)
+    assert m["idle_with_work_left"] == pytest.approx(0.0)
+    assert m["work_done_at"] == pytest.approx(4.0)
+
+
+def test_row_group_latency_percentiles_when_groups_queue_on_one_model() -> None:
+    # Cap 2 but one call at a time: groups finish at 1, 2, 3, 4 after admission at 0, 0, 1, 2,
+    # so latencies are 1, 2, 2, 2 s (p50 = 2, p95 = 2, max = 2).
+    result = sim.simulate(scenario(count=4, cap=2))
+    latencies = sorted(result.row_groups["latency"].tolist())
+    assert latencies == pytest.approx([1.0, 2.0, 2.0, 2.0])
+    s = result.summary
+    assert s["row_group_latency_p50"] == pytest.approx(2.0)
+    assert s["row_group_latency_p95"] == pytest.approx(2.0)
+    assert s["row_group_latency_max"] == pytest.approx(2.0)
+    assert s["active_row_groups_time_mean"] == pytest.approx((2 + 2 + 2 + 1) / 4)
+
+
+def test_unreached_progress_times_are_nan() -> None:
+    # Stop after 2.5 s of a 4 s run: 2 of 4 rows done, so 50% is reached but 100% is not.
+    result = sim.simulate(scenario(count=4, cap=1), overrides=["stop.max_time=2.5"])
+    s = result.summary
+    assert s["stop_reason"] == "max_time"
+    assert s["time_to_50pct_rows"] == pytest.approx(2.0)
+    assert math.isnan(s["time_to_all_rows"])
+    m = model_row(result)
+    assert m["unfinished_calls"] == 2
+    assert math.isnan(m["work_done_at"])
+    # The call in flight at the stop counts as busy up to the stop.
+    assert m["busy_fraction"] == pytest.approx(1.0)
+
+
+def test_ready_queue_time_mean() -> None:
+    # One group of 3 rows, one call at a time, 1 s each: 2 cells queued on [0, 1), 1 on [1, 2),
+    # none on [2, 3): time-weighted mean 1.0, maximum 2; one task in flight throughout.
+    result = sim.simulate(scenario(count=1, size=3))
+    s = result.summary
+    assert s["sim_time"] == pytest.approx(3.0)
+    assert s["queued_tasks_time_mean"] == pytest.approx(1.0)
+    assert result.timeseries["queued_tasks"].max() == 2
+    # The maximum also sees the instant before the first dispatch pass, when all 3 cells queued.
+    assert s["max_queued_tasks"] == 3
+    assert s["in_flight_tasks_time_mean"] == pytest.approx(1.0)
+    # 50% of 3 rows = 2 rows, only reached when the single group checkpoints.
+    assert s["time_to_first_row"] == s["time_to_50pct_rows"] == pytest.approx(3.0)
+
+
+# -- per-model metrics ------------------------------------------------------------------------
+
+
+def test_idle_with_work_left_while_upstream_runs() -> None:
+    # The seed sampler takes 2 s, then one 1 s call: idle with work left 2 s, busy 1/3.
+    result = sim.simulate(scenario(seed_duration=2.0))
+    m = model_row(result)
+    assert result.summary["sim_time"] == pytest.approx(3.0)
+    assert m["planned_calls"] == 1
+    assert m["busy_time"] == pytest.approx(1.0)
+    assert m["busy_fraction"] == pytest.approx(1 / 3)
+    assert m["idle_with_work_left"] == pytest.approx(2.0)
+    assert m["idle_in_cooldown"] == 0.0
+    assert m["cooldown_time"] == 0.0
+    assert result.summary["idle_with_work_left[m]"] == pytest.approx(2.0)
+
+
+def test_cooldown_with_aimd_controller_and_retry_after() -> None:
+    # 429 for calls sent in [0, 2.5), answered after 0.5 s with Retry-After 1 s; AIMD on.
+    #   0.0 send -> 0.5 429, cooldown [0.5, 1.5); 1.5 send -> 2.0 429, cooldown [2.0, 3.0);
+    #   3.0 send -> 4.0 served. Busy [0, .5) + [1.5, 2) + [3, 4) = 2 s of 4.
+    rate_limit = {"pattern": "window", "start": 0.0, "end": 2.5, "retry_after": 1.0, "latency": 0.5}
+    result = sim.simulate(scenario(rate_limit=rate_limit, controller=True, mpr=4))
+    s = result.summary
+    m = model_row(result)
+    assert s["sim_time"] == pytest.approx(4.0)
+    assert m["rate_limited_calls"] == 2
+    assert m["busy_fraction"] == pytest.approx(0.5)
+    assert m["cooldown_time"] == pytest.approx(2.0)
+    assert m["cooldown_periods"] == 2
+    assert m["idle_with_work_left"] == pytest.approx(2.0)
+    assert m["idle_in_cooldown"] == pytest.approx(2.0)
+    # AIMD: 4 -> floor(4 * 0.75) = 3 -> floor(3 * 0.75) = 2
+    assert m["min_limit"] == 2
+    assert m["final_limit"] == 2
+    assert s["cooldown_time[m]"] == pytest.approx(2.0)
+    assert s["time_to_first_row"] == pytest.approx(4.0)
+    assert s["row_group_latency_p50"] == pytest.approx(4.0)
+    # The model time series carries the same cooldown ends (used to shade plots).
+    ends = sorted(set(result.model_timeseries["cooldown_until"]) - {0.0})
+    assert ends == pytest.approx([1.5, 3.0])
+
+
+def test_cooldown_without_controller_uses_retry_after() -> None:
+    # No controller: the 429 at 0.5 (Retry-After 1 s) is salvaged at once and served by 1.5.
+    # The Retry-After interval [0.5, 1.5) counts as cooldown, but the model was busy during it.
+    rate_limit = {"pattern": "window", "start": 0.0, "end": 0.1, "retry_after": 1.0, "latency": 0.5}
+    result = sim.simulate(scenario(rate_limit=rate_limit, controller=False))
+    m = model_row(result)
+    assert result.summary["sim_time"] == pytest.approx(1.5)
+    assert m["cooldown_time"] == pytest.approx(1.0)
+    assert m["idle_in_cooldown"] == pytest.approx(0.0)
+    assert m["busy_fraction"] == pytest.approx(1.0)
+    # Without Retry-After there is nothing to measure.
+    rate_limit["retry_after"] = 0.0
+    m = model_row(sim.simulate(scenario(rate_limit=rate_limit, controller=False)))
+    assert m["cooldown_time"] == 0.0
+    assert m["rate_limited_calls"] == 1
+
+
+def test_cooldown_is_clipped_to_the_run() -> None:
+    # Cooling forever (always 429, Retry-After 10 s) and the run stops at 3 s: cooldown 3 - 0.5.
+    rate_limit = {"pattern": "always", "retry_after": 10.0, "latency": 0.5}
+    result = sim.simulate(scenario(rate_limit=rate_limit, controller=True), overrides=["stop.max_time=3.0"])
+    m = model_row(result)
+    assert result.summary["sim_time"] == pytest.approx(3.0)
+    assert m["cooldown_time"] == pytest.approx(2.5)
+    assert m["busy_time"] == pytest.approx(0.5)
+    assert m["idle_with_work_left"] == pytest.approx(2.5)
+    assert m["unfinished_calls"] == 1
+    assert math.isnan(result.summary["time_to_first_row"])
+
+
+def test_planned_calls_count_tasks_per_generator() -> None:
+    # A cell column: one call per row; a full-column model column: one call per row group.
+    base = scenario(count=3, size=2, cap=3).model_dump(mode="json")
+    base["columns"].append({"name": "b", "strategy": "full_column", "depends_on": ["seed"], "model": "m"})
+    result = sim.simulate(scenario_from_dict(base))
+    m = model_row(result)
+    assert m["planned_calls"] == 3 * 2 + 3
+    assert m["successful_calls"] == m["planned_calls"]
+    assert m["unfinished_calls"] == 0
+
+
+def test_headline_run_explains_the_global_freeze() -> None:
+    """cooling-2048 under global: the target never grows, deferred work blocked growth, and the
+    diagnostics name the independent healthy columns that localized would have admitted."""
+    result = sim.simulate(
+        sim.load_scenario("scenarios/cooling-2048.toml"), policy="global", overrides=["stop.max_time=2.0"]
+    )
+    s = result.summary
+    assert s["observed_max_target"] == 1
+    assert s["blocked_deferred_tasks"] > 0
+    assert result.deferred_admission["independent_candidate_columns"] == ["healthy_1", "healthy_2", "healthy_3"]
+    assert s["deferred_admission_independent_columns"] == "healthy_1,healthy_2,healthy_3"
+    assert s["active_row_groups_time_mean"] == pytest.approx(1.0)
