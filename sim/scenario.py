@@ -11,16 +11,16 @@ This module knows nothing about SimPy.
 
 from __future__ import annotations
 
-import math
 import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    Strict,
     ValidationError,
     field_validator,
     model_validator,
@@ -31,29 +31,58 @@ from pydantic import (
 MAX_ROW_GROUPS = 1_000_000
 MAX_TOTAL_ROWS = 50_000_000
 MAX_COLUMNS = 256
-MAX_TASKS_PER_RUN = 20_000_000
+#: A run keeps about 0.1 KB per live task and about 0.5 KB per model call (time series and
+#: tables), so 5 million tasks stay within a few GB.
+MAX_TASKS_PER_RUN = 5_000_000
+#: Simulated seconds: beyond this, float time steps of a millisecond are lost to rounding.
+MAX_SIM_TIME = 1.0e9
+#: The smallest resalvage backoff: a smaller pause can round to zero and spin at one instant.
+MIN_RESALVAGE_BACKOFF = 1.0e-4
+#: Size of a scenario file, length of a name and of a description.
+MAX_FILE_BYTES = 4_000_000
+MAX_NAME_LENGTH = 128
+MAX_DESCRIPTION_LENGTH = 20_000
+#: Key parts and lines of an error message are cut to this length, so hostile input stays readable.
+MAX_MESSAGE_PART = 80
 
 
 class ScenarioError(ValueError):
     """A scenario (file, override or object) is invalid. The message is meant for humans."""
 
 
+class _KeyedError(ValueError):
+    """A cross-field problem found after the fields validated, with the dotted key it is about
+    (pydantic reports a model validator's errors at the model itself, without a key)."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(reason)
+        self.key = key
+
+
 class _Strict(BaseModel):
-    """Base: unknown keys are errors, values are not silently coerced across types."""
+    """Base: unknown keys are errors, NaN and infinities are rejected, and numbers and booleans
+    are not coerced from other types (``count = true`` or ``count = "5"`` is an error, not 1 or 5).
+    Lists are accepted where tuples are declared, because TOML has only arrays."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False, validate_default=True)
-
-
-PositiveFloat = float
-NonNegFloat = float
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False, validate_default=True, allow_inf_nan=False)
 
 
-def _finite(value: float, what: str = "value") -> float:
-    if value is None:
-        return value
-    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
-        raise ValueError(f"{what} must be a finite number, got {value}")
+#: An integer that must be a TOML integer (not a bool, float or string).
+Int = Annotated[int, Strict()]
+#: A float that may be given as a TOML integer or float (not a bool or string).
+Float = Annotated[float, Strict()]
+#: A boolean that must be a TOML boolean.
+Bool = Annotated[bool, Strict()]
+
+
+def _printable(value: str | None) -> str | None:
+    """Names end up in one-line messages, CSV headers and file names: no control characters."""
+    if value is not None and any(not ch.isprintable() for ch in value):
+        raise ValueError("must not contain control characters (newlines, tabs, ...)")
     return value
+
+
+_Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME_LENGTH)]
 
 
 class LatencyConfig(_Strict):
@@ -64,12 +93,10 @@ class LatencyConfig(_Strict):
     """
 
     distribution: Literal["constant", "exponential", "uniform", "lognormal"] = "constant"
-    mean: float = Field(default=0.5, ge=0.0, le=86_400.0)
-    low: float = Field(default=0.0, ge=0.0, le=86_400.0)
-    high: float = Field(default=1.0, ge=0.0, le=86_400.0)
-    cv: float = Field(default=0.5, gt=0.0, le=100.0)
-
-    _check_finite = field_validator("mean", "low", "high", "cv")(lambda v: _finite(v))
+    mean: Float = Field(default=0.5, ge=0.0, le=86_400.0)
+    low: Float = Field(default=0.0, ge=0.0, le=86_400.0)
+    high: Float = Field(default=1.0, ge=0.0, le=86_400.0)
+    cv: Float = Field(default=0.5, gt=0.0, le=100.0)
 
     @model_validator(mode="after")
     def _bounds(self) -> LatencyConfig:
@@ -94,24 +121,13 @@ class RateLimitConfig(_Strict):
     """
 
     pattern: Literal["never", "always", "window", "probability", "capacity"] = "never"
-    start: float = Field(default=0.0, ge=0.0)
-    end: float | None = Field(default=None, ge=0.0)
-    probability: float = Field(default=0.0, ge=0.0, le=1.0)
-    requests_per_minute: float = Field(default=60.0, gt=0.0, le=1e9)
-    burst: float | None = Field(default=None, ge=1.0, le=1e9)
-    retry_after: float = Field(default=0.0, ge=0.0, le=86_400.0)
-    latency: float = Field(default=0.0, ge=0.0, le=86_400.0)
-
-    _check_finite = field_validator("start", "probability", "requests_per_minute", "retry_after", "latency")(
-        lambda v: _finite(v)
-    )
-
-    @field_validator("end")
-    @classmethod
-    def _end_finite(cls, v: float | None) -> float | None:
-        if v is not None and not math.isfinite(v):
-            raise ValueError("end must be a finite number of seconds (omit it for 'no end')")
-        return v
+    start: Float = Field(default=0.0, ge=0.0, le=MAX_SIM_TIME)
+    end: Float | None = Field(default=None, ge=0.0, le=MAX_SIM_TIME)
+    probability: Float = Field(default=0.0, ge=0.0, le=1.0)
+    requests_per_minute: Float = Field(default=60.0, ge=1e-6, le=1e9)
+    burst: Float | None = Field(default=None, ge=1.0, le=1e9)
+    retry_after: Float = Field(default=0.0, ge=0.0, le=86_400.0)
+    latency: Float = Field(default=0.0, ge=0.0, le=86_400.0)
 
     @model_validator(mode="after")
     def _window(self) -> RateLimitConfig:
@@ -122,19 +138,25 @@ class RateLimitConfig(_Strict):
     @property
     def never_ends(self) -> bool:
         """True when 429s can continue forever, so a run needs a time limit to stop."""
-        return self.pattern == "always" or (self.pattern == "window" and self.end is None)
+        return (
+            self.pattern == "always"
+            or (self.pattern == "window" and self.end is None)
+            or (self.pattern == "probability" and self.probability >= 1.0)
+        )
 
 
 class ModelConfig(_Strict):
     """One model alias: a (provider, model id, domain) endpoint and how it behaves."""
 
-    name: str = Field(min_length=1, max_length=128)
-    provider: str = Field(default="provider", min_length=1, max_length=128)
-    model_id: str | None = Field(default=None, min_length=1, max_length=128)
+    name: _Name
+    provider: _Name = "provider"
+    model_id: _Name | None = None
     domain: Literal["chat", "embedding", "image", "healthcheck"] = "chat"
-    max_parallel_requests: int = Field(default=4, ge=1, le=100_000)
+    max_parallel_requests: Int = Field(default=4, ge=1, le=100_000)
     latency: LatencyConfig = LatencyConfig()
     rate_limit: RateLimitConfig = RateLimitConfig()
+
+    _check_names = field_validator("name", "provider", "model_id")(_printable)
 
     @property
     def resolved_model_id(self) -> str:
@@ -150,16 +172,16 @@ class ColumnConfig(_Strict):
     own name). ``duration`` is the service time of a local (non-model) task.
     """
 
-    name: str = Field(min_length=1, max_length=128)
+    name: _Name
     strategy: Literal["cell_by_cell", "full_column"] = "cell_by_cell"
-    depends_on: tuple[str, ...] = ()
-    model: str | None = None
+    depends_on: tuple[_Name, ...] = Field(default=(), max_length=MAX_COLUMNS)
+    model: _Name | None = None
     kind: Literal["local", "model", "custom_model"] | None = None
-    generator: str | None = Field(default=None, min_length=1, max_length=128)
-    duration: float = Field(default=0.0, ge=0.0, le=86_400.0)
-    weight: int | None = Field(default=None, ge=1, le=100_000)
+    generator: _Name | None = None
+    duration: Float = Field(default=0.0, ge=0.0, le=86_400.0)
+    weight: Int | None = Field(default=None, ge=1, le=100_000)
 
-    _check_finite = field_validator("duration")(lambda v: _finite(v))
+    _check_names = field_validator("name", "model", "generator")(_printable)
 
     @model_validator(mode="after")
     def _kind_matches_model(self) -> ColumnConfig:
@@ -189,10 +211,10 @@ class RowGroupConfig(_Strict):
     plan's total rows and ``size``.
     """
 
-    count: int | None = Field(default=None, ge=1, le=MAX_ROW_GROUPS)
-    size: int = Field(default=1, ge=1, le=MAX_TOTAL_ROWS)
-    num_records: int | None = Field(default=None, ge=1, le=MAX_TOTAL_ROWS)
-    buffer_size: int | None = Field(default=None, ge=1, le=MAX_TOTAL_ROWS)
+    count: Int | None = Field(default=None, ge=1, le=MAX_ROW_GROUPS)
+    size: Int = Field(default=1, ge=1, le=MAX_TOTAL_ROWS)
+    num_records: Int | None = Field(default=None, ge=1, le=MAX_TOTAL_ROWS)
+    buffer_size: Int | None = Field(default=None, ge=1, le=MAX_TOTAL_ROWS)
 
     @model_validator(mode="after")
     def _one_form(self) -> RowGroupConfig:
@@ -204,15 +226,15 @@ class RowGroupConfig(_Strict):
             raise ValueError("'num_records' needs 'buffer_size'")
         if self.count is not None and self.count * self.size > MAX_TOTAL_ROWS:
             raise ValueError(f"count x size = {self.count * self.size} rows exceeds the limit of {MAX_TOTAL_ROWS}")
-        if self.count is None and math.ceil(self.num_records / self.buffer_size) > MAX_ROW_GROUPS:
-            raise ValueError(f"num_records / buffer_size gives more than {MAX_ROW_GROUPS} row groups")
+        if self.count is None and -(-self.num_records // self.buffer_size) > MAX_ROW_GROUPS:
+            raise ValueError(f"num_records / buffer_size gives more than the limit of {MAX_ROW_GROUPS} row groups")
         return self
 
     def sizes(self) -> list[int]:
         """Row-group sizes in id order (spec 2.1)."""
         if self.count is not None:
             return [self.size] * self.count
-        k = math.ceil(self.num_records / self.buffer_size)
+        k = -(-self.num_records // self.buffer_size)
         return [min(self.buffer_size, self.num_records - i * self.buffer_size) for i in range(k)]
 
     @property
@@ -227,63 +249,54 @@ class RowGroupConfig(_Strict):
 class SchedulerConfig(_Strict):
     """Scheduler constructor knobs (spec 2.3, 2.4, 4.4, 5.4). Defaults are the spec's."""
 
-    policy: str = "localized"
-    max_concurrent_row_groups: int = Field(default=3, ge=1, le=MAX_ROW_GROUPS)
-    initial_target: int = Field(default=1, ge=1, le=MAX_ROW_GROUPS)
-    max_in_flight_tasks: int = Field(default=1024, ge=1, le=10_000_000)
-    max_model_task_admission: int = Field(default=1024, ge=1, le=10_000_000)
-    salvage_max_rounds: int = Field(default=2, ge=1, le=1000)
-    resalvage_backoff: float = Field(default=0.05, gt=0.0, le=3600.0)
-    request_pressure_advisory: bool = False
-    borrow_reserve_fraction: float = Field(default=0.0, ge=0.0, le=1.0)
-
-    _check_finite = field_validator("resalvage_backoff", "borrow_reserve_fraction")(lambda v: _finite(v))
+    #: A registered policy name; it is looked up (never evaluated) when the run starts, because
+    #: policies can be registered after the scenario is loaded.
+    policy: str = Field(default="localized", min_length=1, max_length=64, pattern=r"^[A-Za-z_][A-Za-z0-9_.:\-]*$")
+    max_concurrent_row_groups: Int = Field(default=3, ge=1, le=MAX_ROW_GROUPS)
+    initial_target: Int = Field(default=1, ge=1, le=MAX_ROW_GROUPS)
+    max_in_flight_tasks: Int = Field(default=1024, ge=1, le=10_000_000)
+    max_model_task_admission: Int = Field(default=1024, ge=1, le=10_000_000)
+    salvage_max_rounds: Int = Field(default=2, ge=1, le=1000)
+    resalvage_backoff: Float = Field(default=0.05, ge=MIN_RESALVAGE_BACKOFF, le=3600.0)
+    request_pressure_advisory: Bool = False
+    borrow_reserve_fraction: Float = Field(default=0.0, ge=0.0, le=1.0)
 
 
 class RequestAdmissionConfig(_Strict):
     """AIMD request admission (spec 4.7). ``enabled = false`` removes the controller from the
     loop, as in the #743 headline, where the mock generator raised the 429 itself."""
 
-    enabled: bool = True
-    cooldown_seconds: float = Field(default=2.0, ge=0.0, le=86_400.0)
-    decrease_factor: float = Field(default=0.75, gt=0.0, lt=1.0)
-    increase_step: int = Field(default=1, ge=1, le=100_000)
-    successes_until_increase: int = Field(default=25, ge=1, le=1_000_000)
-    startup_ramp_seconds: float = Field(default=0.0, ge=0.0, le=86_400.0)
-
-    _check_finite = field_validator("cooldown_seconds", "decrease_factor", "startup_ramp_seconds")(lambda v: _finite(v))
+    enabled: Bool = True
+    cooldown_seconds: Float = Field(default=2.0, ge=0.0, le=86_400.0)
+    decrease_factor: Float = Field(default=0.75, gt=0.0, lt=1.0)
+    increase_step: Int = Field(default=1, ge=1, le=100_000)
+    successes_until_increase: Int = Field(default=25, ge=1, le=1_000_000)
+    startup_ramp_seconds: Float = Field(default=0.0, ge=0.0, le=86_400.0)
 
 
 class CallThreshold(_Strict):
     """Stop once the listed columns have made ``count`` successful calls between them."""
 
-    columns: tuple[str, ...] = Field(min_length=1)
-    count: int = Field(ge=1, le=MAX_TASKS_PER_RUN)
+    columns: tuple[_Name, ...] = Field(min_length=1, max_length=MAX_COLUMNS)
+    count: Int = Field(ge=1, le=MAX_TASKS_PER_RUN)
 
 
 class StopConfig(_Strict):
     """Stop rules; the run ends at completion or at the first rule that fires."""
 
-    max_time: float | None = Field(default=None, gt=0.0)
+    max_time: Float | None = Field(default=None, gt=0.0, le=MAX_SIM_TIME)
     successful_calls: CallThreshold | None = None
-    completed_rows: int | None = Field(default=None, ge=1, le=MAX_TOTAL_ROWS)
-
-    @field_validator("max_time")
-    @classmethod
-    def _finite_time(cls, v: float | None) -> float | None:
-        if v is not None and not math.isfinite(v):
-            raise ValueError("max_time must be a finite number of seconds (omit it to run to completion)")
-        return v
+    completed_rows: Int | None = Field(default=None, ge=1, le=MAX_TOTAL_ROWS)
 
 
 class Scenario(_Strict):
     """A whole simulation case, resolved and validated."""
 
     name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
-    description: str = ""
-    seed: int = Field(default=0, ge=0, le=2**63 - 1)
+    description: str = Field(default="", max_length=MAX_DESCRIPTION_LENGTH)
+    seed: Int = Field(default=0, ge=0, le=2**63 - 1)
     row_groups: RowGroupConfig
-    models: tuple[ModelConfig, ...] = ()
+    models: tuple[ModelConfig, ...] = Field(default=(), max_length=MAX_COLUMNS)
     columns: tuple[ColumnConfig, ...] = Field(min_length=1, max_length=MAX_COLUMNS)
     scheduler: SchedulerConfig = SchedulerConfig()
     request_admission: RequestAdmissionConfig = RequestAdmissionConfig()
@@ -300,29 +313,36 @@ class Scenario(_Strict):
         for i, col in enumerate(self.columns):
             for dep in col.depends_on:
                 if dep not in known_cols:
-                    raise ValueError(f"columns[{i}] ({col.name}): depends_on names unknown column '{dep}'")
+                    raise _KeyedError(f"columns.{i}.depends_on", f"{col.name} depends on unknown column '{dep}'")
                 if dep == col.name:
-                    raise ValueError(f"columns[{i}] ({col.name}): a column cannot depend on itself")
+                    raise _KeyedError(f"columns.{i}.depends_on", f"column {col.name} cannot depend on itself")
             if col.model is not None and col.model not in known_models:
-                raise ValueError(
-                    f"columns[{i}] ({col.name}): model '{col.model}' is not among models {sorted(known_models)}"
+                raise _KeyedError(
+                    f"columns.{i}.model", f"model '{col.model}' is not among models {_short_list(sorted(known_models))}"
                 )
         cycle = _find_cycle({c.name: c.depends_on for c in self.columns})
         if cycle:
-            raise ValueError(f"columns: dependency cycle {' -> '.join(cycle)}")
+            raise _KeyedError("columns", f"dependency cycle {' -> '.join(cycle)}")
         self._check_generators()
         if self.stop.successful_calls is not None:
             for name in self.stop.successful_calls.columns:
                 if name not in known_cols:
-                    raise ValueError(f"stop.successful_calls.columns names unknown column '{name}'")
-        total_rows = sum(self.row_groups.sizes())
-        tasks = total_rows * len(self.columns) + len(self.row_groups.sizes()) * len(self.columns)
+                    raise _KeyedError("stop.successful_calls.columns", f"unknown column '{name}'")
+        rg = self.row_groups
+        total_rows = rg.count * rg.size if rg.count is not None else rg.num_records
+        groups = rg.count if rg.count is not None else -(-rg.num_records // rg.buffer_size)
+        tasks = (total_rows + groups) * len(self.columns)
         if tasks > MAX_TASKS_PER_RUN:
-            raise ValueError(f"row_groups: the plan makes about {tasks} tasks, above the limit of {MAX_TASKS_PER_RUN}")
+            raise _KeyedError(
+                "row_groups",
+                f"the plan makes about {tasks} tasks ({len(self.columns)} columns), above the limit of "
+                f"{MAX_TASKS_PER_RUN} tasks per run",
+            )
         endless = [m.name for m in self.models if m.rate_limit.never_ends and self._model_used(m.name)]
         if endless and self.stop.max_time is None:
-            raise ValueError(
-                f"stop.max_time: models {endless} answer 429 forever, so the run can never complete; set stop.max_time"
+            raise _KeyedError(
+                "stop.max_time",
+                f"models {_short_list(endless)} answer 429 forever, so the run can never complete; set stop.max_time",
             )
         return self
 
@@ -331,33 +351,43 @@ class Scenario(_Strict):
 
     def _check_generators(self) -> None:
         """Columns sharing a generator must agree on strategy, kind, model and dependencies."""
-        by_gen: dict[str, list[ColumnConfig]] = {}
-        for col in self.columns:
-            by_gen.setdefault(col.generator_name, []).append(col)
-        names_in_gen = {g: {c.name for c in cols} for g, cols in by_gen.items()}
-        for gen, cols in by_gen.items():
+        by_gen: dict[str, list[int]] = {}
+        for i, col in enumerate(self.columns):
+            by_gen.setdefault(col.generator_name, []).append(i)
+        for gen, indices in by_gen.items():
+            cols = [self.columns[i] for i in indices]
+            names_in_gen = {c.name for c in cols}
             first = cols[0]
-            for other in cols[1:]:
+            for i, other in zip(indices[1:], cols[1:], strict=True):
                 for attr in ("strategy", "model", "resolved_kind"):
                     if getattr(other, attr) != getattr(first, attr):
-                        raise ValueError(
-                            f"columns ({other.name}): generator '{gen}' produces columns that disagree on {attr}"
+                        raise _KeyedError(
+                            f"columns.{i}.generator",
+                            f"generator '{gen}' produces columns that disagree on {attr.removeprefix('resolved_')}",
                         )
-                external_first = set(first.depends_on) - names_in_gen[gen]
-                external_other = set(other.depends_on) - names_in_gen[gen]
-                if external_first != external_other:
-                    raise ValueError(
-                        f"columns ({other.name}): columns of generator '{gen}' must share the same depends_on"
+                if set(first.depends_on) - names_in_gen != set(other.depends_on) - names_in_gen:
+                    raise _KeyedError(
+                        f"columns.{i}.depends_on", f"columns of generator '{gen}' must share the same depends_on"
                     )
-            if any(d in names_in_gen[gen] for c in cols for d in c.depends_on):
-                raise ValueError(f"columns: generator '{gen}' cannot depend on its own output columns")
+            for i, col in zip(indices, cols, strict=True):
+                if any(d in names_in_gen for d in col.depends_on):
+                    raise _KeyedError(
+                        f"columns.{i}.depends_on", f"generator '{gen}' cannot depend on its own output columns"
+                    )
+
+
+def _short_list(names: list[str], limit: int = 8) -> str:
+    """``[a, b, ...]`` cut after ``limit`` names, so that a message stays one readable line."""
+    shown = ", ".join(f"'{n}'" for n in names[:limit])
+    more = f", ... ({len(names) - limit} more)" if len(names) > limit else ""
+    return f"[{shown}{more}]"
 
 
 def _no_duplicates(names: list[str], key: str, what: str) -> None:
     seen: set[str] = set()
-    for name in names:
+    for i, name in enumerate(names):
         if name in seen:
-            raise ValueError(f"{key}: duplicate {what} '{name}'")
+            raise _KeyedError(f"{key}.{i}.name", f"duplicate {what} '{name}'")
         seen.add(name)
 
 
@@ -392,43 +422,77 @@ def _find_cycle(deps: Mapping[str, Iterable[str]]) -> list[str] | None:
 # ---------------------------------------------------------------------------------------------
 
 
+def _clip(text: str, limit: int = MAX_MESSAGE_PART) -> str:
+    """One printable line of at most about ``limit`` characters (hostile keys can be huge)."""
+    text = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text[: limit + 1])
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _format_validation_error(err: ValidationError, source: str) -> str:
-    lines = []
-    for item in err.errors():
-        key = ".".join(str(p) for p in item.get("loc", ())) or "(top level)"
-        msg = item.get("msg", "invalid")
+    """One line per problem: ``<source>: <dotted key>: <reason>``."""
+    items = err.errors(include_url=False, include_input=False)
+    locs = [tuple(item.get("loc", ())) for item in items]
+    lines: list[str] = []
+    for item, loc in zip(items, locs, strict=True):
+        # pydantic adds "should have at least 1 item after validation" to a list whose items all
+        # failed; the items' own errors already say what is wrong.
+        if item.get("type") == "too_short" and any(o[: len(loc)] == loc and len(o) > len(loc) for o in locs):
+            continue
+        cause = (item.get("ctx") or {}).get("error")
+        key = ".".join(_clip(str(p)) for p in loc)
+        if isinstance(cause, _KeyedError):
+            key = ".".join(k for k in (key, cause.key) if k)
+        msg = str(item.get("msg", "invalid"))
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
         if item.get("type") == "extra_forbidden":
             msg = "unknown key"
-        lines.append(f"{source}: {key}: {msg}")
+        msg = msg.replace("valid tuple", "valid array").replace("Tuple should", "Array should")
+        lines.append(f"{source}: {key or '(top level)'}: {_clip(msg, 400)}")
+        if len(lines) >= 50:
+            lines.append(f"{source}: ... ({len(items) - 50} more problems)")
+            break
     return "\n".join(lines)
 
 
 def scenario_from_dict(data: Mapping[str, Any], source: str = "<scenario>") -> Scenario:
     """Validate a mapping into a :class:`Scenario`, raising :class:`ScenarioError`."""
+    if not isinstance(data, Mapping):
+        raise ScenarioError(f"{source}: (top level): a scenario must be a table of keys, got {type(data).__name__}")
     try:
         return Scenario.model_validate(dict(data))
     except ValidationError as err:
         raise ScenarioError(_format_validation_error(err, source)) from None
-    except (TypeError, ValueError, OverflowError, RecursionError) as err:
-        raise ScenarioError(f"{source}: {err}") from None
+    except (TypeError, ValueError, OverflowError, RecursionError, MemoryError) as err:
+        reason = "values are nested too deeply" if isinstance(err, RecursionError) else _clip(str(err), 400)
+        raise ScenarioError(f"{source}: (top level): {reason}") from None
 
 
 def parse_override(text: str) -> tuple[str, Any]:
     """Parse ``dotted.key=value``; the value is read as a TOML value, else as a plain string."""
+    if not isinstance(text, str):
+        raise ScenarioError(f"override {_clip(repr(text))}: expected a 'key=value' string")
+    shown = _clip(text)
     if "=" not in text:
-        raise ScenarioError(f"override '{text}': expected key=value, e.g. scheduler.max_concurrent_row_groups=64")
+        raise ScenarioError(f"override '{shown}': expected key=value, e.g. scheduler.max_concurrent_row_groups=64")
     key, raw = text.split("=", 1)
     key = key.strip()
-    if not key or any(not part for part in key.split(".")):
-        raise ScenarioError(f"override '{text}': the key must be a dotted path such as scheduler.policy")
+    _check_key(key, shown)
     raw = raw.strip()
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw
+    except RecursionError:
+        raise ScenarioError(f"override '{shown}': the value is nested too deeply") from None
     return key, value
+
+
+def _check_key(key: Any, shown: str) -> None:
+    if not isinstance(key, str) or not key or any(not part for part in key.split(".")):
+        raise ScenarioError(f"override '{shown}': the key must be a dotted path such as scheduler.policy")
+    if key.count(".") > 16:
+        raise ScenarioError(f"override '{shown}': the key is deeper than any scenario value (16 levels)")
 
 
 def apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any] | Iterable[str]) -> dict[str, Any]:
@@ -439,9 +503,15 @@ def apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any] | Iterabl
     """
     import copy
 
-    result = copy.deepcopy(data)
+    if isinstance(overrides, str):  # a single "k=v" string is an easy mistake for a list of them
+        overrides = [overrides]
+    try:
+        result = copy.deepcopy(data)
+    except RecursionError:
+        raise ScenarioError("scenario: values are nested too deeply") from None
     items = overrides.items() if isinstance(overrides, Mapping) else (parse_override(o) for o in overrides)
     for key, value in items:
+        _check_key(key, _clip(str(key)))
         _set_dotted(result, key, value)
     return result
 
@@ -458,7 +528,7 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
     elif isinstance(node, dict):
         node[last] = value
     else:
-        raise ScenarioError(f"override '{key}': '{'.'.join(parts[:-1])}' is not a table")
+        raise ScenarioError(f"override '{_clip(key)}': '{_clip('.'.join(parts[:-1]))}' is not a table")
 
 
 def _step(node: Any, part: str, key: str, create: bool) -> Any:
@@ -468,32 +538,44 @@ def _step(node: Any, part: str, key: str, create: bool) -> Any:
         return node[part]
     if isinstance(node, list):
         return node[_list_index(node, part, key)]
-    raise ScenarioError(f"override '{key}': '{part}' is inside a value that is not a table")
+    raise ScenarioError(f"override '{_clip(key)}': '{_clip(part)}' is inside a value that is not a table")
 
 
 def _list_index(items: list[Any], part: str, key: str) -> int:
     for i, item in enumerate(items):
         if isinstance(item, dict) and item.get("name") == part:
             return i
-    if part.isdigit() and int(part) < len(items):
+    if part.isascii() and part.isdigit() and int(part) < len(items):
         return int(part)
     names = [item.get("name") for item in items if isinstance(item, dict)]
-    raise ScenarioError(f"override '{key}': no item named '{part}' (known: {names})")
+    raise ScenarioError(f"override '{_clip(key)}': no item named '{_clip(part)}' (known: {_short_list(names)})")
 
 
 def read_scenario_file(path: str | Path) -> dict[str, Any]:
-    """Read the raw TOML of a scenario file, raising :class:`ScenarioError` on I/O or syntax."""
+    """Read the raw TOML of a scenario file, raising :class:`ScenarioError` on I/O or syntax.
+
+    At most :data:`MAX_FILE_BYTES` are read, so a wrong path such as ``/dev/zero`` fails at once.
+    """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
         raise ScenarioError(f"{path}: no such scenario file") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ScenarioError(f"{path}: cannot read: {err}") from None
+    except OSError as err:
+        raise ScenarioError(f"{path}: cannot read: {err.strerror or err}") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise ScenarioError(f"{path}: the file is larger than the limit of {MAX_FILE_BYTES} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ScenarioError(f"{path}: cannot read: not UTF-8 text ({err.reason} at byte {err.start})") from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ScenarioError(f"{path}: invalid TOML: {err}") from None
+    except RecursionError:
+        raise ScenarioError(f"{path}: invalid TOML: values are nested too deeply") from None
 
 
 def load_scenario(
