@@ -14,7 +14,6 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[test,distributed]"
-	$(BIN)/python -m ipykernel install --user --name admission-sim --display-name "admission-sim" >/dev/null
 	touch $(STAMP)
 
 demo: $(STAMP)
