@@ -1,0 +1,848 @@
+"""Many runs: grid expansion, seeds, run specs, execution, the results folder and resume.
+
+A sweep is planned first (:func:`plan_sweep`): the factorial grid of dotted-key overrides x
+policies x seeds becomes a list of numbered runs (``r0000``, ``r0001``, ... in grid, then policy,
+then seed order), each with its fully resolved scenario. The plan is written as ``manifest.json``
+into a folder named ``.partial-<name>-<random>`` before anything runs; every finished run is
+appended to a journal there (``runs.jsonl``, plus its time series), so an interrupted sweep keeps
+what it finished and :func:`resume_sweep` runs only what is missing. Only when every run has an
+outcome are ``runs.csv`` and the figures written and the folder renamed to its final name.
+
+``runs.csv`` is built from the journal in run-id order by one code path, whether or not the sweep
+was interrupted, so a resumed sweep gives the same file as an uninterrupted one. Wall-clock time
+is kept out of it (``timing.csv``), so re-running a manifest gives an identical ``runs.csv``.
+
+This module knows nothing about the model's internals: it calls :func:`sim.simulate`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import itertools
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from .policies import get_policy
+from .results import Result, atomic_directory
+from .scenario import Scenario, ScenarioError, parse_override, scenario_from_dict, with_overrides
+
+if TYPE_CHECKING:
+    from .executors import Executor
+
+PARAM_PREFIX = "param:"
+JOURNAL = "runs.jsonl"
+STATE = ".sweep-state.json"
+#: Columns of runs.csv before the grid parameters and the summary metrics.
+FIXED_COLUMNS = ("run_id", "status", "error", "policy", "seed")
+#: Metric added to every run's summary by :func:`execute_run` (see :func:`healthy_calls_while_limited`).
+WHILE_LIMITED = "healthy_calls_while_limited"
+
+
+#: Bundled scenarios, addressable by name (``cooling-2048``) wherever a scenario path is expected.
+BUNDLED_SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
+
+
+def resolve_scenario_path(text: str | Path, base_dir: str | Path | None = None) -> Path:
+    """A scenario path (relative to ``base_dir`` first when given), or a bundled scenario's name."""
+    path = Path(text)
+    if base_dir is not None and not path.is_absolute() and (Path(base_dir) / path).exists():
+        return Path(base_dir) / path
+    if path.exists() or path.suffix == ".toml":
+        return path
+    bundled = BUNDLED_SCENARIOS / f"{text}.toml"
+    return bundled if bundled.exists() else path
+
+
+class SweepError(Exception):
+    """A usage problem with a sweep (bad grid, manifest, folder): nothing was run. CLI exit 2."""
+
+
+class SweepInterrupted(Exception):
+    """The sweep was interrupted (Ctrl-C); finished runs are kept in ``partial_dir``."""
+
+    def __init__(self, partial_dir: Path, done: int, total: int) -> None:
+        super().__init__(f"interrupted after {done} of {total} runs; finished runs are kept in {partial_dir}")
+        self.partial_dir = partial_dir
+        self.done = done
+        self.total = total
+
+
+class PluginError(Exception):
+    """A ``module:function`` plugin could not be loaded. CLI exit 2."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Plugins: custom policies come only from an explicit module:function, never from a file
+# ---------------------------------------------------------------------------------------------
+
+_LOADED_PLUGINS: set[str] = set()
+
+
+def load_plugin(spec: str) -> None:
+    """Import ``module`` and call ``function()`` once, e.g. ``"mypkg.policies:register"``.
+
+    The function is expected to register policies with :func:`sim.register_policy`. Loading the
+    same spec again is a no-op, so worker processes can call it for every run. Nothing from a
+    scenario file or manifest is ever imported: plugins come from the command line or the API.
+    """
+    if spec in _LOADED_PLUGINS:
+        return
+    module_name, sep, func_name = spec.partition(":")
+    if not sep or not module_name or not func_name:
+        raise PluginError(f"plugin '{spec}': expected module:function, e.g. mypkg.policies:register")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise PluginError(f"plugin '{spec}': cannot import module '{module_name}': {err}") from None
+    func = getattr(module, func_name, None)
+    if not callable(func):
+        raise PluginError(f"plugin '{spec}': module '{module_name}' has no callable '{func_name}'")
+    func()
+    _LOADED_PLUGINS.add(spec)
+
+
+# ---------------------------------------------------------------------------------------------
+# One run
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything a worker needs for one run; plain data, so it pickles to any executor."""
+
+    run_id: str
+    scenario: dict[str, Any]  # fully resolved scenario incl. the grid point: Scenario.model_dump(mode="json")
+    policy: str
+    seed: int
+    overrides: dict[str, Any]  # the grid point only, for the table
+    plugins: tuple[str, ...] = ()  # module:function specs loaded in the worker before the run
+
+
+@dataclass
+class RunOutcome:
+    """What came back from one run. ``summary`` is empty when the run failed."""
+
+    run_id: str
+    status: str  # "ok" | "failed"
+    error: str | None
+    summary: dict[str, Any]
+    timeseries: pd.DataFrame | None
+    model_timeseries: pd.DataFrame | None
+    wall_seconds: float
+
+
+def execute_run(spec: RunSpec) -> RunOutcome:
+    """Run one spec; a failing run (invalid scenario, exception) becomes a ``failed`` outcome.
+
+    Module-level so that process and Dask executors can pickle it. ``KeyboardInterrupt`` is not
+    caught: an interrupted run is not an outcome and is run again on resume.
+    """
+    from . import simulate
+
+    started = time.perf_counter()
+    try:
+        for plugin in spec.plugins:
+            load_plugin(plugin)
+        scenario = scenario_from_dict(spec.scenario, source=f"run {spec.run_id}")
+        result = simulate(scenario, policy=spec.policy, seed=spec.seed)
+        summary = {k: _plain(v) for k, v in result.summary.items()}
+        summary[WHILE_LIMITED] = healthy_calls_while_limited(result)
+        return RunOutcome(
+            spec.run_id,
+            "ok",
+            None,
+            summary,
+            result.timeseries,
+            result.model_timeseries,
+            time.perf_counter() - started,
+        )
+    except Exception as err:  # noqa: BLE001 - one failing run must not kill the sweep
+        message = " ".join(f"{type(err).__name__}: {err}".split())
+        return RunOutcome(spec.run_id, "failed", message, {}, None, None, time.perf_counter() - started)
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars to Python values, so the journal is plain JSON."""
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def healthy_calls_while_limited(result: Result) -> int:
+    """Successful calls of healthy models made while some *other* model was rate-limited.
+
+    "Healthy" is the recorder's definition (a model whose rate-limit pattern is ``never``). A model
+    is *rate-limited* from an answer that was an HTTP 429 until its next successful answer, and
+    also while it is in request-admission cooldown (``cooldown_until`` in the future). The model
+    time series is replayed in event order; an answer row is one where the model's in-flight count
+    dropped. Whether an answer was a 429 is read from a ``rate_limited`` column when the series has
+    one; otherwise it is inferred: every answer of an ``always`` model is a 429, and an answer
+    that pushed ``cooldown_until`` forward is a 429 (request admission on). Without request
+    admission, 429s of ``window``/``probability``/``capacity`` models cannot be told apart in the
+    series yet and count as successes (this undercounts, never overcounts).
+    """
+    ts = result.model_timeseries
+    if ts is None or ts.empty:
+        return 0
+    models = list(result.scenario.models)
+    index_of = {m.name: i for i, m in enumerate(models)}
+    healthy = [m.rate_limit.pattern == "never" for m in models]
+    always = [m.rate_limit.pattern == "always" for m in models]
+    has_flag = "rate_limited" in ts.columns
+    in_flight = [0] * len(models)
+    cooldown = [0.0] * len(models)
+    last_429 = [False] * len(models)
+    count = 0
+    columns = ["time", "model", "in_flight", "cooldown_until"] + (["rate_limited"] if has_flag else [])
+    for row in ts[columns].itertuples(index=False):
+        now, name, flight, until = row[0], row[1], row[2], row[3]
+        m = index_of[str(name)]
+        answered = flight < in_flight[m]
+        in_flight[m] = flight
+        if not answered:
+            cooldown[m] = max(cooldown[m], until)
+            continue
+        if has_flag:
+            was_429 = bool(row[4])
+        else:
+            was_429 = always[m] or until > cooldown[m]
+        cooldown[m] = max(cooldown[m], until)
+        last_429[m] = was_429
+        if healthy[m] and not was_429:
+            if any(j != m and (last_429[j] or cooldown[j] > now) for j in range(len(models))):
+                count += 1
+    return count
+
+
+# ---------------------------------------------------------------------------------------------
+# Planning: grid x policies x seeds
+# ---------------------------------------------------------------------------------------------
+
+
+def split_values(text: str) -> list[str]:
+    """Split ``v1,v2`` on commas outside brackets and quotes (so ``[1,2],[3]`` is two values)."""
+    parts: list[str] = []
+    depth = 0
+    quote: str | None = None
+    current: list[str] = []
+    for ch in text:
+        if quote:
+            if ch == quote:
+                quote = None
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "[{":
+            depth += 1
+        elif ch in "]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append("".join(current).strip())
+            current = []
+            continue
+        current.append(ch)
+    parts.append("".join(current).strip())
+    return parts
+
+
+def parse_grid(items: Iterable[str]) -> dict[str, list[Any]]:
+    """``["a.b=1,2", "c=x,y"]`` -> ``{"a.b": [1, 2], "c": ["x", "y"]}`` (values read as TOML)."""
+    grid: dict[str, list[Any]] = {}
+    for item in items:
+        if "=" not in item:
+            raise SweepError(f"--grid '{item}': expected key=v1,v2,..., e.g. scheduler.initial_target=1,8,64")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if key in grid:
+            raise SweepError(f"--grid '{key}' is given twice; list all its values in one --grid")
+        texts = split_values(raw)
+        if any(not t for t in texts):
+            raise SweepError(f"--grid '{item}': empty value (values are separated by commas)")
+        values = []
+        for t in texts:
+            try:
+                values.append(parse_override(f"{key}={t}")[1])
+            except ScenarioError as err:
+                raise SweepError(f"--grid: {err}") from None
+        grid[key] = values
+    return grid
+
+
+def seed_list(start: int, count: int) -> list[int]:
+    """``--seeds N`` means seeds ``start .. start+N-1`` (start: ``--seed`` or the scenario's seed)."""
+    if count < 1:
+        raise SweepError(f"--seeds must be >= 1, got {count}")
+    return list(range(start, start + count))
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run of a plan: its spec, or the reason its grid point is not a valid scenario."""
+
+    run_id: str
+    policy: str
+    seed: int
+    overrides: dict[str, Any]
+    spec: RunSpec | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """Every run of a compare or sweep, fixed before anything runs."""
+
+    kind: str
+    scenario: Scenario
+    scenario_source: str
+    grid: dict[str, list[Any]]
+    policies: list[str]
+    seeds: list[int]
+    runs: list[PlannedRun]
+    plugins: tuple[str, ...] = ()
+    command: list[str] = field(default_factory=list)
+
+    def manifest(self) -> dict[str, Any]:
+        from . import __version__
+
+        return {
+            "kind": self.kind,
+            "package_version": __version__,
+            "command": list(self.command),
+            "scenario_source": self.scenario_source,
+            "scenario": self.scenario.model_dump(mode="json"),
+            "grid": {k: list(v) for k, v in self.grid.items()},
+            "policies": list(self.policies),
+            "seeds": list(self.seeds),
+            "plugins": list(self.plugins),
+            "runs": [
+                {"run_id": r.run_id, "policy": r.policy, "seed": r.seed, "overrides": dict(r.overrides)}
+                for r in self.runs
+            ],
+        }
+
+    def digest(self) -> str:
+        """8 hex digits identifying what is run (not how it was typed), for the default folder name."""
+        m = self.manifest()
+        m.pop("command")
+        return hashlib.sha256(json.dumps(m, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def _run_ids(n: int) -> list[str]:
+    width = max(4, len(str(max(n - 1, 0))))
+    return [f"r{i:0{width}d}" for i in range(n)]
+
+
+def _validate_grid(base: Scenario, grid: Mapping[str, Sequence[Any]]) -> None:
+    """A key none of whose values gives a valid scenario is a usage error (unknown key, typo)."""
+    for key, values in grid.items():
+        if not values:
+            raise SweepError(f"--grid {key}: no values")
+        errors = []
+        for value in values:
+            try:
+                with_overrides(base, {key: value})
+            except ScenarioError as err:
+                errors.append(str(err))
+        if len(errors) == len(values):
+            raise SweepError(f"--grid {key}: no value gives a valid scenario:\n{errors[0]}")
+
+
+def plan_sweep(
+    base: Scenario,
+    *,
+    grid: Mapping[str, Sequence[Any]] | None = None,
+    policies: Sequence[str] = ("fixed", "global", "localized"),
+    seeds: Sequence[int] | None = None,
+    kind: str = "sweep",
+    scenario_source: str = "",
+    plugins: Sequence[str] = (),
+    command: Sequence[str] = (),
+) -> SweepPlan:
+    """Expand grid x policies x seeds into numbered runs and validate every grid point.
+
+    Rules: an unknown policy, or a grid key none of whose values is valid, raises
+    :class:`SweepError` (nothing runs). A grid point that is invalid although each of its keys has
+    valid values (one bad value, or a bad combination) becomes failed runs with the validation
+    message, and the rest of the sweep goes on.
+    """
+    grid = {k: list(v) for k, v in (grid or {}).items()}
+    policies = list(policies)
+    if not policies:
+        raise SweepError("no policies given")
+    if len(set(policies)) != len(policies):
+        raise SweepError(f"policies listed twice: {policies}")
+    for name in policies:
+        get_policy(name)
+    seeds = [base.seed] if seeds is None else [int(s) for s in seeds]
+    if not seeds:
+        raise SweepError("no seeds given")
+    _validate_grid(base, grid)
+    points = [dict(zip(grid, combo, strict=True)) for combo in itertools.product(*grid.values())]
+    resolved: list[tuple[dict[str, Any] | None, str | None]] = []
+    for point in points:
+        try:
+            resolved.append((with_overrides(base, point).model_dump(mode="json") if point else _dump(base), None))
+        except ScenarioError as err:
+            resolved.append((None, " ".join(f"ScenarioError: {err}".split())))
+    ids = iter(_run_ids(len(points) * len(policies) * len(seeds)))
+    runs = []
+    for point, (scenario, error) in zip(points, resolved, strict=True):
+        for policy in policies:
+            for seed in seeds:
+                run_id = next(ids)
+                spec = None if scenario is None else RunSpec(run_id, scenario, policy, seed, point, tuple(plugins))
+                runs.append(PlannedRun(run_id, policy, seed, point, spec, error))
+    return SweepPlan(kind, base, scenario_source, grid, policies, seeds, runs, tuple(plugins), list(command))
+
+
+def _dump(scenario: Scenario) -> dict[str, Any]:
+    return scenario.model_dump(mode="json")
+
+
+def plan_from_manifest(
+    manifest: Mapping[str, Any] | str | Path,
+    *,
+    plugins: Sequence[str] = (),
+    command: Sequence[str] = (),
+) -> SweepPlan:
+    """Rebuild the exact plan of a manifest (same runs, ids, overrides, seeds).
+
+    Plugins listed in the manifest are *not* imported from it: pass them again (``--plugin``);
+    a missing one is an error that says which.
+    """
+    source = "manifest"
+    if not isinstance(manifest, Mapping):
+        path = Path(manifest)
+        if path.is_dir():
+            path = path / "manifest.json"
+        source = str(path)
+        try:
+            manifest = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise SweepError(f"{path}: no such manifest") from None
+        except (OSError, json.JSONDecodeError) as err:
+            raise SweepError(f"{path}: cannot read manifest: {err}") from None
+    try:
+        needed = list(manifest.get("plugins", []))
+        missing = [p for p in needed if p not in plugins]
+        if missing:
+            raise SweepError(
+                f"{source}: the runs used plugins {missing}; pass them again with --plugin "
+                "(plugins are never imported from files)"
+            )
+        base = scenario_from_dict(manifest["scenario"], source=f"{source}: scenario")
+        grid = {k: list(v) for k, v in manifest["grid"].items()}
+        policies = list(manifest["policies"])
+        seeds = [int(s) for s in manifest["seeds"]]
+        runs_in = list(manifest["runs"])
+        kind = str(manifest["kind"])
+        scenario_source = str(manifest.get("scenario_source", ""))
+    except ScenarioError as err:
+        raise SweepError(str(err)) from None
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise SweepError(f"{source}: malformed manifest: {type(err).__name__}: {err}") from None
+    for name in policies:
+        get_policy(name)
+    runs = []
+    cache: dict[str, tuple[dict[str, Any] | None, str | None]] = {}
+    for item in runs_in:
+        overrides = dict(item["overrides"])
+        key = json.dumps(overrides, sort_keys=True)
+        if key not in cache:
+            try:
+                cache[key] = (
+                    with_overrides(base, overrides).model_dump(mode="json") if overrides else _dump(base),
+                    None,
+                )
+            except ScenarioError as err:
+                cache[key] = (None, " ".join(f"ScenarioError: {err}".split()))
+        scenario, error = cache[key]
+        run_id, policy, seed = str(item["run_id"]), str(item["policy"]), int(item["seed"])
+        spec = None if scenario is None else RunSpec(run_id, scenario, policy, seed, overrides, tuple(plugins))
+        runs.append(PlannedRun(run_id, policy, seed, overrides, spec, error))
+    return SweepPlan(kind, base, scenario_source, grid, policies, seeds, runs, tuple(plugins), list(command))
+
+
+# ---------------------------------------------------------------------------------------------
+# Running a plan into a results folder
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SweepReport:
+    """Where the results went and what they say."""
+
+    out: Path
+    runs: pd.DataFrame
+    failed: int
+    figures: list[Path] = field(default_factory=list)
+    figures_note: str | None = None
+
+
+def default_out(plan: SweepPlan, root: str | Path = "results") -> Path:
+    """``results/<scenario>/<kind>-<YYYYmmdd-HHMMSS UTC>-<8 hex of the plan>``."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    return Path(root) / plan.scenario.name / f"{plan.kind}-{stamp}-{plan.digest()}"
+
+
+def run_sweep(
+    plan: SweepPlan,
+    out: str | Path | None = None,
+    *,
+    executor: Executor | None = None,
+    progress: bool | None = None,
+    figures: bool = True,
+) -> SweepReport:
+    """Run every run of ``plan`` into a new results folder (``out``, default :func:`default_out`).
+
+    The folder is built as ``.partial-<name>-<random>`` next to ``out``; on Ctrl-C this raises
+    :class:`SweepInterrupted` naming it, and :func:`resume_sweep` finishes it.
+    """
+    final = Path(out) if out is not None else default_out(plan)
+    if final.exists():
+        raise SweepError(f"{final} already exists; remove it or choose another --out")
+    tmp, _commit = atomic_directory(final)
+    _write_json(tmp / "manifest.json", plan.manifest())
+    _write_json(tmp / STATE, {"final": str(final.resolve())})
+    return _run_into(plan, tmp, final, executor=executor, progress=progress, figures=figures)
+
+
+def resume_sweep(
+    partial_dir: str | Path,
+    *,
+    out: str | Path | None = None,
+    executor: Executor | None = None,
+    plugins: Sequence[str] = (),
+    progress: bool | None = None,
+    figures: bool = True,
+) -> SweepReport:
+    """Finish an interrupted sweep: run only the runs without an outcome, then finalize."""
+    tmp = Path(partial_dir)
+    if not (tmp / "manifest.json").is_file() or not (tmp / STATE).is_file():
+        raise SweepError(f"{tmp}: not an unfinished sweep folder (expected manifest.json and {STATE})")
+    plan = plan_from_manifest(tmp / "manifest.json", plugins=plugins)
+    try:
+        state = json.loads((tmp / STATE).read_text())
+        final = Path(out) if out is not None else Path(state["final"])
+    except (OSError, json.JSONDecodeError, KeyError) as err:
+        raise SweepError(f"{tmp / STATE}: unreadable ({err}); pass --out to choose the final folder") from None
+    if final.exists():
+        raise SweepError(f"{final} already exists; remove it or pass --out to choose another folder")
+    return _run_into(plan, tmp, final, executor=executor, progress=progress, figures=figures)
+
+
+def _run_into(
+    plan: SweepPlan,
+    tmp: Path,
+    final: Path,
+    *,
+    executor: Executor | None,
+    progress: bool | None,
+    figures: bool,
+) -> SweepReport:
+    from tqdm import tqdm
+
+    from .executors import make_executor
+
+    done = _read_journal(tmp / JOURNAL)
+    (tmp / "timeseries").mkdir(exist_ok=True)
+    (tmp / "model_timeseries").mkdir(exist_ok=True)
+    total = len(plan.runs)
+    failed = sum(1 for rec in done.values() if rec["status"] != "ok")
+    bar = tqdm(
+        total=total,
+        initial=len(done),
+        desc=plan.kind,
+        unit="run",
+        file=sys.stderr,
+        disable=(not progress) if progress is not None else None,
+        dynamic_ncols=True,
+    )
+    bar.set_postfix(failed=failed)
+
+    def record(outcome: RunOutcome) -> None:
+        nonlocal failed
+        _record(tmp, outcome)
+        done[outcome.run_id] = {"status": outcome.status}
+        failed += outcome.status != "ok"
+        bar.set_postfix(failed=failed, refresh=False)
+        bar.update(1)
+
+    own = executor is None
+    ex = make_executor("serial") if executor is None else executor
+    try:
+        for run in plan.runs:
+            if run.run_id not in done and run.spec is None:
+                record(RunOutcome(run.run_id, "failed", run.error, {}, None, None, 0.0))
+        pending = [run.spec for run in plan.runs if run.run_id not in done and run.spec is not None]
+        if pending:
+            for outcome in ex.run(pending):
+                record(outcome)
+    except KeyboardInterrupt:
+        bar.close()
+        raise SweepInterrupted(tmp, len(done), total) from None
+    finally:
+        if own:
+            ex.close()
+        bar.close()
+    if final.exists():
+        raise SweepError(f"{final} appeared while the sweep ran; finish with --resume {tmp} --out OTHER")
+    runs = _finalize_tables(plan, tmp)
+    figs: list[Path] = []
+    note = None
+    if figures:
+        figs, note = _plot(tmp)
+    (tmp / STATE).unlink()
+    final.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, final)
+    _make_readable(final)
+    figs = [final / p.relative_to(tmp) for p in figs]
+    return SweepReport(final, runs, int((runs["status"] != "ok").sum()), figs, note)
+
+
+def _record(tmp: Path, outcome: RunOutcome) -> None:
+    """Write the run's series, then its journal line (the line marks the run as finished)."""
+    if outcome.timeseries is not None:
+        outcome.timeseries.to_csv(tmp / "timeseries" / f"{outcome.run_id}.csv", index=False)
+    if outcome.model_timeseries is not None:
+        outcome.model_timeseries.to_csv(tmp / "model_timeseries" / f"{outcome.run_id}.csv", index=False)
+    line = {
+        "run_id": outcome.run_id,
+        "status": outcome.status,
+        "error": outcome.error,
+        "summary": {k: _plain(v) for k, v in outcome.summary.items()},
+        "wall_seconds": outcome.wall_seconds,
+    }
+    with open(tmp / JOURNAL, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(line, allow_nan=True) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _read_journal(path: Path) -> dict[str, dict[str, Any]]:
+    """Finished runs by id; a torn last line (killed mid-write) is ignored and that run re-run."""
+    records: dict[str, dict[str, Any]] = {}
+    if not path.exists():
+        return records
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict) and "run_id" in rec:
+            records[rec["run_id"]] = rec
+    return records
+
+
+def _finalize_tables(plan: SweepPlan, tmp: Path) -> pd.DataFrame:
+    records = _read_journal(tmp / JOURNAL)
+    missing = [r.run_id for r in plan.runs if r.run_id not in records]
+    if missing:
+        raise SweepError(f"{tmp}: runs without an outcome: {missing[:5]}")
+    runs = runs_frame(plan, records)
+    runs.to_csv(tmp / "runs.csv", index=False)
+    pd.DataFrame(
+        [{"run_id": r.run_id, "wall_seconds": records[r.run_id].get("wall_seconds", 0.0)} for r in plan.runs]
+    ).to_csv(tmp / "timing.csv", index=False)
+    (tmp / JOURNAL).unlink()
+    return runs
+
+
+def runs_frame(plan: SweepPlan, records: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """One row per run in run-id order: fixed columns, ``param:<key>`` per grid key, then metrics.
+
+    Summary keys ``policy`` and ``seed`` are the fixed columns already; every other summary key
+    keeps its name. Metric columns appear in the order first seen along the run ids.
+    """
+    metric_names: dict[str, None] = {}
+    for run in plan.runs:
+        for key in records[run.run_id].get("summary", {}):
+            if key not in FIXED_COLUMNS:
+                metric_names.setdefault(key, None)
+    rows = []
+    for run in plan.runs:
+        rec = records[run.run_id]
+        row: dict[str, Any] = {
+            "run_id": run.run_id,
+            "status": rec["status"],
+            "error": rec.get("error") or "",
+            "policy": run.policy,
+            "seed": run.seed,
+        }
+        for key in plan.grid:
+            row[PARAM_PREFIX + key] = _cell(run.overrides.get(key))
+        summary = rec.get("summary", {})
+        for key in metric_names:
+            row[key] = summary.get(key)
+        rows.append(row)
+    columns = list(FIXED_COLUMNS) + [PARAM_PREFIX + k for k in plan.grid] + list(metric_names)
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _cell(value: Any) -> Any:
+    return json.dumps(value) if isinstance(value, (list, dict)) else value
+
+
+def _plot(folder: Path) -> tuple[list[Path], str | None]:
+    """Figures via sim.plots.plot_results_dir, if that module exists; never fails the sweep."""
+    try:
+        from .plots import plot_results_dir
+    except ImportError as err:
+        return [], f"figures skipped: sim.plots.plot_results_dir is not available ({err})"
+    try:
+        return list(plot_results_dir(folder)), None
+    except Exception as err:  # noqa: BLE001 - a plotting bug must not lose a finished sweep
+        return [], f"figures skipped: plot_results_dir failed: {type(err).__name__}: {err}"
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+
+
+def _make_readable(folder: Path) -> None:
+    """mkdtemp creates 0700 folders; give the finished folder the usual permissions."""
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        folder.chmod(0o777 & ~umask)
+    except OSError:
+        pass
+
+
+def remove_partial(folder: Path) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Comparison tables
+# ---------------------------------------------------------------------------------------------
+
+#: Metrics of the side-by-side compare table, in order; per-model calls and block reasons follow.
+COMPARE_METRICS = (
+    "stop_reason",
+    "sim_time",
+    "completed_rows",
+    "rows_per_second",
+    "successful_calls",
+    "healthy_calls",
+    WHILE_LIMITED,
+    "rate_limited_calls",
+    "observed_max_target",
+    "max_row_groups_in_flight",
+    "deferred_at_end",
+)
+
+STATISTICS: dict[str, Callable[[pd.Series], float]] = {
+    "mean": lambda s: float(s.mean()),
+    "p50": lambda s: float(s.quantile(0.5)),
+    "p95": lambda s: float(s.quantile(0.95)),
+    "min": lambda s: float(s.min()),
+    "max": lambda s: float(s.max()),
+    "std": lambda s: float(s.std(ddof=1)) if len(s) > 1 else 0.0,
+}
+
+
+def compare_metrics(runs: pd.DataFrame) -> list[str]:
+    """The compare table's rows: headline metrics, calls per model, then block reasons."""
+    names = [m for m in COMPARE_METRICS if m in runs.columns]
+    names += [c for c in runs.columns if c.startswith("calls_ok[") or c.startswith("calls_429[")]
+    names += [c for c in runs.columns if c.startswith("blocked_")]
+    return names
+
+
+def _ratio(value: Any, base: Any) -> float | None:
+    try:
+        v, b = float(value), float(base)
+    except (TypeError, ValueError):
+        return None
+    if math.isnan(v) or math.isnan(b):
+        return None
+    if b == 0:
+        return None if v == 0 else math.inf
+    return v / b
+
+
+def _mode(series: pd.Series) -> str:
+    counts = series.astype(str).value_counts()
+    if len(counts) == 1:
+        return str(counts.index[0])
+    return ", ".join(f"{k} x{v}" for k, v in counts.items())
+
+
+def compare_table(runs: pd.DataFrame, policies: Sequence[str], baseline: str | None = None) -> pd.DataFrame:
+    """Metrics (rows) x policies (mean over seeds), with ``<policy>/<baseline>`` ratio columns.
+
+    Non-numeric metrics (``stop_reason``) show their value, or each value with its count.
+    Failed runs are left out.
+    """
+    baseline = baseline or policies[0]
+    ok = runs[runs["status"] == "ok"]
+    metrics = compare_metrics(ok)
+    table: dict[str, list[Any]] = {}
+    means: dict[str, list[Any]] = {}
+    for policy in policies:
+        sub = ok[ok["policy"] == policy]
+        col = []
+        for metric in metrics:
+            values = sub[metric]
+            if values.empty:
+                col.append(None)
+            elif pd.api.types.is_numeric_dtype(values):
+                col.append(float(values.mean()))
+            else:
+                col.append(_mode(values))
+        means[policy] = col
+    for policy in policies:
+        table[policy] = means[policy]
+    for policy in policies:
+        if policy == baseline:
+            continue
+        table[f"{policy}/{baseline}"] = [
+            _ratio(v, b) if not isinstance(v, str) else None
+            for v, b in zip(means[policy], means[baseline], strict=True)
+        ]
+    return pd.DataFrame(table, index=metrics)
+
+
+def seed_statistics(runs: pd.DataFrame, policies: Sequence[str]) -> pd.DataFrame:
+    """Per numeric metric and policy: mean, p50, p95, min, max, std over seeds (ok runs only)."""
+    ok = runs[runs["status"] == "ok"]
+    rows = []
+    index = []
+    for metric in compare_metrics(ok):
+        if not pd.api.types.is_numeric_dtype(ok[metric]):
+            continue
+        for policy in policies:
+            values = ok.loc[ok["policy"] == policy, metric].astype(float)
+            if values.empty:
+                continue
+            rows.append({name: fn(values) for name, fn in STATISTICS.items()} | {"runs": len(values)})
+            index.append((metric, policy))
+    return pd.DataFrame(rows, index=pd.MultiIndex.from_tuples(index, names=["metric", "policy"]))
+
+
+def format_number(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float):
+        if math.isinf(value):
+            return "inf"
+        if value == int(value) and abs(value) < 1e12:
+            return str(int(value))
+        return f"{value:.4g}"
+    return str(value)
+
+
+def format_table(table: pd.DataFrame) -> str:
+    return table.map(format_number).to_string()
