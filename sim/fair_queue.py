@@ -74,6 +74,10 @@ class FairQueue(Generic[K, T]):
         for _, _, key in self._active:
             yield key, fifo[key][0]
 
+    def active_keys(self) -> list[K]:
+        """Active groups' keys in service order (a snapshot, safe to hold while mutating)."""
+        return [key for _, _, key in self._active]
+
     def select(self, eligible: Callable[[K, T], bool]) -> K | None:
         """The first group (in ``(tag, seq)`` order) whose head is eligible; no state change."""
         fifo = self._fifo

@@ -46,6 +46,7 @@ class RowGroupState:
         "cell_done",
         "full_waiting",
         "admitted_at",
+        "deferred",
     )
 
     def __init__(self, rg_id: int, size: int, workload: Workload, now: float) -> None:
@@ -60,6 +61,8 @@ class RowGroupState:
         # full_waiting[g]: upstream generators not yet complete for the whole group
         self.full_waiting = [len(g.upstream) for g in gens]
         self.admitted_at = now
+        #: this group's tasks in the scheduler's deferred list (for the stalled-deferred count)
+        self.deferred = 0
 
 
 class Scheduler:
@@ -122,6 +125,9 @@ class Scheduler:
         self.deferred: list[Task] = []
         self._deferred_by_gen = [0] * len(workload.generators)
         self._deferred_gens_cache: frozenset[int] | None = frozenset()
+        # Deferred tasks whose row group has nothing in flight, kept incrementally so the main
+        # loop knows whether salvage has work without scanning the deferred list every iteration.
+        self._stalled_deferred = 0
         self.salvage_cycles = 0
         self.iterations = 0
         self.salvage_rounds = 0
@@ -311,7 +317,10 @@ class Scheduler:
                 blocked = True
                 break
             task = tasks.lease(*selection)
-            task.rg.in_flight += 1
+            rg = task.rg
+            if rg.in_flight == 0 and rg.deferred:
+                self._stalled_deferred -= rg.deferred
+            rg.in_flight += 1
             self.in_flight += 1
             self.in_flight_by_gen[task.gen.index] += 1
             started.append(task)
@@ -400,6 +409,8 @@ class Scheduler:
             self._add_deferred(task)
         self.tasks.release(task)
         rg.in_flight -= 1
+        if rg.in_flight == 0 and rg.deferred:
+            self._stalled_deferred += rg.deferred
         self.in_flight -= 1
         self.in_flight_by_gen[gen.index] -= 1
         if rg.in_flight < 0 or self.in_flight < 0:
@@ -450,6 +461,10 @@ class Scheduler:
 
     def _add_deferred(self, task: Task) -> None:
         self.deferred.append(task)
+        rg = task.rg
+        rg.deferred += 1
+        if rg.in_flight == 0:
+            self._stalled_deferred += 1
         g = task.gen.index
         self._deferred_by_gen[g] += 1
         if self._deferred_by_gen[g] == 1:
@@ -458,15 +473,25 @@ class Scheduler:
             self.max_deferred = len(self.deferred)
 
     def _replace_deferred(self, tasks: list[Task]) -> None:
+        for t in self.deferred:
+            t.rg.deferred = 0
         self.deferred = tasks
         counts = [0] * len(self._deferred_by_gen)
+        stalled = 0
         for t in tasks:
             counts[t.gen.index] += 1
+            rg = t.rg
+            rg.deferred += 1
+            if rg.in_flight == 0:
+                stalled += 1
+        self._stalled_deferred = stalled
         self._deferred_by_gen = counts
         self._deferred_gens_cache = None
 
     def _salvage(self) -> Proc:
         """Retry the deferred tasks of stalled row groups in rounds, each drained to quiescence."""
+        if not self._stalled_deferred:  # O(1): no deferred task sits in a row group with nothing in flight
+            return
         stalled = {t.rg.id for t in self.deferred if t.rg.in_flight == 0}
         if not stalled:
             return

@@ -50,6 +50,8 @@ class TaskAdmission:
         self._pressure_resources = [
             tuple(r for r in g.resources if r != self.submission) or g.resources for g in self.generators
         ]
+        #: a group's weight as it counts for competitors (at least 1)
+        self._weight1 = [max(1, g.weight) for g in self.generators]
 
     # -- queue ---------------------------------------------------------------------------------
 
@@ -98,6 +100,24 @@ class TaskAdmission:
         ``hard_heads`` are the generators whose queued head is hard-eligible now. Returns
         (allowed, resources that would be borrowed, denial reason).
         """
+        own = self._weight1[gen.index] if any(h.index == gen.index for h in hard_heads) else 0
+        return self._borrow(gen, self._head_weights(hard_heads), own)
+
+    def _head_weights(self, hard_heads: list[Generator]) -> list[int]:
+        """Per resource, the summed weight (at least 1 each) of the hard-eligible heads requesting it.
+
+        A head's competitors on ``r`` are this total minus its own weight: one pass per
+        selection instead of one scan of all heads per (candidate, resource).
+        """
+        totals = [0] * len(self.limits)
+        weight1 = self._weight1
+        for other in hard_heads:
+            w = weight1[other.index]
+            for r in other.resources:
+                totals[r] += w
+        return totals
+
+    def _borrow(self, gen: Generator, head_weights: list[int], own: int) -> tuple[bool, tuple[int, ...], str]:
         if gen.admitted_limit is None:
             return True, (), ""
         g = gen.index
@@ -105,10 +125,7 @@ class TaskAdmission:
         pressure_res = self._pressure_resources[g]
         borrowed: list[int] = []
         for r in gen.resources:
-            competitors_weight = 0
-            for other in hard_heads:
-                if other.index != g and r in other.resources:
-                    competitors_weight += max(1, other.weight)
+            competitors_weight = head_weights[r] - own
             share = self._strict_share(gen, r, competitors_weight)
             projected = held[r] + 1
             pressured = competitors_weight > 0 and r in pressure_res
@@ -126,19 +143,43 @@ class TaskAdmission:
 
     def _hard_heads(self) -> list[Generator]:
         gens = self.generators
-        return [gens[g] for g, _task in self.queue.heads() if self._hard_ok(gens[g])]
+        limits, leased = self.limits, self.leased
+        heads = []
+        for g in self.queue.active_keys():
+            gen = gens[g]
+            for r in gen.resources:
+                if limits[r] - leased[r] < 1:
+                    break
+            else:
+                heads.append(gen)
+        return heads
 
     def select(self) -> tuple[int, tuple[int, ...]] | None:
         """The next eligible group head (spec 4.3 + 4.4 + 4.5) and the resources it borrows."""
         hard_heads = self._hard_heads()
         if not hard_heads:
             return None
+        pressure_of = self.request_pressure
+        if pressure_of is None:  # the common case: first borrow-eligible head in (tag, seq) order
+            head_weights: list[int] | None = None
+            weight1 = self._weight1
+            for gen in hard_heads:
+                if gen.admitted_limit is None:
+                    return gen.index, ()
+                if head_weights is None:
+                    head_weights = self._head_weights(hard_heads)
+                ok, borrowed, _ = self._borrow(gen, head_weights, weight1[gen.index])
+                if ok:
+                    return gen.index, borrowed
+            return None
+
         decisions: dict[int, tuple[bool, tuple[int, ...]]] = {}
+        weights = self._head_weights(hard_heads)
 
         def eligible(gen: Generator) -> tuple[bool, tuple[int, ...]]:
             cached = decisions.get(gen.index)
             if cached is None:
-                ok, borrowed, _ = self.borrow_check(gen, hard_heads)
+                ok, borrowed, _ = self._borrow(gen, weights, self._weight1[gen.index])
                 cached = decisions[gen.index] = (ok, borrowed)
             return cached
 
