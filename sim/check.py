@@ -235,17 +235,12 @@ def run_checks(
 
 def format_results(results: Sequence[CheckResult]) -> str:
     """A pass/fail table: check, value, bound, result (and why, for a failed run)."""
+    header = ("check", "value", "bound", "result")
     rows = [
-        {
-            "check": r.check.label,
-            "value": format_number(r.value),
-            "bound": r.check.bound_text,
-            "result": "PASS" if r.passed else "FAIL",
-        }
-        for r in results
+        (r.check.label, format_number(r.value), r.check.bound_text, "PASS" if r.passed else "FAIL") for r in results
     ]
-    table = pd.DataFrame(rows, columns=["check", "value", "bound", "result"])
-    lines = [table.to_string(index=False, justify="left")]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in [header, *rows]]
     for r in results:
         if not r.passed:
             why = r.detail or f"value {format_number(r.value)} is not {r.check.bound_text}"

@@ -11,6 +11,7 @@ file, plugin, executor); 130 interrupted (a sweep prints how to resume).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -567,3 +568,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("admission-sim: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # output piped into `head`: not an error worth a traceback
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keep interpreter shutdown from failing to flush
+        return EXIT_OK
