@@ -113,16 +113,25 @@ def cooldown_spans(model_series: pd.DataFrame) -> list[tuple[float, float]]:
     return spans
 
 
-def _new_figure(width: float, height: float) -> Figure:
-    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+def _new_figure(width: float, height: float, hspace_inches: float = 0.0) -> Figure:
+    """A Figure on an Agg canvas with fixed margins (in inches): a layout engine would cost more
+    than the drawing itself on many-panel timelines."""
+    fig = Figure(figsize=(width, height), dpi=DPI)
     FigureCanvasAgg(fig)
+    fig.subplots_adjust(
+        left=0.8 / width,
+        right=1 - 0.2 / width,
+        bottom=0.6 / height,
+        top=1 - 0.6 / height,
+        hspace=hspace_inches / 1.4 if hspace_inches else 0.2,
+    )
     return fig
 
 
 def _save(fig: Figure, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
+    fig.savefig(path, format="png", pil_kwargs={"compress_level": 2})
     return path
 
 
@@ -164,7 +173,7 @@ def comparison_figure(
     end = max(s.end_time for s in series) if until is None else float(until)
     end = end if end > 0 else 1.0
     n_rows = 2 + 2 * len(series)
-    fig = _new_figure(11.0, 1.1 + 1.75 * n_rows)
+    fig = _new_figure(11.0, 1.2 + 1.75 * n_rows, hspace_inches=0.45)
     axes = fig.subplots(n_rows, 1, sharex=True)
     ax_rg, ax_cum = axes[0], axes[1]
     peaks: list[float] = []
@@ -298,9 +307,9 @@ def sweep_figure(runs: pd.DataFrame, metric: str, param: str) -> Figure:
         else:
             rows["x"] = rows["value"].map(positions)
         ax.errorbar(
-            rows["x"],
-            rows["mean"],
-            yerr=rows["std"],
+            rows["x"].to_numpy(float),
+            rows["mean"].to_numpy(float),
+            yerr=rows["std"].to_numpy(float),
             marker="o",
             capsize=3,
             lw=1.5,
