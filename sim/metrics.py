@@ -39,7 +39,8 @@ SCHEDULER_SERIES_COLUMNS = (
     "successful_calls",
     "healthy_calls",
 )
-MODEL_SERIES_COLUMNS = ("time", "model", "in_flight", "waiting", "current_limit", "cooldown_until")
+#: One row per call sent or answered; ``rate_limited`` is True only on the row of a 429 answer.
+MODEL_SERIES_COLUMNS = ("time", "model", "in_flight", "waiting", "current_limit", "cooldown_until", "rate_limited")
 
 #: Scheduler-series columns whose time-weighted mean goes into the summary as ``<column>_time_mean``.
 TIME_MEAN_COLUMNS = ("queued_tasks", "active_row_groups", "in_flight_tasks", "deferred_tasks")
@@ -179,7 +180,7 @@ class Recorder:
         self.model_limit[model] = limit
         if limit < self.model_min_limit[model]:
             self.model_min_limit[model] = limit
-        self._model_row(now, model)
+        self._model_row(now, model, False)
 
     def model_answered(
         self, now: float, model: int, gen: int, rate_limited: bool, limit: int, cooldown_until: float
@@ -216,7 +217,7 @@ class Recorder:
             self.successful_calls += 1
             if model in self.healthy_models:
                 self.healthy_calls += 1
-        self._model_row(now, model)
+        self._model_row(now, model, rate_limited)
 
     def _cooldown(self, slot: int, start: float, end: float) -> None:
         """A 429 at ``start`` (re)sets the cooldown to end at ``end``, as the controller does."""
@@ -226,7 +227,7 @@ class Recorder:
         else:
             intervals.append([start, end])
 
-    def _model_row(self, now: float, model: int) -> None:
+    def _model_row(self, now: float, model: int, rate_limited: bool) -> None:
         self.model_series.append(
             (
                 now,
@@ -235,6 +236,7 @@ class Recorder:
                 self.model_waiting_count[model],
                 self.model_limit[model],
                 self.model_cooldown_until[model],
+                rate_limited,
             )
         )
 
