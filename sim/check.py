@@ -134,7 +134,7 @@ def load_thresholds(path: str | Path) -> ThresholdsFile:
 
 
 def plan_checks(
-    thresholds: ThresholdsFile, base_dir: Path, plugins: Sequence[str] = ()
+    thresholds: ThresholdsFile, path: Path, plugins: Sequence[str] = ()
 ) -> tuple[list[RunSpec], dict[int, list[list[str]]]]:
     """Resolve every check into runs; return the unique specs and, per check, its run ids per policy.
 
@@ -145,13 +145,14 @@ def plan_checks(
     run_ids: dict[int, list[list[str]]] = {}
     for i, check in enumerate(thresholds.check):
         try:
-            scenario = load_scenario(resolve_scenario_path(check.scenario, base_dir), check.overrides)
+            scenario = load_scenario(resolve_scenario_path(check.scenario, path.parent), check.overrides)
         except ScenarioError as err:
-            raise ThresholdsError(f"check.{i} ({check.label}): scenario: {err}") from None
+            raise ThresholdsError(f"{path}: check.{i} ({check.label}): scenario: {err}") from None
         for name in check.policies:
             if name not in POLICIES:
                 raise ThresholdsError(
-                    f"check.{i} ({check.label}): unknown policy '{name}'; registered: {', '.join(sorted(POLICIES))}"
+                    f"{path}: check.{i} ({check.label}): unknown policy '{name}'; "
+                    f"registered: {', '.join(sorted(POLICIES))}"
                 )
         seeds = seed_list(scenario.seed if check.seed is None else check.seed, check.seeds)
         dumped = scenario.model_dump(mode="json")
@@ -176,7 +177,10 @@ def _aggregate(values: list[float], how: str) -> float:
 
 
 def evaluate(
-    thresholds: ThresholdsFile, run_ids: dict[int, list[list[str]]], outcomes: dict[str, RunOutcome]
+    thresholds: ThresholdsFile,
+    run_ids: dict[int, list[list[str]]],
+    outcomes: dict[str, RunOutcome],
+    path: Path = DEFAULT_THRESHOLDS,
 ) -> list[CheckResult]:
     results = []
     for i, check in enumerate(thresholds.check):
@@ -191,12 +195,14 @@ def evaluate(
             if missing:
                 known = ", ".join(sorted(outcomes[ids[0]].summary))
                 raise ThresholdsError(
-                    f"check.{i} ({check.label}): metric: unknown metric '{check.metric}'; known: {known}"
+                    f"{path}: check.{i} ({check.label}): metric: unknown metric '{check.metric}'; known: {known}"
                 )
             try:
                 values.append(_aggregate([float(outcomes[r].summary[check.metric]) for r in ids], check.aggregate))
             except (TypeError, ValueError):
-                raise ThresholdsError(f"check.{i} ({check.label}): metric: '{check.metric}' is not numeric") from None
+                raise ThresholdsError(
+                    f"{path}: check.{i} ({check.label}): metric: '{check.metric}' is not numeric"
+                ) from None
         if problem:
             results.append(CheckResult(check, None, False, problem))
             continue
@@ -222,7 +228,7 @@ def run_checks(
 
     path = Path(path)
     thresholds = load_thresholds(path)
-    specs, run_ids = plan_checks(thresholds, path.parent, plugins)
+    specs, run_ids = plan_checks(thresholds, path, plugins)
     own = executor is None
     ex = make_executor("serial") if own else executor
     try:
@@ -230,7 +236,7 @@ def run_checks(
     finally:
         if own:
             ex.close()
-    return evaluate(thresholds, run_ids, outcomes)
+    return evaluate(thresholds, run_ids, outcomes, path)
 
 
 def format_results(results: Sequence[CheckResult]) -> str:

@@ -132,7 +132,9 @@ def make_executor(name: str = "local", jobs: int | None = None, address: str | N
                     f"the dask executor needs dask[distributed] ({err}); "
                     "install it with: pip install -e '.[distributed]'"
                 ) from None
-            raise ExecutorUnavailable(f"the dask executor is not available: {err}") from None
+            raise ExecutorUnavailable(
+                f"the dask executor is not available ({err}); install it with: pip install -e '.[distributed]'"
+            ) from None
         except ImportError as err:
             raise ExecutorUnavailable(
                 f"the dask executor cannot be loaded ({err}); install it with: pip install -e '.[distributed]'"
