@@ -816,12 +816,15 @@ def compare_table(runs: pd.DataFrame, policies: Sequence[str], baseline: str | N
 
 
 def seed_statistics(runs: pd.DataFrame, policies: Sequence[str]) -> pd.DataFrame:
-    """Per numeric metric and policy: mean, p50, p95, min, max, std over seeds (ok runs only)."""
+    """Per headline metric and policy: mean, p50, p95, min, max, std over seeds (ok runs only).
+
+    Per-model calls and block reasons stay in :func:`compare_table` (means) to keep this short.
+    """
     ok = runs[runs["status"] == "ok"]
     rows = []
     index = []
-    for metric in compare_metrics(ok):
-        if not pd.api.types.is_numeric_dtype(ok[metric]):
+    for metric in COMPARE_METRICS:
+        if metric not in ok.columns or not pd.api.types.is_numeric_dtype(ok[metric]):
             continue
         for policy in policies:
             values = ok.loc[ok["policy"] == policy, metric].astype(float)
@@ -845,4 +848,5 @@ def format_number(value: Any) -> str:
 
 
 def format_table(table: pd.DataFrame) -> str:
-    return table.map(format_number).to_string()
+    """Compact numbers; every row keeps its full label (grep-friendly)."""
+    return table.map(format_number).to_string(sparsify=False)

@@ -1,0 +1,152 @@
+"""The command line end to end: compare, help texts, plugins, scenarios, and one real subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from sim.cli import build_parser, main
+from sim.policies import POLICIES
+from sim.sweep import _LOADED_PLUGINS
+
+ROOT = Path(__file__).resolve().parent.parent
+SMALL = ["--set", "row_groups.count=8"]
+QUIET = ["--no-figures", "--no-progress", "--jobs", "1"]
+
+
+def test_compare_prints_policies_side_by_side_with_ratios(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "cmp"
+    code = main(
+        [
+            "compare",
+            "cooling-2048",
+            "--set",
+            "row_groups.count=64",
+            "--set",
+            "stop.max_time=0.5",
+            "--out",
+            str(out),
+            *QUIET,
+        ]
+    )
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "policies fixed, global, localized" in text and "baseline fixed" in text
+    header = next(line for line in text.splitlines() if "global/fixed" in line)
+    assert header.split() == ["fixed", "global", "localized", "global/fixed", "localized/fixed"]
+    runs = pd.read_csv(out / "runs.csv").set_index("policy")
+    row = next(line for line in text.splitlines() if line.startswith("observed_max_target"))
+    fixed, glob = runs.loc["fixed", "observed_max_target"], runs.loc["global", "observed_max_target"]
+    assert row.split()[1:3] == [str(fixed), str(glob)]
+    assert float(row.split()[4]) == pytest.approx(glob / fixed, rel=1e-3)
+    for metric in (
+        "sim_time",
+        "rows_per_second",
+        "calls_ok[healthy-a]",
+        "calls_429[cooling]",
+        "healthy_calls_while_limited",
+    ):
+        assert any(line.startswith(metric) for line in text.splitlines()), metric
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["kind"] == "compare" and manifest["policies"] == ["fixed", "global", "localized"]
+    assert manifest["grid"] == {} and [r["run_id"] for r in manifest["runs"]] == ["r0000", "r0001", "r0002"]
+
+
+def test_compare_over_seeds_prints_distribution(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(
+        ["compare", "window-recovery", *SMALL, "--policies", "global,localized", "--seeds", "3", "--seed", "4"]
+        + ["--out", str(tmp_path / "c"), *QUIET]
+    )
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "seeds 4, 5, 6; baseline global" in text and "localized/global" in text
+    stats_header = next(
+        line for line in text.splitlines() if line.split()[:6] == ["mean", "p50", "p95", "min", "max", "std"]
+    )
+    assert stats_header
+    runs = pd.read_csv(tmp_path / "c" / "runs.csv")
+    assert sorted(set(runs["seed"])) == [4, 5, 6]
+    sim_time = runs.loc[runs["policy"] == "localized", "sim_time"]
+    line = next(line for line in text.splitlines() if line.startswith("sim_time") and "localized" in line.split()[:2])
+    assert float(line.split()[2]) == pytest.approx(sim_time.mean(), rel=1e-3)
+    assert float(line.split()[7]) == pytest.approx(sim_time.std(), rel=1e-3)
+
+
+def test_compare_unknown_policy_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["compare", "window-recovery", "--policies", "fixed,nope"]) == 2
+    assert "unknown policy 'nope'" in capsys.readouterr().err
+
+
+def test_every_command_help_explains_options_with_an_example() -> None:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    assert set(sub.choices) == {"run", "compare", "sweep", "check", "plot", "scenarios"}
+    for name, command in sub.choices.items():
+        text = command.format_help()
+        assert "example" in text, name
+        assert f"admission-sim {name}" in text.split("example", 1)[1], name
+        for action in command._actions:
+            if action.option_strings and action.dest != "help":
+                assert action.help, f"{name} {action.option_strings}"
+
+
+def test_plugin_registers_a_policy_from_an_explicit_module(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "my_test_policies.py").write_text(
+        textwrap.dedent(
+            """
+            from sim import register_policy
+
+            def register():
+                @register_policy("never-blocks-test", description="adaptive, deferred work never blocks")
+                def never(view):
+                    return False
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        code = main(
+            ["compare", "window-recovery", *SMALL, "--policies", "global,never-blocks-test"]
+            + ["--plugin", "my_test_policies:register", "--out", str(tmp_path / "out"), *QUIET]
+        )
+        assert code == 0
+        assert "never-blocks-test/global" in capsys.readouterr().out
+    finally:
+        POLICIES.pop("never-blocks-test", None)
+        _LOADED_PLUGINS.discard("my_test_policies:register")
+    assert main(["compare", "window-recovery", "--plugin", "my_test_policies"]) == 2
+    assert "expected module:function" in capsys.readouterr().err
+    assert main(["compare", "window-recovery", "--plugin", "my_test_policies:missing"]) == 2
+    assert "has no callable 'missing'" in capsys.readouterr().err
+
+
+def test_scenarios_lists_the_bundled_ones(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["scenarios"]) == 0
+    out = capsys.readouterr().out
+    for name in ("cooling-2048", "window-recovery", "healthy-bottleneck", "rpm-capacity"):
+        assert name in out
+
+
+def test_sweep_from_a_subprocess_writes_the_folder(tmp_path: Path) -> None:
+    exe = Path(sys.executable).parent / "admission-sim"
+    out = tmp_path / "sub"
+    proc = subprocess.run(
+        [str(exe), "sweep", "window-recovery", *SMALL, "--grid", "scheduler.initial_target=1,2"]
+        + ["--policies", "localized", "--out", str(out), "--no-figures", "--jobs", "2"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "2 runs (2 grid points x 1 policies x 1 seeds), 0 failed" in proc.stdout
+    assert len(pd.read_csv(out / "runs.csv")) == 2
+    bad = subprocess.run([str(exe), "sweep", "window-recovery", "--grid", "nope=1"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and "--grid nope" in bad.stderr
