@@ -369,6 +369,17 @@ def test_new_acquire_queues_behind_existing_waiters() -> None:
     assert (first.lease is not None, second.lease is None) == (True, True)
 
 
+def test_new_acquire_at_cooldown_end_queues_behind_waiter() -> None:
+    h = Harness({"p/m": 1}).at(1.0)
+    h.rate_limit(retry_after=2.5)
+    first = h.acquire(name="first")
+    h.at(3.5)  # cooldown over, but the wake-up at 3.5 has not run yet
+    assert h.ra.denial(h.res()) is None and first.lease is None
+    late = h.acquire(name="late")
+    h.at(4.0)
+    assert (first.granted_at, late.lease, h.grants) == (3.5, None, ["first"])
+
+
 def test_waiters_round_robin_across_resources() -> None:
     h = Harness({"p/m": 1}, keys=(CHAT, EMBED))
     holder = h.grab(CHAT)

@@ -148,8 +148,8 @@ def test_request_limit_is_min_over_generators_across_domains(make_workload) -> N
     wl = make_workload(
         [
             SEED,
-            {"name": "chat", "depends_on": ["seed"], "model": "chat6"},
             {"name": "emb", "depends_on": ["seed"], "model": "emb3"},
+            {"name": "chat", "depends_on": ["seed"], "model": "chat6"},
             {"name": "other", "depends_on": ["seed"], "model": "other5"},
         ],
         [
