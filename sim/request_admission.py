@@ -30,6 +30,8 @@ RAMP_POLL_SECONDS = 0.05
 
 SUCCESS = "success"
 RATE_LIMITED = "rate_limited"
+#: Outcomes that leave the limit alone but end a run of 429s once nothing is in flight (spec 4.7).
+PROVIDER_FAILURES = frozenset({"provider_failure", "provider_timeout", "unexpected_exception"})
 
 
 class RequestObserver(Protocol):
@@ -224,9 +226,10 @@ class RequestAdmission:
                     res.success_streak = 0
             elif res.in_flight == 0:
                 res.consecutive_rate_limits = 0
-        else:  # provider failures and local cancellations: capacity only
+        elif outcome in PROVIDER_FAILURES:  # no limit change
             if res.in_flight == 0:
                 res.consecutive_rate_limits = 0
+        # local_cancelled / local_timeout: capacity only
         self._notify(res)
         self.grant_waiters()
 

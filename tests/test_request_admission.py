@@ -274,11 +274,6 @@ def test_local_outcomes_only_release_capacity(outcome: str) -> None:
     assert (r.current_limit, r.blocked_until, r.success_streak, h.ra.aggregate["p/m"]) == (1, 0.0, 3, 1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="RequestAdmission.release resets consecutive_rate_limits for local_cancelled/local_timeout when "
-    "in_flight drops to 0; spec 4.7 says these outcomes release capacity only",
-)
 @pytest.mark.parametrize("outcome", ["local_cancelled", "local_timeout"])
 def test_local_outcomes_keep_consecutive_rate_limits(outcome: str) -> None:
     h = Harness()
