@@ -9,8 +9,10 @@ Failures: :func:`sim.sweep.execute_run` turns a failing *simulation* into a fail
 itself, so a task only raises for infrastructure reasons (an unpicklable result, a broken
 worker environment, a custom ``fn``). Such a task is retried ``retries`` times by the scheduler
 and then recorded as a failed run. A task whose worker *dies* is rescheduled by the scheduler
-until it has killed ``distributed.scheduler.allowed-failures`` + 1 workers (Dask default 3),
-then it fails with ``KilledWorker`` and is recorded as failed. Either way the other runs go on.
+until it has been on ``distributed.scheduler.allowed-failures`` + 1 dying workers, then fails
+with ``KilledWorker`` and is recorded as failed. That setting belongs to the scheduler: the
+LocalCluster started here uses ``retries``; an existing cluster keeps its own (Dask default 3,
+see docs/cluster.md). Either way the other runs go on.
 
 Dask is an optional extra; importing this module without it raises :class:`ImportError` with the
 install command, which :func:`sim.executors.make_executor` turns into a clear CLI error.
@@ -26,28 +28,37 @@ from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 try:
-    import dask  # noqa: F401  (imported to fail early when only half of the extra is present)
+    import dask
     import distributed
+    from distributed.comm import get_address_host_port
 except ImportError as exc:  # pragma: no cover - exercised by simulating the missing module
     raise ImportError(
         "the Dask executor needs the optional 'distributed' extra (dask[distributed]); "
         "install it with: pip install -e '.[distributed]'"
     ) from exc
 
+from .executors import ExecutorUnavailable
+
 if TYPE_CHECKING:
     from .sweep import RunOutcome, RunSpec
 
-__all__ = ["DISTRIBUTION", "DaskExecutor", "WorkerVersionMismatch"]
+__all__ = ["DISTRIBUTION", "DaskExecutor", "SchedulerUnreachable", "WorkerVersionMismatch"]
 
 #: Name of this package's distribution, as workers report it (``pip install -e .``).
 DISTRIBUTION = "admission-sim"
+#: How long to try reaching a scheduler before giving up (Dask's default is 30 s).
+CONNECT_TIMEOUT = "10s"
 
 
-class WorkerVersionMismatch(RuntimeError):
+class WorkerVersionMismatch(ExecutorUnavailable):
     """A cluster worker runs a different admission-sim version (or none) than the client.
 
     Results from such a cluster would silently mix two models, so the executor refuses it.
     """
+
+
+class SchedulerUnreachable(ExecutorUnavailable):
+    """No Dask scheduler answered at the given address (CLI: a usage error, nothing was run)."""
 
 
 def _installed_version() -> str:
@@ -60,19 +71,23 @@ class DaskExecutor:
 
     ``address`` connects to an existing scheduler (``tcp://HOST:8786``); without it a
     :class:`distributed.LocalCluster` of ``n_workers`` processes is started here and shut down by
-    :meth:`close` (``n_workers=None`` means one per CPU). ``fn`` is the per-run function; it must
-    be picklable and defaults to :func:`sim.sweep.execute_run` (tests inject a failing one).
+    :meth:`close` (``n_workers=None``: one per CPU, like the local executor). ``jobs`` is the sweep's
+    ``--jobs`` as passed by :func:`sim.executors.make_executor`: when given, it is the LocalCluster's
+    worker count; an existing cluster's size is set by its workers, so there it is ignored.
+    ``fn`` is the per-run function; it must be picklable and defaults to
+    :func:`sim.sweep.execute_run` (tests inject a failing one).
     """
 
     def __init__(
         self,
         address: str | None = None,
-        n_workers: int | None = 2,
+        n_workers: int | None = None,
         threads_per_worker: int = 1,
         processes: bool = True,
         retries: int = 1,
         fn: Callable[[RunSpec], RunOutcome] | None = None,
         check_versions: bool = True,
+        jobs: int | None = None,
     ) -> None:
         if retries < 0:
             raise ValueError(f"retries must be >= 0, got {retries}")
@@ -84,22 +99,39 @@ class DaskExecutor:
         self.retries = retries
         self._cluster: distributed.LocalCluster | None = None
         if address is None:
-            workers = n_workers if n_workers is not None else (os.cpu_count() or 1)
+            workers = jobs if jobs is not None else n_workers
+            workers = workers if workers is not None else (os.cpu_count() or 1)
             if workers < 1:
                 raise ValueError(f"n_workers must be >= 1, got {workers}")
             # Port 0 and no dashboard: a quick try must not collide with a running cluster or a
-            # second sweep on the same machine.
-            self._cluster = distributed.LocalCluster(
-                n_workers=workers,
-                threads_per_worker=threads_per_worker,
-                processes=processes,
-                scheduler_port=0,
-                dashboard_address=None,
-                silence_logs=logging.ERROR,
-            )
+            # second sweep on the same machine. Our own scheduler also gets the "retry once" rule
+            # for dying workers; saturation 1.0 keeps queued runs on the scheduler rather than on a
+            # worker, so a worker death only counts against the run it was executing.
+            with dask.config.set(
+                {
+                    "distributed.scheduler.allowed-failures": retries,
+                    "distributed.scheduler.worker-saturation": 1.0,
+                }
+            ):
+                self._cluster = distributed.LocalCluster(
+                    n_workers=workers,
+                    threads_per_worker=threads_per_worker,
+                    processes=processes,
+                    scheduler_port=0,
+                    dashboard_address=None,
+                    silence_logs=logging.ERROR,
+                )
             address = self._cluster.scheduler_address
         try:
-            self.client = distributed.Client(address, set_as_default=False)
+            try:
+                # Validate first: a Client that fails on a malformed address hangs in __del__.
+                get_address_host_port(address)
+                self.client = distributed.Client(address, set_as_default=False, timeout=CONNECT_TIMEOUT)
+            except (OSError, TimeoutError, ValueError) as err:
+                raise SchedulerUnreachable(
+                    f"cannot connect to the Dask scheduler at {address}: {_describe(err)} "
+                    "(expected tcp://HOST:PORT of a running `dask scheduler`)"
+                ) from err
             if check_versions and self._cluster is None:
                 self._check_worker_versions()
         except BaseException:
@@ -133,35 +165,35 @@ class DaskExecutor:
         return len(self.client.scheduler_info(n_workers=-1)["workers"])
 
     def run(self, specs: Sequence[RunSpec]) -> Iterator[RunOutcome]:
-        """Submit every spec, then yield outcomes as runs finish (any order).
+        """Submit every spec now, then yield outcomes as runs finish (any order).
 
-        If the caller stops iterating (Ctrl-C, an exception in the writer), the remaining tasks are
-        cancelled so the cluster does not keep computing an abandoned sweep.
+        Submitting before the first ``next()`` lets the cluster start while the caller sets up its
+        progress bar. If the caller stops iterating (Ctrl-C, an exception in the writer), the runs
+        not yet collected are cancelled so the cluster does not keep computing an abandoned sweep.
         """
-        specs = list(specs)
-        if not specs:
-            return
         # Readable keys for the dashboard, unique per call so a repeated sweep on a long-lived
         # cluster never picks up a result cached under the same run_id.
         token = uuid.uuid4().hex[:8]
-        spec_of: dict[str, RunSpec] = {}
-        futures = []
-        for spec in specs:
-            key = f"admission-sim-{spec.run_id}-{token}"
-            spec_of[key] = spec
-            futures.append(self.client.submit(self.fn, spec, key=key, pure=False, retries=self.retries))
-        pending = {f.key for f in futures}
+        futures = {
+            self.client.submit(
+                self.fn, spec, key=f"admission-sim-{spec.run_id}-{token}", pure=False, retries=self.retries
+            ): spec
+            for spec in specs
+        }
+        return self._collect(futures)
+
+    def _collect(self, futures: dict[distributed.Future, RunSpec]) -> Iterator[RunOutcome]:
         try:
-            for future in distributed.as_completed(futures, loop=self.client.loop):
-                spec = spec_of[future.key]
-                pending.discard(future.key)
-                outcome = self._outcome(future, spec)
+            if not futures:
+                return
+            for future in distributed.as_completed(list(futures), loop=self.client.loop):
+                outcome = self._outcome(future, futures.pop(future))
                 future.release()
                 yield outcome
         finally:
-            leftover = [f for f in futures if f.key in pending]
-            if leftover:
-                self.client.cancel(leftover)
+            if futures:
+                self.client.cancel(list(futures))
+                futures.clear()
 
     def _outcome(self, future: distributed.Future, spec: RunSpec) -> RunOutcome:
         """The task's RunOutcome, or a failed one built from the task's error."""
