@@ -34,6 +34,13 @@ if TYPE_CHECKING:
     from .executors import Executor
 
 DEFAULT_THRESHOLDS = Path("results/thresholds.toml")
+#: The shipped file, used when ``results/thresholds.toml`` is not in the working directory.
+SHIPPED_THRESHOLDS = Path(__file__).resolve().parent.parent / DEFAULT_THRESHOLDS
+
+
+def default_thresholds() -> Path:
+    """``results/thresholds.toml`` in the working directory, else the one shipped with the package."""
+    return DEFAULT_THRESHOLDS if DEFAULT_THRESHOLDS.exists() else SHIPPED_THRESHOLDS
 
 
 class ThresholdsError(Exception):

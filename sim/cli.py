@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import __version__, simulate
-from .check import DEFAULT_THRESHOLDS, ThresholdsError, format_results, run_checks
+from .check import DEFAULT_THRESHOLDS, ThresholdsError, default_thresholds, format_results, run_checks
 from .executors import EXECUTORS, Executor, ExecutorUnavailable, make_executor
 from .policies import POLICIES, UnknownPolicyError, get_policy
 from .results import Result, write_result
@@ -254,12 +254,13 @@ def _print_failures(runs: pd.DataFrame) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    path = Path(args.thresholds) if args.thresholds else default_thresholds()
     executor = _executor(args, 2)
     try:
-        results = run_checks(args.thresholds, executor=executor, plugins=args.plugin)
+        results = run_checks(path, executor=executor, plugins=args.plugin)
     finally:
         executor.close()
-    print(f"check {args.thresholds}")
+    print(f"check {path}")
     print(format_results(results))
     return EXIT_OK if all(r.passed for r in results) else EXIT_FAILED
 
@@ -511,8 +512,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument(
         "thresholds",
         nargs="?",
-        default=str(DEFAULT_THRESHOLDS),
-        help=f"thresholds TOML file (default: {DEFAULT_THRESHOLDS})",
+        default=None,
+        help=f"thresholds TOML file (default: {DEFAULT_THRESHOLDS}, or the shipped one if there is none here)",
     )
     exec_args(check)
     plugin_arg(check)

@@ -598,11 +598,17 @@ def _run_into(
         bar.close()
     if final.exists():
         raise SweepError(f"{final} appeared while the sweep ran; finish with --resume {tmp} --out OTHER")
-    runs = _finalize_tables(plan, tmp)
-    figs: list[Path] = []
-    note = None
-    if figures:
-        figs, note = _plot(tmp)
+    try:
+        runs = _finalize_tables(plan, tmp)
+        figs: list[Path] = []
+        note = None
+        if figures:
+            figs, note = _plot(tmp)
+    except KeyboardInterrupt:
+        # Every run is kept (journal intact): --resume only redoes this finalization.
+        raise SweepInterrupted(tmp, total, total) from None
+    # From here on the folder no longer needs what made it resumable.
+    (tmp / JOURNAL).unlink()
     (tmp / STATE).unlink()
     final.parent.mkdir(parents=True, exist_ok=True)
     os.replace(tmp, final)
@@ -655,7 +661,6 @@ def _finalize_tables(plan: SweepPlan, tmp: Path) -> pd.DataFrame:
     pd.DataFrame(
         [{"run_id": r.run_id, "wall_seconds": records[r.run_id].get("wall_seconds", 0.0)} for r in plan.runs]
     ).to_csv(tmp / "timing.csv", index=False)
-    (tmp / JOURNAL).unlink()
     return runs
 
 
