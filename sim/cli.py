@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -301,6 +302,10 @@ def _command() -> list[str]:
 # ---------------------------------------------------------------------------------------------
 
 
+def _wrap(text: str) -> str:
+    return textwrap.fill(text, width=100)
+
+
 def build_parser() -> argparse.ArgumentParser:
     raw = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
@@ -409,8 +414,10 @@ def build_parser() -> argparse.ArgumentParser:
     compare = sub.add_parser(
         "compare",
         help="run several policies on the same scenario and seeds, side by side",
-        description="Run several policies on the same scenario and seeds; print their metrics side by side with "
-        "ratios against the baseline (and mean, p50, p95, min, max, std over seeds); write a results folder.",
+        description=_wrap(
+            "Run several policies on the same scenario and seeds; print their metrics side by side with "
+            "ratios against the baseline (and mean, p50, p95, min, max, std over seeds); write a results folder."
+        ),
         formatter_class=raw,
         epilog="examples:\n"
         "  admission-sim compare cooling-2048\n"
@@ -443,12 +450,14 @@ def build_parser() -> argparse.ArgumentParser:
     sweep = sub.add_parser(
         "sweep",
         help="run a factorial grid of overrides x policies x seeds into a results folder",
-        description="Run the factorial grid of --grid overrides x --policies x --seeds in parallel and write a "
-        "results folder (manifest.json, runs.csv, time series, figures). The folder is built as "
-        ".partial-<name>-<random> and renamed when complete. A grid key none of whose values gives a "
-        "valid scenario is a usage error (exit 2, nothing runs); a grid point that is invalid or a run "
-        "that raises is recorded as a failed row and the sweep goes on (exit 1). Ctrl-C keeps finished "
-        "runs in the partial folder; --resume finishes it.",
+        description=_wrap(
+            "Run the factorial grid of --grid overrides x --policies x --seeds in parallel and write a "
+            "results folder (manifest.json, runs.csv, time series, figures). The folder is built as "
+            ".partial-<name>-<random> and renamed when complete. A grid key none of whose values gives a "
+            "valid scenario is a usage error (exit 2, nothing runs); a grid point that is invalid or a run "
+            "that raises is recorded as a failed row and the sweep goes on (exit 1). Ctrl-C keeps finished "
+            "runs in the partial folder; --resume finishes it."
+        ),
         formatter_class=raw,
         epilog="examples:\n"
         "  admission-sim sweep window-recovery --grid scheduler.initial_target=1,8,64 --seeds 3\n"
@@ -500,9 +509,11 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser(
         "check",
         help="run the regression checks of a thresholds file; exit 1 if a bound fails",
-        description="Run every [[check]] of a thresholds file (scenario, policy or ratio of two policies, "
-        "overrides, seeds, metric, min/max) and print a pass/fail table. Exit 1 if any check fails, "
-        "2 if the file is malformed.",
+        description=_wrap(
+            "Run every [[check]] of a thresholds file (scenario, policy or ratio of two policies, "
+            "overrides, seeds, metric, min/max) and print a pass/fail table. Exit 1 if any check fails, "
+            "2 if the file is malformed."
+        ),
         formatter_class=raw,
         epilog="examples:\n"
         "  admission-sim check\n"
