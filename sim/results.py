@@ -212,6 +212,10 @@ def atomic_directory(final: Path) -> tuple[Path, callable]:
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".partial-{final.name}-", dir=final.parent))
+    # mkdtemp makes the folder 0700; the finished folder should get the usual permissions.
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)
 
     def commit() -> Path:
         if final.exists():

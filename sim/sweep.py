@@ -23,7 +23,6 @@ import itertools
 import json
 import math
 import os
-import shutil
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -612,7 +611,6 @@ def _run_into(
     (tmp / STATE).unlink()
     final.parent.mkdir(parents=True, exist_ok=True)
     os.replace(tmp, final)
-    _make_readable(final)
     figs = [final / p.relative_to(tmp) for p in figs]
     return SweepReport(final, runs, int((runs["status"] != "ok").sum()), figs, note)
 
@@ -713,20 +711,6 @@ def _plot(folder: Path) -> tuple[list[Path], str | None]:
 
 def _write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
-
-
-def _make_readable(folder: Path) -> None:
-    """mkdtemp creates 0700 folders; give the finished folder the usual permissions."""
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        folder.chmod(0o777 & ~umask)
-    except OSError:
-        pass
-
-
-def remove_partial(folder: Path) -> None:
-    shutil.rmtree(folder, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------------
