@@ -186,11 +186,10 @@ def healthy_calls_while_limited(result: Result) -> int:
     is *rate-limited* from an answer that was an HTTP 429 until its next successful answer, and
     also while it is in request-admission cooldown (``cooldown_until`` in the future). The model
     time series is replayed in event order; an answer row is one where the model's in-flight count
-    dropped. Whether an answer was a 429 is read from a ``rate_limited`` column when the series has
-    one; otherwise it is inferred: every answer of an ``always`` model is a 429, and an answer
-    that pushed ``cooldown_until`` forward is a 429 (request admission on). Without request
-    admission, 429s of ``window``/``probability``/``capacity`` models cannot be told apart in the
-    series yet and count as successes (this undercounts, never overcounts).
+    dropped, and its ``rate_limited`` column says whether it was a 429. For series without that
+    column (older results) a 429 is inferred: every answer of an ``always`` model, and an answer
+    that pushed ``cooldown_until`` forward; that misses 429s that start no new cooldown, so it
+    can only undercount.
     """
     ts = result.model_timeseries
     if ts is None or ts.empty:

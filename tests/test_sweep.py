@@ -265,7 +265,8 @@ def test_compare_table_ratios_and_seed_statistics() -> None:
 
 def _fake_result(rows: list[tuple], patterns: dict[str, str]) -> SimpleNamespace:
     models = [SimpleNamespace(name=n, rate_limit=SimpleNamespace(pattern=p)) for n, p in patterns.items()]
-    ts = pd.DataFrame(rows, columns=["time", "model", "in_flight", "waiting", "current_limit", "cooldown_until"])
+    columns = ["time", "model", "in_flight", "waiting", "current_limit", "cooldown_until", "rate_limited"]
+    ts = pd.DataFrame(rows, columns=columns[: len(rows[0])])
     return SimpleNamespace(scenario=SimpleNamespace(models=models), model_timeseries=ts)
 
 
@@ -293,6 +294,22 @@ def test_healthy_calls_while_limited_follows_429s_and_cooldowns() -> None:
         (0.2, "h", 0, 0, 4, 0.0),
     ]
     assert healthy_calls_while_limited(_fake_result(rows_always, {"h": "never", "c": "always"})) == 1
+
+
+def test_healthy_calls_while_limited_reads_the_recorders_rate_limited_flag() -> None:
+    # No request admission (cooldown stays 0): only the flag tells that c's answer at 1.0 was a 429.
+    rows = [
+        (0.0, "c", 1, 0, 4, 0.0, False),
+        (0.0, "h", 1, 0, 4, 0.0, False),
+        (1.0, "c", 0, 0, 4, 0.0, True),  # 429
+        (1.5, "h", 0, 0, 4, 0.0, False),  # counted: c's last answer was a 429
+        (2.0, "c", 1, 0, 4, 0.0, False),
+        (2.0, "h", 1, 0, 4, 0.0, False),
+        (2.5, "c", 0, 0, 4, 0.0, False),  # c recovers
+        (3.0, "h", 0, 0, 4, 0.0, False),  # not counted
+    ]
+    assert healthy_calls_while_limited(_fake_result(rows, {"h": "never", "c": "window"})) == 1
+    assert healthy_calls_while_limited(_fake_result([r[:6] for r in rows], {"h": "never", "c": "window"})) == 0
 
 
 def test_healthy_calls_while_limited_on_the_headline_scenario() -> None:
