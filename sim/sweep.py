@@ -494,6 +494,40 @@ def default_out(plan: SweepPlan, root: str | Path = "results") -> Path:
     return Path(root) / plan.scenario.name / f"{plan.kind}-{stamp}-{plan.digest()}"
 
 
+def run_plan(plan: SweepPlan, *, executor: Executor | None = None) -> pd.DataFrame:
+    """Run a plan in memory (no folder, no resume, no time series kept): the ``runs.csv`` table."""
+    from .executors import make_executor
+
+    records: dict[str, dict[str, Any]] = {}
+    for run in plan.runs:
+        if run.spec is None:
+            records[run.run_id] = {"status": "failed", "error": run.error, "summary": {}}
+    ex = make_executor("serial") if executor is None else executor
+    try:
+        for outcome in ex.run([run.spec for run in plan.runs if run.spec is not None]):
+            records[outcome.run_id] = {"status": outcome.status, "error": outcome.error, "summary": outcome.summary}
+    finally:
+        if executor is None:
+            ex.close()
+    return runs_frame(plan, records)
+
+
+def compare(
+    scenario: Scenario,
+    policies: Sequence[str] = ("fixed", "global", "localized"),
+    seeds: Sequence[int] | None = None,
+    *,
+    baseline: str | None = None,
+    executor: Executor | None = None,
+) -> pd.DataFrame:
+    """The ``admission-sim compare`` table from Python: metrics x policies (mean over seeds) with
+    ``<policy>/<baseline>`` ratios. The baseline is ``fixed`` when listed, else the first policy."""
+    plan = plan_sweep(scenario, policies=policies, seeds=seeds, kind="compare")
+    runs = run_plan(plan, executor=executor)
+    policies = list(policies)
+    return compare_table(runs, policies, baseline or ("fixed" if "fixed" in policies else policies[0]))
+
+
 def run_sweep(
     plan: SweepPlan,
     out: str | Path | None = None,

@@ -326,3 +326,31 @@ def test_healthy_calls_while_limited_on_the_headline_scenario() -> None:
     healthy = simulate(with_overrides(scenario, ["models.cooling.rate_limit.pattern=never"]), policy="localized")
     assert healthy.summary["healthy_calls"] > 0
     assert healthy_calls_while_limited(healthy) == 0
+
+
+def test_compare_from_python_matches_the_cli_folder(tmp_path: Path) -> None:
+    from sim.sweep import compare
+
+    base = load_scenario(sweep_mod.resolve_scenario_path("window-recovery"), ["row_groups.count=8"])
+    table = compare(base, ["global", "localized"], seeds=[0, 1])
+    assert list(table.columns) == ["global", "localized", "localized/global"]
+    assert (
+        main(
+            [
+                "compare",
+                "window-recovery",
+                "--set",
+                "row_groups.count=8",
+                "--policies",
+                "global,localized",
+                "--seeds",
+                "2",
+            ]
+            + ["--out", str(tmp_path / "c"), "--no-figures", "--jobs", "1"]
+        )
+        == 0
+    )
+    runs = pd.read_csv(tmp_path / "c" / "runs.csv")
+    assert table.loc["sim_time", "localized"] == pytest.approx(
+        runs.loc[runs["policy"] == "localized", "sim_time"].mean()
+    )
