@@ -52,6 +52,7 @@ class TaskAdmission:
         ]
         #: a group's weight as it counts for competitors (at least 1)
         self._weight1 = [max(1, g.weight) for g in self.generators]
+        self._share_cache: dict[tuple[int, int, int, int], int] = {}
 
     # -- queue ---------------------------------------------------------------------------------
 
@@ -79,6 +80,14 @@ class TaskAdmission:
         return True
 
     def _strict_share(self, gen: Generator, r: int, competitors_weight: int) -> int:
+        """The group's strict share of ``r``; memoised, as it depends only on the arguments and the limit."""
+        key = (gen.index, r, competitors_weight, self.limits[r])
+        share = self._share_cache.get(key)
+        if share is None:
+            share = self._share_cache[key] = self._compute_strict_share(gen, r, competitors_weight)
+        return share
+
+    def _compute_strict_share(self, gen: Generator, r: int, competitors_weight: int) -> int:
         limit = self.limits[r]
         if limit <= 0:
             return 0
