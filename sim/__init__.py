@@ -18,6 +18,7 @@ from .policies import POLICIES, AdmissionView, Policy, get_policy, register_poli
 from .results import Result, write_result
 from .scenario import Scenario, ScenarioError, load_scenario, with_overrides
 from .scheduler import SimulationError
+from .sweep import compare, load_plugin, plan_sweep, run_plan, run_sweep
 
 __version__ = "0.1.0"
 
@@ -29,9 +30,14 @@ __all__ = [
     "Scenario",
     "ScenarioError",
     "SimulationError",
+    "compare",
     "get_policy",
+    "load_plugin",
     "load_scenario",
+    "plan_sweep",
     "register_policy",
+    "run_plan",
+    "run_sweep",
     "simulate",
     "with_overrides",
     "write_result",
