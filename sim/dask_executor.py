@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from importlib import metadata
@@ -59,6 +60,16 @@ class WorkerVersionMismatch(ExecutorUnavailable):
 
 class SchedulerUnreachable(ExecutorUnavailable):
     """No Dask scheduler answered at the given address (CLI: a usage error, nothing was run)."""
+
+
+def dask_setup(worker: Any) -> None:
+    """Worker preload of the LocalCluster started here: leave Ctrl-C to the sweep process.
+
+    A terminal's Ctrl-C reaches every process of the foreground group, LocalCluster workers
+    included; the sweep process cancels the runs and closes the cluster, so workers need not (and
+    would otherwise each print a traceback), as in the local executor.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _installed_version() -> str:
@@ -120,6 +131,7 @@ class DaskExecutor:
                     scheduler_port=0,
                     dashboard_address=None,
                     silence_logs=logging.ERROR,
+                    preload=[__name__] if processes else [],
                 )
             address = self._cluster.scheduler_address
         try:
@@ -243,5 +255,5 @@ class DaskExecutor:
 def _describe(exc: BaseException | None) -> str:
     if exc is None:
         return "unknown error"
-    text = str(exc)
+    text = " ".join(str(exc).split())  # one line: it becomes a cell of runs.csv
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
