@@ -2,7 +2,7 @@
 
 Run ``.venv/bin/python notebooks/make_notebooks.py`` after editing; commit the .ipynb files as
 written (no outputs). The notebooks use only the public API (``sim``, ``sim.plots``,
-``sim.sweep``) and are executed by ``tests/test_notebooks.py``. Numbers quoted in the markdown
+``sim.executors``) and are executed by ``tests/test_notebooks.py``. Numbers quoted in the markdown
 are for seed 0 and are asserted by the notebook's own code, so a change in the model that makes
 the text wrong fails the test.
 """
@@ -228,14 +228,13 @@ writes the usual results folder (`manifest.json`, `runs.csv`, `timeseries/`, `mo
         """\
 from sim.executors import make_executor
 from sim.plots import sweep_figure
-from sim.sweep import plan_sweep, run_sweep
 
 KEY = "scheduler.max_concurrent_row_groups"
 CAPS = [2, 4, 8, 16, 64]
 base = sim.load_scenario(SCENARIOS / "healthy-bottleneck.toml",
                          ["row_groups.count=64", "models.flaky.rate_limit.end=20.0"])
-plan = plan_sweep(base, grid={KEY: CAPS}, policies=["fixed", "global", "localized"], seeds=[0, 1])
-report = run_sweep(plan, FIGURES / "sweep", executor=make_executor("serial"), progress=False, figures=False)
+plan = sim.plan_sweep(base, grid={KEY: CAPS}, policies=["fixed", "global", "localized"], seeds=[0, 1])
+report = sim.run_sweep(plan, FIGURES / "sweep", executor=make_executor("serial"), progress=False, figures=False)
 print(f"{len(plan.runs)} runs, {report.failed} failed -> {report.out}")
 sorted(p.name for p in report.out.iterdir())"""
     ),
