@@ -175,6 +175,10 @@ def test_cooldown_with_aimd_controller_and_retry_after() -> None:
     # The model time series carries the same cooldown ends (used to shade plots).
     ends = sorted(set(result.model_timeseries["cooldown_until"]) - {0.0})
     assert ends == pytest.approx([1.5, 3.0])
+    # ... and flags the two 429 answers, at 0.5 and 2.0.
+    flagged = result.model_timeseries[result.model_timeseries["rate_limited"]]
+    assert flagged["time"].tolist() == pytest.approx([0.5, 2.0])
+    assert flagged["cooldown_until"].tolist() == pytest.approx([1.5, 3.0])
 
 
 def test_cooldown_without_controller_uses_retry_after() -> None:
