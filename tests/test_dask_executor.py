@@ -88,6 +88,7 @@ def executor() -> Iterator[Any]:
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     ex = DaskExecutor(n_workers=2, threads_per_worker=1, processes=True, retries=1)
     try:
+        ex.client.wait_for_workers(2, timeout=60)
         yield ex
     finally:
         ex.close()
