@@ -52,7 +52,7 @@ class TaskAdmission:
         ]
         #: a group's weight as it counts for competitors (at least 1)
         self._weight1 = [max(1, g.weight) for g in self.generators]
-        self._share_cache: dict[tuple[int, int, int, int], int] = {}
+        self._borrow_plans: dict[tuple[int, int, int, int, float], tuple[int, bool, int]] = {}
 
     # -- queue ---------------------------------------------------------------------------------
 
@@ -80,14 +80,6 @@ class TaskAdmission:
         return True
 
     def _strict_share(self, gen: Generator, r: int, competitors_weight: int) -> int:
-        """The group's strict share of ``r``; memoised, as it depends only on the arguments and the limit."""
-        key = (gen.index, r, competitors_weight, self.limits[r])
-        share = self._share_cache.get(key)
-        if share is None:
-            share = self._share_cache[key] = self._compute_strict_share(gen, r, competitors_weight)
-        return share
-
-    def _compute_strict_share(self, gen: Generator, r: int, competitors_weight: int) -> int:
         limit = self.limits[r]
         if limit <= 0:
             return 0
@@ -131,24 +123,36 @@ class TaskAdmission:
             return True, (), ""
         g = gen.index
         held, debt = self.held[g], self.debt[g]
-        pressure_res = self._pressure_resources[g]
+        limits = self.limits
+        plans = self._borrow_plans
         borrowed: list[int] = []
         for r in gen.resources:
             competitors_weight = head_weights[r] - own
-            share = self._strict_share(gen, r, competitors_weight)
+            key = (g, r, competitors_weight, limits[r], self.reserve_fraction)
+            plan = plans.get(key)
+            if plan is None:
+                plan = plans[key] = self._borrow_plan(gen, r, competitors_weight)
+            share, pressured, ceiling = plan
             projected = held[r] + 1
-            pressured = competitors_weight > 0 and r in pressure_res
             if pressured:
                 if debt[r] > 0:
                     return False, (), "borrow_debt"
                 if projected > share:
                     return False, (), "group_cap"
             elif projected > share:
-                ceiling = max(0, (self.limits[r] - self._reserved(self.limits[r])) - share)
                 if debt[r] + 1 > ceiling:
                     return False, (), "borrow_debt"
                 borrowed.append(r)
         return True, tuple(borrowed), ""
+
+    def _borrow_plan(self, gen: Generator, r: int, competitors_weight: int) -> tuple[int, bool, int]:
+        """(strict share, pressured, borrow ceiling) of ``gen`` on ``r``: pure in its cache key, so
+        :meth:`_borrow` computes it once per (group, resource, competitors, limit, reserve)."""
+        share = self._strict_share(gen, r, competitors_weight)
+        pressured = competitors_weight > 0 and r in self._pressure_resources[gen.index]
+        limit = self.limits[r]
+        ceiling = max(0, (limit - self._reserved(limit)) - share)
+        return share, pressured, ceiling
 
     def _hard_heads(self) -> list[Generator]:
         gens = self.generators
