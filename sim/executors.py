@@ -126,18 +126,9 @@ def make_executor(name: str = "local", jobs: int | None = None, address: str | N
     if name == "dask":
         try:
             from .dask_executor import DaskExecutor
-        except ModuleNotFoundError as err:
-            if err.name and err.name.split(".")[0] in ("dask", "distributed"):
-                raise ExecutorUnavailable(
-                    f"the dask executor needs dask[distributed] ({err}); "
-                    "install it with: pip install -e '.[distributed]'"
-                ) from None
-            raise ExecutorUnavailable(
-                f"the dask executor is not available ({err}); install it with: pip install -e '.[distributed]'"
-            ) from None
         except ImportError as err:
-            raise ExecutorUnavailable(
-                f"the dask executor cannot be loaded ({err}); install it with: pip install -e '.[distributed]'"
-            ) from None
+            # sim.dask_executor raises an ImportError that already says how to install the extra.
+            hint = "" if "pip install" in str(err) else "; install it with: pip install -e '.[distributed]'"
+            raise ExecutorUnavailable(f"the dask executor is not available: {err}{hint}") from None
         return DaskExecutor(address=address, jobs=jobs)
     raise ExecutorUnavailable(f"unknown executor '{name}'; choose one of {', '.join(EXECUTORS)}")
