@@ -277,19 +277,39 @@ def sweep_table(runs: pd.DataFrame, metric: str, param: str) -> pd.DataFrame:
     keys = ["policy", *others] if "policy" in ok.columns else others
     frame = ok.assign(_value=pd.to_numeric(ok[metric], errors="coerce"))
 
+    def variant(row: pd.Series) -> str:
+        return ", ".join(f"{c[len(PARAM_PREFIX) :]}={row[c]}" for c in others)
+
     def label(row: pd.Series) -> str:
         parts = [str(row["policy"])] if "policy" in keys else []
-        parts += [f"{c[len(PARAM_PREFIX) :]}={row[c]}" for c in others]
+        parts += [variant(row)] if others else []
         return ", ".join(parts) or metric
 
-    frame = frame.assign(line=frame.apply(label, axis=1) if len(frame) else pd.Series(dtype=str))
-    table = frame.groupby(["line", pcol], sort=True)["_value"].agg(["mean", "std", "count"]).reset_index()
+    if len(frame):
+        frame = frame.assign(
+            line=frame.apply(label, axis=1),
+            variant=frame.apply(variant, axis=1),
+            policy=frame["policy"].astype(str) if "policy" in frame.columns else "",
+        )
+    else:
+        frame = frame.assign(line=pd.Series(dtype=str), variant=pd.Series(dtype=str), policy=pd.Series(dtype=str))
+    grouped = frame.groupby(["line", "policy", "variant", pcol], sort=True)["_value"]
+    table = grouped.agg(["mean", "std", "count"]).reset_index()
     table["std"] = table["std"].fillna(0.0)
     return table.rename(columns={pcol: "value"})
 
 
+_LINESTYLES = ("-", "--", ":", "-.")
+_MARKERS = ("o", "s", "^", "D", "v", "P")
+
+
 def sweep_figure(runs: pd.DataFrame, metric: str, param: str) -> Figure:
-    """``metric`` against the swept ``param``: one line per policy, error bars = std over seeds."""
+    """``metric`` against the swept ``param``: one line per policy, error bars = std over seeds.
+
+    With several swept parameters, each policy gets one line per combination of the others (same
+    colour, another line style). Lines are nudged sideways a little so that equal values and their
+    error bars stay visible.
+    """
     table = sweep_table(runs, metric, param)
     key = _param_column(runs, param)
     key = key[len(PARAM_PREFIX) :] if key.startswith(PARAM_PREFIX) else key
@@ -298,25 +318,39 @@ def sweep_figure(runs: pd.DataFrame, metric: str, param: str) -> Figure:
     values = pd.unique(table["value"])
     numeric = pd.to_numeric(pd.Series(values), errors="coerce")
     is_numeric = len(values) > 0 and not numeric.isna().any()
+    log_x = bool(is_numeric and (numeric > 0).all() and numeric.max() / numeric.min() >= 10)
     positions = None if is_numeric else {v: i for i, v in enumerate(values)}
-    for i, (line, rows) in enumerate(table.groupby("line", sort=True)):
+    policies = list(dict.fromkeys(table["policy"]))
+    variants = list(dict.fromkeys(table["variant"]))
+    lines = list(table.groupby(["line", "policy", "variant"], sort=True))
+    for i, ((line, policy, variant), rows) in enumerate(lines):
         rows = rows.copy()
         if is_numeric:
             rows["x"] = pd.to_numeric(rows["value"])
             rows = rows.sort_values("x")
         else:
             rows["x"] = rows["value"].map(positions)
+        x = rows["x"].to_numpy(float)
+        nudge = (i - (len(lines) - 1) / 2) * 0.012
+        if log_x:
+            x = x * 10 ** (nudge * np.log10(numeric.max() / numeric.min()))
+        elif is_numeric:
+            x = x + nudge * (float(numeric.max() - numeric.min()) or 1.0)
+        else:
+            x = x + nudge * 5
+        v = variants.index(variant)
         ax.errorbar(
-            rows["x"].to_numpy(float),
+            x,
             rows["mean"].to_numpy(float),
             yerr=rows["std"].to_numpy(float),
-            marker="o",
+            marker=_MARKERS[v % len(_MARKERS)],
+            ls=_LINESTYLES[v % len(_LINESTYLES)],
             capsize=3,
             lw=1.5,
-            color=_POLICY_COLORS[i % len(_POLICY_COLORS)],
+            color=_POLICY_COLORS[policies.index(policy) % len(_POLICY_COLORS)],
             label=str(line),
         )
-    if is_numeric and (numeric > 0).all() and numeric.max() / numeric.min() >= 10:
+    if log_x:
         ax.set_xscale("log")
         ax.set_xticks(sorted(numeric), labels=[f"{v:g}" for v in sorted(numeric)])
     elif positions is not None:
