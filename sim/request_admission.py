@@ -236,15 +236,22 @@ class RequestAdmission:
     def grant_waiters(self) -> None:
         """Grant the first eligible waiter in queue order until none is eligible."""
         queue = self._waiters
+        if not queue:  # the common case at a release: nobody waits
+            return
         resources = self.resources
+        admissible = self._admissible
         while queue:
-            idx = queue.select(lambda i, _cb: self.denial(resources[i]) is None)
+            idx = queue.select(admissible)
             if idx is None:
                 break
             on_grant = queue.commit(idx)
             res = resources[idx]
             res.waiters -= 1
             on_grant(self._grant(res))
+
+    def _admissible(self, index: int, _on_grant: GrantCallback) -> bool:
+        """Waiter predicate for the fair queue (a method, not a lambda built per grant pass)."""
+        return self.denial(self.resources[index]) is None
 
     def _schedule_wakeups(self, res: RequestResource) -> None:
         # Cooldown ends are already scheduled at each 429; only the ramp needs polling.
