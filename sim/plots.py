@@ -370,6 +370,44 @@ def plot_sweep(runs: pd.DataFrame, metric: str, param: str, path: Path) -> Path:
     return _save(sweep_figure(runs, metric, param), path)
 
 
+#: Metrics shown as bars per policy by :func:`summary_figure` for a compare folder, if present.
+SUMMARY_METRICS = (
+    "sim_time",
+    "healthy_calls_per_second",
+    "rows_per_second",
+    "time_to_50pct_rows",
+    "observed_max_target",
+    "rate_limited_calls",
+)
+
+
+def summary_figure(runs: pd.DataFrame, metrics: Sequence[str] = SUMMARY_METRICS) -> Figure:
+    """One small bar chart per metric: mean over seeds per policy, error bar = std over seeds."""
+    ok = runs[runs["status"] == "ok"] if "status" in runs.columns else runs
+    metrics = [m for m in metrics if m in ok.columns and pd.to_numeric(ok[m], errors="coerce").notna().any()]
+    if not metrics:
+        raise ValueError("none of the summary metrics is in the runs table")
+    policies = list(dict.fromkeys(ok["policy"].astype(str)))
+    cols = min(3, len(metrics))
+    rows_n = -(-len(metrics) // cols)
+    fig = _new_figure(3.6 * cols + 0.6, 2.6 * rows_n + 0.9, hspace_inches=0.5)
+    fig.subplots_adjust(wspace=0.35)
+    axes = np.atleast_1d(fig.subplots(rows_n, cols)).ravel()
+    seeds = int(ok.groupby("policy").size().max()) if len(ok) else 0
+    for ax, metric in zip(axes, metrics, strict=False):
+        values = pd.to_numeric(ok[metric], errors="coerce").groupby(ok["policy"].astype(str))
+        mean, std = values.mean().reindex(policies), values.std().reindex(policies).fillna(0.0)
+        colors = [_POLICY_COLORS[i % len(_POLICY_COLORS)] for i in range(len(policies))]
+        ax.bar(range(len(policies)), mean.to_numpy(float), yerr=std.to_numpy(float), color=colors, capsize=3)
+        ax.set_xticks(range(len(policies)), labels=policies, fontsize=8)
+        ax.set_ylabel(metric, fontsize=8)
+        ax.grid(alpha=0.3, axis="y")
+    for ax in axes[len(metrics) :]:
+        ax.set_visible(False)
+    fig.suptitle(f"mean ± std over {seeds} seed{'s' if seeds != 1 else ''}", fontsize=10)
+    return fig
+
+
 # ---------------------------------------------------------------------------------------------
 # A results folder
 # ---------------------------------------------------------------------------------------------
@@ -392,7 +430,8 @@ def plot_results_dir(results_dir: Path) -> list[Path]:
     """Write the figures of a results folder into ``<results_dir>/figures/``; return their paths.
 
     * a ``compare`` folder: one timeline (:func:`comparison_figure`) of the first seed, one line
-      per policy, plus one per extra seed if there are several;
+      per policy, plus one per extra seed (up to three), and bars of headline metrics per policy
+      (:func:`summary_figure`, ``summary.png``);
     * a ``sweep`` folder: :func:`sweep_figure` of each headline metric against each grid key
       with more than one value;
     * a single-run folder written by ``write_result`` (``timeseries.csv`` at the top): its timeline.
@@ -435,6 +474,10 @@ def plot_results_dir(results_dir: Path) -> list[Path]:
             written.append(_save(fig, figures / name))
             if n >= 2:  # the first few seeds tell the story; more would only add files
                 break
+        try:
+            written.append(_save(summary_figure(ok), figures / "summary.png"))
+        except ValueError:
+            pass  # no summary metric in this table
 
     metrics = [
         m for m in SWEEP_HEADLINE_METRICS if m in ok.columns and pd.to_numeric(ok[m], errors="coerce").notna().any()

@@ -13,12 +13,14 @@ from matplotlib.image import imread
 
 import sim
 from sim.plots import (
+    SUMMARY_METRICS,
     binned_mean,
     comparison_figure,
     cooldown_spans,
     plot_comparison,
     plot_results_dir,
     plot_sweep,
+    summary_figure,
     sweep_figure,
     sweep_table,
 )
@@ -218,7 +220,7 @@ def test_plot_results_dir_compare(tmp_path: Path) -> None:
     folder = write_folder(tmp_path / "cmp", "compare", {}, ["fixed", "localized"], [3, 4])
     written = plot_results_dir(folder)
     names = sorted(p.name for p in written)
-    assert names == ["comparison.png", "comparison__seed-4.png"]
+    assert names == ["comparison.png", "comparison__seed-4.png", "summary.png"]
     for path in written:
         assert path.parent == folder / "figures"
         assert_png(path)
@@ -241,3 +243,16 @@ def test_plot_results_dir_single_run(results: list[sim.Result], tmp_path: Path) 
     written = plot_results_dir(folder)
     assert [p.name for p in written] == ["timeline.png"]
     assert_png(written[0])
+
+
+def test_summary_figure_bars_per_policy() -> None:
+    runs = fake_runs().assign(sim_time=lambda f: f["seed"] * 2.0 + (f["policy"] == "localized") * 10.0)
+    fig = summary_figure(runs, ["sim_time", "rows_per_second", "not_a_column"])
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_ylabel() for ax in visible] == ["sim_time", "rows_per_second"]
+    heights = [patch.get_height() for patch in visible[0].patches]
+    assert heights == pytest.approx([1.0, 11.0])  # seeds 0 and 1 give 0 and 2 (+10 for localized)
+    assert [t.get_text() for t in visible[0].get_xticklabels()] == ["global", "localized"]
+    assert "sim_time" in SUMMARY_METRICS
+    with pytest.raises(ValueError):
+        summary_figure(runs, ["nope"])
