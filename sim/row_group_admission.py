@@ -75,6 +75,7 @@ class RowGroupAdmission:
         sched = scenario.scheduler
         self.policy = policy
         self.workload = workload
+        self._view: AdmissionView | None = None
         self.adaptive = policy.adaptive
         self.hard_cap = max(1, sched.max_concurrent_row_groups)
         self.target = max(1, min(self.hard_cap, sched.initial_target)) if self.adaptive else self.hard_cap
@@ -100,7 +101,12 @@ class RowGroupAdmission:
         rule = self.policy.deferred_blocks
         if rule is None or state.deferred_count == 0:
             return False
-        view = AdmissionView(self.workload, state.deferred_count, state.deferred_generators, state.pending_size)
+        view = self._view
+        count, gens, pending = state.deferred_count, state.deferred_generators, state.pending_size
+        if view is None or (view.deferred_count, view.pending_size, view.deferred_generators) != (count, pending, gens):
+            # The view is immutable: reuse it while the deferred set and pending group are unchanged
+            # (the global policy re-evaluates the same view on every salvage cycle).
+            view = self._view = AdmissionView(self.workload, count, gens, pending)
         blocks = rule(view)
         if blocks:
             self.last_deferred_analysis = analyze_deferred(self.workload, view.deferred_generators, view.pending_size)
