@@ -102,7 +102,7 @@ class Recorder:
         controlled = scenario.request_admission.enabled
         keys = {k: i for i, k in enumerate(workload.request_keys)}
         n_keys = len(keys)
-        self.cooldown_slot = []
+        self.cooldown_slot: list[int] = []
         for i, m in enumerate(scenario.models):
             key = (m.provider, m.resolved_model_id, m.domain)
             slot = next((j for k, j in keys.items() if (k.provider, k.model_id, k.domain) == key), None)
