@@ -56,10 +56,17 @@ class RunSeries:
     timeseries: pd.DataFrame
     model_timeseries: pd.DataFrame
     end: float | None = None  # the run's sim_time (the series stop at their last change)
+    aimd: bool = True  # False: no request-admission controller, the limit panel shows the static cap
 
     @classmethod
     def from_result(cls, result: Result, label: str | None = None) -> RunSeries:
-        return cls(label or result.policy, result.timeseries, result.model_timeseries, result.summary["sim_time"])
+        return cls(
+            label or result.policy,
+            result.timeseries,
+            result.model_timeseries,
+            result.summary["sim_time"],
+            result.scenario.request_admission.enabled,
+        )
 
     @property
     def end_time(self) -> float:
@@ -153,6 +160,21 @@ def _models_of(runs: Sequence[RunSeries]) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 
 
+#: Runs whose lengths differ by more than this factor are shown on a zoomed time axis.
+ZOOM_RATIO = 20.0
+
+
+def auto_time_window(ends: Sequence[float]) -> float:
+    """The time axis end: the longest run, unless one run is far longer than the typical one
+    (e.g. ``global`` stopped by a 60 s limit while ``localized`` reached its threshold in 0.2 s);
+    then three times the median run length, so the short runs stay readable."""
+    longest = max(ends)
+    typical = float(np.median(ends))
+    if typical > 0 and longest > ZOOM_RATIO * typical:
+        return 3.0 * typical
+    return longest
+
+
 def comparison_figure(
     runs: Sequence[RunSeries | Result], title: str | None = None, until: float | None = None
 ) -> Figure:
@@ -162,7 +184,7 @@ def comparison_figure(
     cumulative healthy calls (solid) and completed rows (dashed). Then, for each run, a panel of
     calls in flight per model (time-averaged per bin) and a panel of the AIMD current limit per
     model with its cooldown intervals shaded (the model's colour). Each run's lines stop at its own
-    end. ``until`` zooms the time axis to ``[0, until]`` (runs of very different lengths).
+    end. ``until`` sets the time axis to ``[0, until]``; by default :func:`auto_time_window` picks it.
     The row-group panel switches to a symmetric-log scale when runs differ by more than 20x.
     """
     series = [r if isinstance(r, RunSeries) else RunSeries.from_result(r) for r in runs]
@@ -170,7 +192,7 @@ def comparison_figure(
         raise ValueError("comparison_figure needs at least one run")
     models = _models_of(series)
     model_color = {m: _MODEL_COLORS[i % len(_MODEL_COLORS)] for i, m in enumerate(models)}
-    end = max(s.end_time for s in series) if until is None else float(until)
+    end = auto_time_window([s.end_time for s in series]) if until is None else float(until)
     end = end if end > 0 else 1.0
     n_rows = 2 + 2 * len(series)
     fig = _new_figure(11.0, 1.2 + 1.75 * n_rows, hspace_inches=0.45)
@@ -215,8 +237,14 @@ def comparison_figure(
                     ax_lim.axvspan(start, min(stop, run_end), color=mcolor, alpha=0.15, lw=0)
         ax_in.set_ylabel("calls in flight")
         ax_in.set_title(f"{run.label}: calls in flight per model (mean per bin)", fontsize=9, loc="left")
-        ax_lim.set_ylabel("AIMD limit")
-        ax_lim.set_title(f"{run.label}: AIMD current limit per model, cooldown shaded", fontsize=9, loc="left")
+        if run.aimd:
+            ax_lim.set_ylabel("AIMD limit")
+            ax_lim.set_title(f"{run.label}: AIMD current limit per model, cooldown shaded", fontsize=9, loc="left")
+        else:
+            ax_lim.set_ylabel("request cap")
+            ax_lim.set_title(
+                f"{run.label}: no request-admission controller; static cap per model", fontsize=9, loc="left"
+            )
         ax_lim.set_ylim(bottom=0)
         ax_in.set_ylim(bottom=0)
 
@@ -417,13 +445,17 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "x"
 
 
-def _read_run_series(results_dir: Path, run: pd.Series) -> RunSeries | None:
+def _aimd_enabled(manifest: dict) -> bool:
+    return bool(((manifest.get("scenario") or {}).get("request_admission") or {}).get("enabled", True))
+
+
+def _read_run_series(results_dir: Path, run: pd.Series, aimd: bool = True) -> RunSeries | None:
     ts_path = results_dir / "timeseries" / f"{run['run_id']}.csv"
     mts_path = results_dir / "model_timeseries" / f"{run['run_id']}.csv"
     if not ts_path.exists() or not mts_path.exists():
         return None
     end = pd.to_numeric(run.get("sim_time"), errors="coerce")
-    return RunSeries(str(run["policy"]), pd.read_csv(ts_path), pd.read_csv(mts_path), float(end))
+    return RunSeries(str(run["policy"]), pd.read_csv(ts_path), pd.read_csv(mts_path), float(end), aimd)
 
 
 def plot_results_dir(results_dir: Path) -> list[Path]:
@@ -451,6 +483,7 @@ def plot_results_dir(results_dir: Path) -> list[Path]:
                 pd.read_csv(results_dir / "timeseries.csv"),
                 pd.read_csv(results_dir / "model_timeseries.csv"),
                 (manifest.get("summary") or {}).get("sim_time"),
+                _aimd_enabled(manifest),
             )
             title = f"{scenario_name} (seed {manifest.get('seed', '?')})"
             written.append(_save(comparison_figure([run], title=title), figures / "timeline.png"))
@@ -466,7 +499,8 @@ def plot_results_dir(results_dir: Path) -> list[Path]:
         seeds = [s for s in manifest.get("seeds", []) if s in set(ok.get("seed", []))] or sorted(set(ok["seed"]))
         for n, seed in enumerate(seeds):
             rows = ok[ok["seed"] == seed]
-            series = [s for _, row in rows.iterrows() if (s := _read_run_series(results_dir, row)) is not None]
+            aimd = _aimd_enabled(manifest)
+            series = [s for _, row in rows.iterrows() if (s := _read_run_series(results_dir, row, aimd)) is not None]
             if not series:
                 continue
             name = "comparison.png" if n == 0 else f"comparison__seed-{_slug(str(seed))}.png"
