@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from .metrics import MODEL_SERIES_COLUMNS, SCHEDULER_SERIES_COLUMNS
-from .row_group_admission import REASONS
+from .row_group_admission import REASONS, DeferredBlock
 from .scenario import Scenario
+from .workload import Workload
 
 if TYPE_CHECKING:
     from .scheduler import Scheduler
@@ -153,16 +154,7 @@ def result_from_scheduler(sched: Scheduler, wall_seconds: float = 0.0) -> Result
             summary[f"{key}[{m.name}]"] = extra[key]
     summary.update(run_metrics(rec, sim_time, total_rows))
 
-    analysis = rga.last_deferred_analysis
-    deferred_admission: dict[str, Any] = {}
-    if analysis is not None:
-        deferred_admission = {
-            "blocks_next_row_group": analysis.blocks,
-            "deferred_keys": sorted(analysis.deferred_keys),
-            "candidate_columns": list(analysis.candidate_columns),
-            "blocked_columns": list(analysis.blocked_columns),
-            "independent_candidate_columns": list(analysis.independent_columns),
-        }
+    deferred_admission = deferred_admission_diagnostics(rga.last_deferred_block, sched.workload)
     # The same diagnostics, flattened for runs.csv ("" when deferred work never blocked growth).
     summary["deferred_admission_candidate_columns"] = ",".join(deferred_admission.get("candidate_columns", []))
     summary["deferred_admission_independent_columns"] = ",".join(
@@ -190,6 +182,44 @@ def result_from_scheduler(sched: Scheduler, wall_seconds: float = 0.0) -> Result
         deferred_admission=MappingProxyType(deferred_admission),
         wall_seconds=wall_seconds,
     )
+
+
+def deferred_admission_diagnostics(block: DeferredBlock | None, workload: Workload) -> dict[str, Any]:
+    """The real scheduler's ``deferred_admission`` block (spec 8.2) at the last deferred block.
+
+    ``blocks_next_row_group`` is the policy's verdict (true at a block); the localized analysis'
+    own verdict is ``localized_analysis_blocks`` (they differ under ``global``).
+    """
+    if block is None:
+        return {}
+    gens = workload.generators
+    columns: dict[str, int] = {}
+    request_resources: dict[str, int] = {}
+    scheduler_resources: dict[str, int] = {}
+    for g, n in enumerate(block.by_generator):
+        if not n:
+            continue
+        gen = gens[g]
+        columns[gen.output_columns[0]] = n
+        if gen.request_key is not None:
+            key = gen.request_key
+            request_resources[key.label] = request_resources.get(key.label, 0) + n
+            name = f"request:{key.provider_model}"
+            scheduler_resources[name] = scheduler_resources.get(name, 0) + n
+    analysis = block.analysis
+    return {
+        "count": block.count,
+        "scope": block.policy,
+        "blocks_next_row_group": True,
+        "localized_analysis_blocks": analysis.blocks,
+        "columns": columns,
+        "request_resources": request_resources,
+        "scheduler_resources": scheduler_resources,
+        "deferred_keys": sorted(analysis.deferred_keys),
+        "candidate_columns": list(analysis.candidate_columns),
+        "blocked_columns": list(analysis.blocked_columns),
+        "independent_candidate_columns": list(analysis.independent_columns),
+    }
 
 
 def _key_of(model):

@@ -11,6 +11,7 @@ This module dispatches nothing; it reads the scheduler through :class:`Admission
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from typing import Protocol
 
 from .policies import AdmissionView, DeferredAnalysis, Policy, analyze_deferred
@@ -50,6 +51,8 @@ class AdmissionState(Protocol):
     @property
     def deferred_generators(self) -> frozenset[int]: ...
     @property
+    def deferred_by_generator(self) -> tuple[int, ...]: ...
+    @property
     def queued_total(self) -> int: ...
     @property
     def llm_wait_limit(self) -> int: ...
@@ -66,6 +69,17 @@ def max_admitted_rows(scenario: Scenario) -> int:
     if num_records > 0 and buffer_size > 0:
         return min(num_records, max(ROW_GUARD_BUFFER_MULTIPLIER * buffer_size, ROW_GUARD_FLOOR))
     return max(1, sum(scenario.row_groups.sizes()))
+
+
+@dataclass(frozen=True)
+class DeferredBlock:
+    """Deferred work at the last ``deferred_tasks`` block: the source of the real scheduler's
+    ``deferred_admission`` diagnostics (spec 8.2)."""
+
+    policy: str
+    count: int
+    by_generator: tuple[int, ...]  # deferred tasks per generator index
+    analysis: DeferredAnalysis  # the localized analysis of that deferred set and pending group
 
 
 class RowGroupAdmission:
@@ -86,7 +100,7 @@ class RowGroupAdmission:
         self.blocked_reasons: Counter[str] = Counter()
         self.evaluations = 0
         self.last_block_reason: str | None = None
-        self.last_deferred_analysis: DeferredAnalysis | None = None
+        self.last_deferred_block: DeferredBlock | None = None
 
     def row_guard_allows(self, active_rows: int, size: int) -> bool:
         """Adaptive mode only: nothing active, or the group fits under the guardrail."""
@@ -109,7 +123,12 @@ class RowGroupAdmission:
             view = self._view = AdmissionView(self.workload, count, gens, pending)
         blocks = rule(view)
         if blocks:
-            self.last_deferred_analysis = analyze_deferred(self.workload, view.deferred_generators, view.pending_size)
+            self.last_deferred_block = DeferredBlock(
+                self.policy.name,
+                count,
+                state.deferred_by_generator,
+                analyze_deferred(self.workload, gens, pending),
+            )
         return blocks
 
     def block_reason(self, state: AdmissionState) -> str | None:

@@ -171,6 +171,10 @@ class Scheduler:
         return self._deferred_gens_cache
 
     @property
+    def deferred_by_generator(self) -> tuple[int, ...]:
+        return tuple(self._deferred_by_gen)
+
+    @property
     def queued_total(self) -> int:
         return self.tasks.queued_total
 

@@ -256,3 +256,10 @@ def test_summary_figure_bars_per_policy() -> None:
     assert "sim_time" in SUMMARY_METRICS
     with pytest.raises(ValueError):
         summary_figure(runs, ["nope"])
+
+
+def test_auto_time_window_zooms_only_when_one_run_is_far_longer():
+    from sim.plots import auto_time_window
+
+    assert auto_time_window([0.026, 60.0, 0.18]) == pytest.approx(0.54)  # cooling-2048: 3 x median
+    assert auto_time_window([99.0, 102.0, 100.9]) == 102.0

@@ -69,6 +69,11 @@ class StubState:
     def deferred_count(self) -> int:
         return len(self.deferred_generators)
 
+    @property
+    def deferred_by_generator(self) -> tuple[int, ...]:
+        size = max(self.deferred_generators, default=-1) + 1
+        return tuple(int(g in self.deferred_generators) for g in range(size))
+
 
 def reason(policy: str, columns, models, deferred_columns, **state):
     scenario, workload = make(columns, models)

@@ -44,6 +44,21 @@ def test_headline_global_freezes_target(headline):
     assert s["blocked_deferred_tasks"] > 1000
 
 
+def test_deferred_admission_diagnostics_at_the_last_block(headline):
+    """Spec 8.2: what was deferred, on which resources, and what the pending group would expose."""
+    d = dict(headline["global"].deferred_admission)
+    assert d["scope"] == "global" and d["blocks_next_row_group"] is True
+    n = d["count"]
+    assert n >= 1
+    assert d["columns"] == {"cooling": n}
+    assert d["request_resources"] == {"provider/cooling/chat": n}
+    assert d["scheduler_resources"] == {"request:provider/cooling": n}
+    # The localized analysis of the same state would not have blocked: healthy columns are independent.
+    assert d["localized_analysis_blocks"] is False
+    assert set(d["independent_candidate_columns"]) == {"healthy_1", "healthy_2", "healthy_3"}
+    assert dict(headline["localized"].deferred_admission) == {}  # localized never blocked on deferred work
+
+
 def test_headline_global_makes_far_fewer_calls_in_the_same_simulated_time(cooling, headline):
     localized = headline["localized"].summary
     same_time = simulate(cooling, policy="global", overrides=[f"stop.max_time={localized['sim_time']}"])
