@@ -1,0 +1,5 @@
+"""Entry point: ``python -m benchmarks``."""
+
+from .suite import main
+
+raise SystemExit(main())
