@@ -11,6 +11,7 @@ This module knows nothing about SimPy.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -249,9 +250,9 @@ class RowGroupConfig(_Strict):
 class SchedulerConfig(_Strict):
     """Scheduler constructor knobs (spec 2.3, 2.4, 4.4, 5.4). Defaults are the spec's."""
 
-    #: A registered policy name; it is looked up (never evaluated) when the run starts, because
-    #: policies can be registered after the scenario is loaded.
-    policy: str = Field(default="localized", min_length=1, max_length=64, pattern=r"^[A-Za-z_][A-Za-z0-9_.:\-]*$")
+    #: A registered policy name. It is only looked up in the registry when the run starts (policies
+    #: can be registered after the scenario is loaded); a scenario cannot name code to import.
+    policy: str = Field(default="localized", min_length=1, max_length=64, pattern=r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
     max_concurrent_row_groups: Int = Field(default=3, ge=1, le=MAX_ROW_GROUPS)
     initial_target: Int = Field(default=1, ge=1, le=MAX_ROW_GROUPS)
     max_in_flight_tasks: Int = Field(default=1024, ge=1, le=10_000_000)
@@ -428,6 +429,18 @@ def _clip(text: str, limit: int = MAX_MESSAGE_PART) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_\-]+$")
+
+
+def _key_part(part: object) -> str:
+    """A dotted-key part as TOML writes it: bare if it can be, else quoted (hostile keys may hold
+    dots, colons or newlines, which would make the message ambiguous)."""
+    text = str(part)
+    if _BARE_KEY.match(text):
+        return _clip(text)
+    return '"' + _clip(text.replace("\\", "\\\\").replace('"', '\\"')) + '"'
+
+
 def _format_validation_error(err: ValidationError, source: str) -> str:
     """One line per problem: ``<source>: <dotted key>: <reason>``."""
     items = err.errors(include_url=False, include_input=False)
@@ -439,7 +452,7 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
         if item.get("type") == "too_short" and any(o[: len(loc)] == loc and len(o) > len(loc) for o in locs):
             continue
         cause = (item.get("ctx") or {}).get("error")
-        key = ".".join(_clip(str(p)) for p in loc)
+        key = ".".join(_key_part(p) for p in loc)
         if isinstance(cause, _KeyedError):
             key = ".".join(k for k in (key, cause.key) if k)
         msg = str(item.get("msg", "invalid"))
