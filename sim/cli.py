@@ -339,6 +339,21 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--seed", type=int, default=None, help="random seed (default: the scenario's seed)")
 
+    def policy_seed_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--policies",
+            default=DEFAULT_POLICIES,
+            help=f"comma-separated policies (default: {DEFAULT_POLICIES}), e.g. --policies global,localized",
+        )
+        p.add_argument(
+            "--seeds",
+            type=int,
+            default=1,
+            metavar="N",
+            help="run N seeds (per grid point and policy): --seed (or the scenario's seed) .. +N-1 (default 1), "
+            "e.g. --seeds 10",
+        )
+
     def plugin_arg(p: argparse.ArgumentParser) -> None:
         p.add_argument(
             "--plugin",
@@ -425,22 +440,11 @@ def build_parser() -> argparse.ArgumentParser:
         "  admission-sim compare cooling-2048 --set row_groups.count=256 --out results/cmp --no-figures",
     )
     scenario_args(compare)
-    compare.add_argument(
-        "--policies",
-        default=DEFAULT_POLICIES,
-        help=f"comma-separated policies (default: {DEFAULT_POLICIES}), e.g. --policies global,localized",
-    )
+    policy_seed_args(compare)
     compare.add_argument(
         "--baseline",
         default=None,
         help="policy the ratios divide by (default: fixed when listed, else the first listed)",
-    )
-    compare.add_argument(
-        "--seeds",
-        type=int,
-        default=1,
-        metavar="N",
-        help="run N seeds: --seed (or the scenario's seed) .. +N-1 (default 1), e.g. --seeds 10",
     )
     output_args(compare)
     exec_args(compare)
@@ -477,18 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a dotted scenario key and its values (TOML values, comma-separated); repeatable, the grid is "
         "the product of all keys, e.g. --grid scheduler.initial_target=1,8,64",
     )
-    sweep.add_argument(
-        "--policies",
-        default=DEFAULT_POLICIES,
-        help=f"comma-separated policies (default: {DEFAULT_POLICIES}), e.g. --policies localized",
-    )
-    sweep.add_argument(
-        "--seeds",
-        type=int,
-        default=1,
-        metavar="N",
-        help="run N seeds per grid point and policy: --seed (or the scenario's seed) .. +N-1 (default 1)",
-    )
+    policy_seed_args(sweep)
     sweep.add_argument(
         "--from-manifest",
         default=None,
