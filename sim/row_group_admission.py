@@ -148,10 +148,11 @@ class RowGroupAdmission:
         llm_limit = state.llm_wait_limit
         if llm_limit <= 0:
             return "no_llm_wait_resource"
-        available = llm_limit - state.llm_wait_leased
+        leased = state.llm_wait_leased
+        available = llm_limit - leased
         if available <= 0:
             return "llm_wait_saturated"
-        if state.llm_wait_leased > 0 and available <= state.queued_llm_demand:
+        if leased > 0 and available <= state.queued_llm_demand:
             return "queued_llm_demand"
         return None
 

@@ -176,7 +176,7 @@ class Scheduler:
 
     @property
     def queued_total(self) -> int:
-        return self.tasks.queued_total
+        return len(self.tasks.queue)
 
     @property
     def llm_wait_limit(self) -> int:
