@@ -72,6 +72,10 @@ class Recorder:
         self.model_cooldown_until = [0.0] * n_models
         self.successful_calls = 0
         self.healthy_calls = 0
+        #: healthy successes while another model was rate-limited: its last answer was a 429 or
+        #: it is cooling down (the calls the localized fix is meant to keep flowing)
+        self.healthy_calls_while_limited = 0
+        self.model_last_429 = [False] * n_models
         self.max_row_groups_in_flight = 0
         self.max_queued_tasks = 0
         self.max_in_flight_tasks = 0
@@ -200,6 +204,7 @@ class Recorder:
             self.model_min_limit[model] = limit
         if cooldown_until > 0.0:  # the request-admission controller's blocked_until
             self.model_cooldown_until[model] = cooldown_until
+        self.model_last_429[model] = rate_limited
         if rate_limited:
             self.calls_429[gen] += 1
             self.model_429[model] += 1
@@ -217,7 +222,13 @@ class Recorder:
             self.successful_calls += 1
             if model in self.healthy_models:
                 self.healthy_calls += 1
+                if self._another_model_limited(model, now):
+                    self.healthy_calls_while_limited += 1
         self._model_row(now, model, rate_limited)
+
+    def _another_model_limited(self, model: int, now: float) -> bool:
+        last_429, until = self.model_last_429, self.model_cooldown_until
+        return any(j != model and (last_429[j] or until[j] > now) for j in range(len(last_429)))
 
     def _cooldown(self, slot: int, start: float, end: float) -> None:
         """A 429 at ``start`` (re)sets the cooldown to end at ``end``, as the controller does."""

@@ -121,6 +121,7 @@ def result_from_scheduler(sched: Scheduler, wall_seconds: float = 0.0) -> Result
         "successful_calls": rec.successful_calls,
         "rate_limited_calls": sum(rec.model_429),
         "healthy_calls": rec.healthy_calls,
+        "healthy_calls_while_limited": rec.healthy_calls_while_limited,
         "healthy_calls_per_second": rec.healthy_calls / sim_time if sim_time > 0 else 0.0,
         "mode": "adaptive" if rga.adaptive else "fixed",
         "hard_cap": rga.hard_cap,

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from .policies import get_policy
-from .results import Result, atomic_directory
+from .results import atomic_directory
 from .scenario import Scenario, ScenarioError, parse_override, scenario_from_dict, with_overrides
 
 if TYPE_CHECKING:
@@ -45,8 +45,6 @@ JOURNAL = "runs.jsonl"
 STATE = ".sweep-state.json"
 #: Columns of runs.csv before the grid parameters and the summary metrics.
 FIXED_COLUMNS = ("run_id", "status", "error", "policy", "seed")
-#: Metric added to every run's summary by :func:`execute_run` (see :func:`healthy_calls_while_limited`).
-WHILE_LIMITED = "healthy_calls_while_limited"
 
 
 #: Bundled scenarios, addressable by name (``cooling-2048``) wherever a scenario path is expected.
@@ -157,7 +155,6 @@ def execute_run(spec: RunSpec) -> RunOutcome:
         scenario = scenario_from_dict(spec.scenario, source=f"run {spec.run_id}")
         result = simulate(scenario, policy=spec.policy, seed=spec.seed)
         summary = {k: _plain(v) for k, v in result.summary.items()}
-        summary[WHILE_LIMITED] = healthy_calls_while_limited(result)
         return RunOutcome(
             spec.run_id,
             "ok",
@@ -177,51 +174,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     return value
-
-
-def healthy_calls_while_limited(result: Result) -> int:
-    """Successful calls of healthy models made while some *other* model was rate-limited.
-
-    "Healthy" is the recorder's definition (a model whose rate-limit pattern is ``never``). A model
-    is *rate-limited* from an answer that was an HTTP 429 until its next successful answer, and
-    also while it is in request-admission cooldown (``cooldown_until`` in the future). The model
-    time series is replayed in event order; an answer row is one where the model's in-flight count
-    dropped, and its ``rate_limited`` column says whether it was a 429. For series without that
-    column (older results) a 429 is inferred: every answer of an ``always`` model, and an answer
-    that pushed ``cooldown_until`` forward; that misses 429s that start no new cooldown, so it
-    can only undercount.
-    """
-    ts = result.model_timeseries
-    if ts is None or ts.empty:
-        return 0
-    models = list(result.scenario.models)
-    index_of = {m.name: i for i, m in enumerate(models)}
-    healthy = [m.rate_limit.pattern == "never" for m in models]
-    always = [m.rate_limit.pattern == "always" for m in models]
-    has_flag = "rate_limited" in ts.columns
-    in_flight = [0] * len(models)
-    cooldown = [0.0] * len(models)
-    last_429 = [False] * len(models)
-    count = 0
-    columns = ["time", "model", "in_flight", "cooldown_until"] + (["rate_limited"] if has_flag else [])
-    for row in ts[columns].itertuples(index=False):
-        now, name, flight, until = row[0], row[1], row[2], row[3]
-        m = index_of[str(name)]
-        answered = flight < in_flight[m]
-        in_flight[m] = flight
-        if not answered:
-            cooldown[m] = max(cooldown[m], until)
-            continue
-        if has_flag:
-            was_429 = bool(row[4])
-        else:
-            was_429 = always[m] or until > cooldown[m]
-        cooldown[m] = max(cooldown[m], until)
-        last_429[m] = was_429
-        if healthy[m] and not was_429:
-            if any(j != m and (last_429[j] or cooldown[j] > now) for j in range(len(models))):
-                count += 1
-    return count
 
 
 # ---------------------------------------------------------------------------------------------
@@ -758,7 +710,7 @@ COMPARE_METRICS = (
     "rows_per_second",
     "successful_calls",
     "healthy_calls",
-    WHILE_LIMITED,
+    "healthy_calls_while_limited",
     "rate_limited_calls",
     "observed_max_target",
     "max_row_groups_in_flight",

@@ -234,3 +234,74 @@ def test_headline_run_explains_the_global_freeze() -> None:
     assert result.deferred_admission["independent_candidate_columns"] == ["healthy_1", "healthy_2", "healthy_3"]
     assert s["deferred_admission_independent_columns"] == "healthy_1,healthy_2,healthy_3"
     assert s["active_row_groups_time_mean"] == pytest.approx(1.0)
+
+
+# --- healthy calls while another model is rate-limited ----------------------------------------
+
+
+def two_model_recorder(pattern: str = "window"):
+    """A recorder for `h` (healthy) and `c` (rate-limited by `pattern`), driven by hand."""
+    from sim.metrics import Recorder
+    from sim.workload import build_workload
+
+    sc = scenario_from_dict(
+        {
+            "name": "while-limited",
+            "row_groups": {"count": 1},
+            "models": [
+                {"name": "h"},
+                {
+                    "name": "c",
+                    "rate_limit": {"pattern": pattern, "end": 10.0} if pattern == "window" else {"pattern": pattern},
+                },
+            ],
+            "columns": [{"name": "hc", "model": "h"}, {"name": "cc", "model": "c"}],
+            "stop": {"max_time": 10.0},
+        }
+    )
+    return Recorder(sc, build_workload(sc))
+
+
+H, C = 0, 1  # model indices; generator indices are the same here
+
+
+def test_healthy_calls_count_while_another_model_cools_down_or_last_answered_429():
+    rec = two_model_recorder()
+    rec.model_sent(0.0, H, 4)
+    rec.model_sent(0.0, C, 4)
+    rec.model_answered(1.0, H, H, False, 4, 0.0)  # nothing limited yet: not counted
+    rec.model_sent(1.0, H, 4)
+    rec.model_answered(2.0, C, C, True, 3, 5.0)  # c: 429, cooldown until 5.0
+    rec.model_answered(3.0, H, H, False, 4, 0.0)  # counted (c cools down)
+    rec.model_sent(5.5, C, 3)
+    rec.model_sent(5.5, H, 4)
+    rec.model_answered(6.0, H, H, False, 4, 0.0)  # counted: c's last answer was a 429
+    rec.model_answered(6.5, C, C, False, 3, 5.0)  # c succeeds
+    rec.model_sent(6.5, H, 4)
+    rec.model_answered(7.0, H, H, False, 4, 0.0)  # nothing limited: not counted
+    assert (rec.healthy_calls, rec.healthy_calls_while_limited) == (4, 2)
+
+
+def test_a_429_without_a_controller_limits_until_the_next_success():
+    rec = two_model_recorder()
+    rec.model_sent(0.0, C, 4)
+    rec.model_sent(0.0, H, 4)
+    rec.model_answered(1.0, C, C, True, 4, 0.0)  # 429, no cooldown (no controller, no Retry-After)
+    rec.model_answered(1.5, H, H, False, 4, 0.0)  # counted
+    rec.model_sent(2.0, C, 4)
+    rec.model_sent(2.0, H, 4)
+    rec.model_answered(2.5, C, C, False, 4, 0.0)  # c recovers
+    rec.model_answered(3.0, H, H, False, 4, 0.0)  # not counted
+    assert rec.healthy_calls_while_limited == 1
+
+
+def test_healthy_calls_while_limited_on_the_headline_scenario():
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "scenarios" / "cooling-2048.toml"
+    scenario_ = sim.load_scenario(path, ["row_groups.count=64", "stop.max_time=0.5"])
+    s = sim.simulate(scenario_, policy="localized").summary
+    # The cooling 429 takes no time and healthy calls ~1 ms: every healthy call counts.
+    assert s["healthy_calls_while_limited"] == s["healthy_calls"] > 0
+    healthy = sim.simulate(scenario_, policy="localized", overrides=["models.cooling.rate_limit.pattern='never'"])
+    assert healthy.summary["healthy_calls"] > 0 and healthy.summary["healthy_calls_while_limited"] == 0

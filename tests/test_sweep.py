@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 
 import sim.sweep as sweep_mod
-from sim import load_scenario, with_overrides
+from sim import load_scenario
 from sim.cli import main
 from sim.sweep import (
     JOURNAL,
     SweepError,
     compare_table,
-    healthy_calls_while_limited,
     parse_grid,
     plan_sweep,
     seed_statistics,
@@ -261,71 +259,6 @@ def test_compare_table_ratios_and_seed_statistics() -> None:
     assert (row["mean"], row["p50"], row["min"], row["max"], row["runs"]) == (7.5, 7.5, 5.0, 10.0, 2)
     assert row["p95"] == pytest.approx(9.75)
     assert row["std"] == pytest.approx(3.5355339, rel=1e-6)
-
-
-def _fake_result(rows: list[tuple], patterns: dict[str, str]) -> SimpleNamespace:
-    models = [SimpleNamespace(name=n, rate_limit=SimpleNamespace(pattern=p)) for n, p in patterns.items()]
-    columns = ["time", "model", "in_flight", "waiting", "current_limit", "cooldown_until", "rate_limited"]
-    ts = pd.DataFrame(rows, columns=columns[: len(rows[0])])
-    return SimpleNamespace(scenario=SimpleNamespace(models=models), model_timeseries=ts)
-
-
-def test_healthy_calls_while_limited_follows_429s_and_cooldowns() -> None:
-    rows = [
-        (0.0, "h", 1, 0, 4, 0.0),  # send
-        (0.0, "c", 1, 0, 4, 0.0),  # send
-        (1.0, "h", 0, 0, 4, 0.0),  # healthy answer, nothing limited yet -> not counted
-        (1.0, "h", 1, 0, 4, 0.0),
-        (2.0, "c", 0, 0, 3, 5.0),  # c answers: a 429 (cooldown pushed to 5.0)
-        (3.0, "h", 0, 0, 4, 0.0),  # healthy answer while c cools down -> counted
-        (5.5, "c", 1, 0, 3, 5.0),
-        (5.5, "h", 1, 0, 4, 0.0),
-        (6.0, "h", 0, 0, 4, 0.0),  # c's last answer was a 429 (no success since) -> counted
-        (6.5, "c", 0, 0, 3, 5.0),  # c succeeds (cooldown unchanged)
-        (6.5, "h", 1, 0, 4, 0.0),
-        (7.0, "h", 0, 0, 4, 0.0),  # nothing limited -> not counted
-    ]
-    assert healthy_calls_while_limited(_fake_result(rows, {"h": "never", "c": "window"})) == 2
-    # an `always` model's answers are 429s even without request admission (cooldown stays 0)
-    rows_always = [
-        (0.0, "c", 1, 0, 4, 0.0),
-        (0.0, "h", 1, 0, 4, 0.0),
-        (0.1, "c", 0, 0, 4, 0.0),
-        (0.2, "h", 0, 0, 4, 0.0),
-    ]
-    assert healthy_calls_while_limited(_fake_result(rows_always, {"h": "never", "c": "always"})) == 1
-
-
-def test_healthy_calls_while_limited_reads_the_recorders_rate_limited_flag() -> None:
-    # No request admission (cooldown stays 0): only the flag tells that c's answer at 1.0 was a 429.
-    rows = [
-        (0.0, "c", 1, 0, 4, 0.0, False),
-        (0.0, "h", 1, 0, 4, 0.0, False),
-        (1.0, "c", 0, 0, 4, 0.0, True),  # 429
-        (1.5, "h", 0, 0, 4, 0.0, False),  # counted: c's last answer was a 429
-        (2.0, "c", 1, 0, 4, 0.0, False),
-        (2.0, "h", 1, 0, 4, 0.0, False),
-        (2.5, "c", 0, 0, 4, 0.0, False),  # c recovers
-        (3.0, "h", 0, 0, 4, 0.0, False),  # not counted
-    ]
-    assert healthy_calls_while_limited(_fake_result(rows, {"h": "never", "c": "window"})) == 1
-    assert healthy_calls_while_limited(_fake_result([r[:6] for r in rows], {"h": "never", "c": "window"})) == 0
-
-
-def test_healthy_calls_while_limited_on_the_headline_scenario() -> None:
-    from sim import simulate
-
-    scenario = load_scenario(
-        sweep_mod.resolve_scenario_path("cooling-2048"), ["row_groups.count=64", "stop.max_time=0.5"]
-    )
-    result = simulate(scenario, policy="localized")
-    # The cooling model's 429 takes no time and healthy calls take ~1 ms, so the cooling model has
-    # answered 429 before any healthy call returns: every healthy call counts.
-    assert healthy_calls_while_limited(result) == result.summary["healthy_calls"] > 0
-    # The same run with the cooling model healthy: nothing is rate-limited, nothing counts.
-    healthy = simulate(with_overrides(scenario, ["models.cooling.rate_limit.pattern=never"]), policy="localized")
-    assert healthy.summary["healthy_calls"] > 0
-    assert healthy_calls_while_limited(healthy) == 0
 
 
 def test_compare_from_python_matches_the_cli_folder(tmp_path: Path) -> None:
