@@ -14,11 +14,11 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .policies import POLICIES, AdmissionView, Policy, get_policy, register_policy
+from .policies import POLICIES, AdmissionView, Policy, get_policy, load_plugin, register_policy
 from .results import Result, write_result
 from .scenario import Scenario, ScenarioError, load_scenario, with_overrides
 from .scheduler import SimulationError
-from .sweep import compare, load_plugin, plan_sweep, run_plan, run_sweep
+from .sweep import compare, plan_sweep, run_plan, run_sweep
 
 __version__ = "0.1.0"
 

@@ -22,20 +22,18 @@ import pandas as pd
 from . import __version__, simulate
 from .check import DEFAULT_THRESHOLDS, ThresholdsError, default_thresholds, format_results, run_checks
 from .executors import EXECUTORS, Executor, ExecutorUnavailable, make_executor
-from .policies import POLICIES, UnknownPolicyError, get_policy
+from .policies import POLICIES, PluginError, UnknownPolicyError, get_policy, load_plugin
 from .results import Result, write_result
 from .scenario import ScenarioError, load_scenario
 from .scheduler import SimulationError
 from .sweep import (
     BUNDLED_SCENARIOS,
-    PluginError,
     SweepError,
     SweepInterrupted,
     SweepPlan,
     SweepReport,
     compare_table,
     format_table,
-    load_plugin,
     parse_grid,
     plan_from_manifest,
     plan_sweep,

@@ -19,6 +19,7 @@ Adding one takes a few lines::
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -105,6 +106,41 @@ def localized_block(view: AdmissionView) -> bool:
     if view.deferred_count == 0:
         return False
     return analyze_deferred(view.workload, view.deferred_generators, view.pending_size).blocks
+
+
+# ---------------------------------------------------------------------------------------------
+# Plugins: custom policies come only from an explicit module:function, never from a file
+# ---------------------------------------------------------------------------------------------
+
+
+class PluginError(Exception):
+    """A ``module:function`` plugin could not be loaded. CLI exit 2."""
+
+
+_LOADED_PLUGINS: set[str] = set()
+
+
+def load_plugin(spec: str) -> None:
+    """Import ``module`` and call ``function()`` once, e.g. ``"mypkg.policies:register"``.
+
+    The function is expected to register policies with :func:`sim.register_policy`. Loading the
+    same spec again is a no-op, so worker processes can call it for every run. Nothing from a
+    scenario file or manifest is ever imported: plugins come from the command line or the API.
+    """
+    if spec in _LOADED_PLUGINS:
+        return
+    module_name, sep, func_name = spec.partition(":")
+    if not sep or not module_name or not func_name:
+        raise PluginError(f"plugin '{spec}': expected module:function, e.g. mypkg.policies:register")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise PluginError(f"plugin '{spec}': cannot import module '{module_name}': {err}") from None
+    func = getattr(module, func_name, None)
+    if not callable(func):
+        raise PluginError(f"plugin '{spec}': module '{module_name}' has no callable '{func_name}'")
+    func()
+    _LOADED_PLUGINS.add(spec)
 
 
 # ---------------------------------------------------------------------------------------------

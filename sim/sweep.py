@@ -18,7 +18,6 @@ This module knows nothing about the model's internals: it calls :func:`sim.simul
 from __future__ import annotations
 
 import hashlib
-import importlib
 import itertools
 import json
 import math
@@ -33,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from .policies import get_policy
+from .policies import get_policy, load_plugin
 from .results import atomic_directory
 from .scenario import Scenario, ScenarioError, parse_override, scenario_from_dict, with_overrides
 
@@ -74,40 +73,6 @@ class SweepInterrupted(Exception):
         self.partial_dir = partial_dir
         self.done = done
         self.total = total
-
-
-class PluginError(Exception):
-    """A ``module:function`` plugin could not be loaded. CLI exit 2."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Plugins: custom policies come only from an explicit module:function, never from a file
-# ---------------------------------------------------------------------------------------------
-
-_LOADED_PLUGINS: set[str] = set()
-
-
-def load_plugin(spec: str) -> None:
-    """Import ``module`` and call ``function()`` once, e.g. ``"mypkg.policies:register"``.
-
-    The function is expected to register policies with :func:`sim.register_policy`. Loading the
-    same spec again is a no-op, so worker processes can call it for every run. Nothing from a
-    scenario file or manifest is ever imported: plugins come from the command line or the API.
-    """
-    if spec in _LOADED_PLUGINS:
-        return
-    module_name, sep, func_name = spec.partition(":")
-    if not sep or not module_name or not func_name:
-        raise PluginError(f"plugin '{spec}': expected module:function, e.g. mypkg.policies:register")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise PluginError(f"plugin '{spec}': cannot import module '{module_name}': {err}") from None
-    func = getattr(module, func_name, None)
-    if not callable(func):
-        raise PluginError(f"plugin '{spec}': module '{module_name}' has no callable '{func_name}'")
-    func()
-    _LOADED_PLUGINS.add(spec)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,8 +12,7 @@ import pandas as pd
 import pytest
 
 from sim.cli import build_parser, main
-from sim.policies import POLICIES
-from sim.sweep import _LOADED_PLUGINS
+from sim.policies import _LOADED_PLUGINS, POLICIES
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ["--set", "row_groups.count=8"]
