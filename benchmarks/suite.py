@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import multiprocessing
 import os
 import platform
 import sys
@@ -18,6 +19,7 @@ import time
 import tracemalloc
 from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -262,12 +264,19 @@ def skeleton_simpy(tasks: int, workers: int, mean_latency: float = 0.4, seed: in
 
 
 def scale_series(factors: Sequence[int], repeat: int) -> dict[str, Any]:
-    """The window scenario with ``row_groups.count`` multiplied; cost per task should stay flat."""
+    """The window scenario with ``row_groups.count`` multiplied; cost per task should stay flat.
+
+    Each point runs in a fresh interpreter (spawned, one at a time) so that every size starts
+    from the same allocator state: a long-lived process that already ran the other cases makes
+    large runs measurably slower per task, which is not the simulator's scaling.
+    """
     base = sim.load_scenario(SCENARIO_DIR / f"{WINDOW}.toml").row_groups.count
     points = []
+    spawn = multiprocessing.get_context("spawn")
     for f in factors:
         overrides = [f"row_groups.count={base * f}", f"stop.max_time={SCALE_MAX_TIME}"]
-        m = measure(f"{WINDOW} x{f}", WINDOW, SCALE_POLICY, overrides, repeat=repeat, memory=True)
+        with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
+            m = pool.submit(measure, f"{WINDOW} x{f}", WINDOW, SCALE_POLICY, overrides, repeat, True).result()
         print(f"  {m.label}: {m.wall_seconds:.3f} s, {m.us_per_task:.1f} us/task", file=sys.stderr, flush=True)
         points.append({"factor": f, **m.as_dict()})
     first, last = points[0], points[-1]
