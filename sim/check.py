@@ -26,9 +26,10 @@ from typing import TYPE_CHECKING, Any, Literal
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .comparison import STATISTICS, format_number
 from .policies import POLICIES
 from .scenario import ScenarioError, load_scenario
-from .sweep import STATISTICS, RunOutcome, RunSpec, format_number, resolve_scenario_path, seed_list
+from .sweep import RunOutcome, RunSpec, resolve_scenario_path, seed_list
 
 if TYPE_CHECKING:
     from .executors import Executor

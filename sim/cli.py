@@ -21,6 +21,7 @@ import pandas as pd
 
 from . import __version__, simulate
 from .check import DEFAULT_THRESHOLDS, ThresholdsError, default_thresholds, format_results, run_checks
+from .comparison import COMPARE_METRICS, compare_table, format_number, format_table, seed_statistics
 from .executors import EXECUTORS, Executor, ExecutorUnavailable, make_executor
 from .policies import POLICIES, PluginError, UnknownPolicyError, get_policy, load_plugin
 from .results import Result, write_result
@@ -32,8 +33,6 @@ from .sweep import (
     SweepInterrupted,
     SweepPlan,
     SweepReport,
-    compare_table,
-    format_table,
     parse_grid,
     plan_from_manifest,
     plan_sweep,
@@ -41,29 +40,12 @@ from .sweep import (
     resume_sweep,
     run_sweep,
     seed_list,
-    seed_statistics,
 )
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
-
-#: Headline metrics shown first in tables, in this order.
-HEADLINE_METRICS = (
-    "stop_reason",
-    "sim_time",
-    "completed_rows",
-    "rows_per_second",
-    "successful_calls",
-    "healthy_calls",
-    "rate_limited_calls",
-    "observed_max_target",
-    "max_row_groups_in_flight",
-    "adaptive_evaluations",
-    "deferred_at_end",
-    "salvage_cycles",
-)
 
 DEFAULT_POLICIES = "fixed,global,localized"
 
@@ -84,32 +66,20 @@ def _policy_names(text: str) -> list[str]:
 
 
 def format_summary(result: Result) -> str:
-    """A readable two-column table of one run's summary, then calls per column and model."""
+    """A readable two-column table of one run's summary (headline metrics first), then calls per
+    column and model."""
     s = dict(result.summary)
     lines = [f"scenario {s['scenario']}  policy {s['policy']}  seed {s['seed']}  (wall {result.wall_seconds:.2f}s)"]
-    keys = list(HEADLINE_METRICS) + [
-        k for k in s if k not in HEADLINE_METRICS and k not in ("scenario", "policy", "seed")
-    ]
+    headline = [k for k in COMPARE_METRICS if k in s]
+    keys = headline + [k for k in s if k not in headline and k not in ("scenario", "policy", "seed")]
     width = max(len(k) for k in keys)
     for key in keys:
-        lines.append(f"  {key:<{width}}  {_fmt(s[key])}")
+        lines.append(f"  {key:<{width}}  {format_number(s[key])}")
     lines.append("")
     lines.append(result.columns.to_string(index=False))
     lines.append("")
     lines.append(result.models.to_string(index=False))
     return "\n".join(lines)
-
-
-def _fmt(value: object) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}" if abs(value) < 1e6 else f"{value:.6g}"
-    return str(value)
-
-
-def comparison_table(results: Sequence[Result], metrics: Sequence[str] = HEADLINE_METRICS) -> pd.DataFrame:
-    """Metrics (rows) by policy (columns), for in-memory results of one scenario."""
-    data = {r.policy: [r.summary.get(m) for m in metrics] for r in results}
-    return pd.DataFrame(data, index=list(metrics))
 
 
 def _executor(args: argparse.Namespace, runs: int) -> Executor:
