@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     Strict,
@@ -68,12 +69,20 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=False, validate_default=True, allow_inf_nan=False)
 
 
+def _python_scalar(value: Any) -> Any:
+    """A numpy scalar (say, a sweep grid built with ``numpy.arange``) as the Python value it holds;
+    duck-typed, so this module does not import numpy."""
+    if getattr(value, "shape", None) == () and hasattr(value, "dtype") and hasattr(value, "item"):
+        return value.item()
+    return value
+
+
 #: An integer that must be a TOML integer (not a bool, float or string).
-Int = Annotated[int, Strict()]
+Int = Annotated[int, BeforeValidator(_python_scalar), Strict()]
 #: A float that may be given as a TOML integer or float (not a bool or string).
-Float = Annotated[float, Strict()]
+Float = Annotated[float, BeforeValidator(_python_scalar), Strict()]
 #: A boolean that must be a TOML boolean.
-Bool = Annotated[bool, Strict()]
+Bool = Annotated[bool, BeforeValidator(_python_scalar), Strict()]
 
 
 def _printable(value: str | None) -> str | None:

@@ -710,3 +710,22 @@ def test_cli_bad_override_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert "row_groups.count" in err and "Traceback" not in err
     assert cli_main(["run", bundled, "--set", "nonsense"]) == 2
     assert "key=value" in capsys.readouterr().err
+
+
+def test_numpy_scalars_from_a_sweep_grid_are_plain_values() -> None:
+    """A grid built with numpy (``numpy.arange``) gives numpy scalars; they are read as the Python
+    values they hold, while a numpy float is still not an integer and an array is not a number."""
+    import numpy as np
+
+    data = full()
+    data["row_groups"]["count"] = np.int64(3)
+    data["columns"][0]["duration"] = np.float32(0.5)
+    data["scheduler"]["request_pressure_advisory"] = np.bool_(True)
+    scenario = scenario_from_dict(data)
+    assert (scenario.row_groups.count, scenario.columns[0].duration) == (3, 0.5)
+    assert type(scenario.row_groups.count) is int
+    assert scenario.scheduler.request_pressure_advisory is True
+    for bad in (np.float64(3.0), np.array([1, 2]), np.bool_(True)):
+        data["row_groups"]["count"] = bad
+        with pytest.raises(ScenarioError, match="row_groups.count: Input should be a valid integer"):
+            scenario_from_dict(data)
