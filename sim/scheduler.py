@@ -298,7 +298,9 @@ class Scheduler:
                 self._finish("completed")
                 return
             if not tasks.queue or blocked:
-                if blocked and not dispatched and self.in_flight == 0:
+                # `blocked` is from this iteration's dispatch pass; a salvage since then may have
+                # drained the queue, and an empty queue just waits for the next wake (an admission).
+                if blocked and not dispatched and self.in_flight == 0 and tasks.queue:
                     raise SimulationError(
                         f"t={self.env.now:.3f}s: the ready queue is blocked with nothing in flight "
                         f"(target {rga.target}, queued {tasks.queued_total})"

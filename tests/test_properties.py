@@ -442,14 +442,6 @@ STALE_BLOCKED_AFTER_SALVAGE = {
 
 
 @pytest.mark.parametrize("policy", ["fixed", "localized"])
-@pytest.mark.xfail(
-    raises=sim.SimulationError,
-    strict=True,
-    reason="scheduler main loop: after a salvage cycle that empties the deferred list, the loop reuses the "
-    "'blocked'/'dispatched' flags of the dispatch pass taken before the salvage and raises 'ready queue is "
-    "blocked with nothing in flight (queued 0)' at t=2.010s instead of waiting for the admission of the next "
-    "row group; reported to the scheduler owner",
-)
 def test_run_completes_after_a_salvage_that_empties_the_deferred_list(policy: str) -> None:
     result, _ = run_bounded(STALE_BLOCKED_AFTER_SALVAGE, policy=policy)
     assert result.summary["stop_reason"] == "completed"
