@@ -227,8 +227,11 @@ class Recorder:
         self._model_row(now, model, rate_limited)
 
     def _another_model_limited(self, model: int, now: float) -> bool:
-        last_429, until = self.model_last_429, self.model_cooldown_until
-        return any(j != model and (last_429[j] or until[j] > now) for j in range(len(last_429)))
+        until = self.model_cooldown_until
+        for j, limited in enumerate(self.model_last_429):  # a plain loop: this runs on every healthy call
+            if j != model and (limited or until[j] > now):
+                return True
+        return False
 
     def _cooldown(self, slot: int, start: float, end: float) -> None:
         """A 429 at ``start`` (re)sets the cooldown to end at ``end``, as the controller does."""

@@ -173,16 +173,18 @@ class RequestAdmission:
 
     # -- acquire / release ---------------------------------------------------------------------
 
-    def acquire(self, res: RequestResource, on_grant: GrantCallback) -> None:
-        """Grant now if possible and nobody of this resource waits ahead; else join the queue."""
+    def acquire(self, res: RequestResource, on_grant: GrantCallback) -> RequestLease | None:
+        """Grant now if possible and nobody of this resource waits ahead: return the lease (and do
+        not call ``on_grant``). Otherwise join the queue, return None, and call ``on_grant(lease)``
+        when the lease is granted later."""
         if self._waiters.queued(res.index) == 0 and self.denial(res) is None:
-            on_grant(self._grant(res))
-            return
+            return self._grant(res)
         res.waiters += 1
         if res.waiters > self.max_waiters[res.index]:
             self.max_waiters[res.index] = res.waiters
         self._waiters.push(res.index, on_grant, 1.0)
         self._schedule_wakeups(res)
+        return None
 
     def _grant(self, res: RequestResource) -> RequestLease:
         res.in_flight += 1

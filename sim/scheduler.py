@@ -366,10 +366,13 @@ class Scheduler:
         if res is None:
             self._send(task, None)
             return
-        self.recorder.model_waiting(self.gen_model_index[gen.index], +1)
-        self.request_admission.acquire(res, lambda lease: self._granted(task, lease))
+        lease = self.request_admission.acquire(res, lambda lease: self._granted_after_wait(task, lease))
+        if lease is not None:
+            self._send(task, lease)
+        else:  # the task waits in request admission, holding its task lease (spec S4)
+            self.recorder.model_waiting(self.gen_model_index[gen.index], +1)
 
-    def _granted(self, task: Task, lease: RequestLease) -> None:
+    def _granted_after_wait(self, task: Task, lease: RequestLease) -> None:
         self.recorder.model_waiting(self.gen_model_index[task.gen.index], -1)
         self._send(task, lease)
 

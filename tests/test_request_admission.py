@@ -46,7 +46,9 @@ class Harness:
 
     def acquire(self, key: RequestKey = CHAT, name: str = "") -> Ticket:
         ticket = Ticket(self, name)
-        self.ra.acquire(self.res(key), ticket)
+        lease = self.ra.acquire(self.res(key), ticket)
+        if lease is not None:  # granted at once: acquire returns it instead of calling back
+            ticket(lease)
         return ticket
 
     def grab(self, key: RequestKey = CHAT) -> RequestLease:
@@ -460,3 +462,13 @@ def test_pressure_resource_limit_last() -> None:
         h.grab()
     assert (r.in_flight, r.waiters, h.ra.aggregate["p/m"]) == (3, 0, 3)
     assert h.ra.pressure(r) == "resource_limit"
+
+
+def test_acquire_returns_an_immediate_lease_and_calls_back_only_after_a_wait() -> None:
+    h = Harness({"p/m": 1})
+    calls: list[RequestLease] = []
+    first = h.ra.acquire(h.res(), calls.append)
+    assert first is not None and calls == [] and h.res().waiters == 0
+    assert h.ra.acquire(h.res(), calls.append) is None and h.res().waiters == 1
+    h.ra.release(first, SUCCESS)
+    assert len(calls) == 1 and calls[0].resource is h.res()

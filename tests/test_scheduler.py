@@ -206,6 +206,8 @@ def test_parked_tasks_are_capped_by_the_request_resource():
     models = simulate(scenario).models.set_index("model")
     assert models.loc["flaky", "rate_limited_calls"] > 0
     assert 0 < models.loc["flaky", "max_waiting"] <= 8
+    # A request granted at once never counts as waiting: the healthy models never wait.
+    assert (models.drop(index="flaky")["max_waiting"] == 0).all()
     assert (models["max_in_flight"] <= models["max_parallel_requests"]).all()
     assert models.loc["flaky", "limit_decreases"] >= 1
 
