@@ -108,7 +108,7 @@ def _groups(data: dict[str, Any]) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-@examples(120)
+@examples(200)
 @given(scenario_dicts())
 def test_every_run_ends_by_completion_or_a_stop_rule(data: dict[str, Any]) -> None:
     result, events = run_bounded(data)
@@ -159,7 +159,7 @@ def test_every_run_ends_by_completion_or_a_stop_rule(data: dict[str, Any]) -> No
         assert row.max_in_flight <= min(peers), row
 
 
-@examples(120)
+@examples(200)
 @given(scenario_dicts(finite=True, stop_rules=False))
 def test_run_to_completion_with_finite_429s_completes_every_row(data: dict[str, Any]) -> None:
     result, _ = run_bounded(data)
@@ -285,7 +285,7 @@ def dag_and_deferred(draw: st.DrawFn) -> tuple[dict[str, Any], set[str], int | N
     return data, deferred, pending
 
 
-@examples(400)
+@examples(250)
 @given(dag_and_deferred())
 def test_localized_analysis_matches_brute_force_spec(case: tuple[dict[str, Any], set[str], int | None]) -> None:
     data, deferred_columns, pending = case
@@ -317,7 +317,7 @@ def _oracle_policy(data: dict[str, Any]) -> sim.Policy:
     return replace(POLICIES["localized"], name="localized", deferred_blocks=rule)
 
 
-@examples(80)
+@examples(120)
 @given(scenario_dicts(policy="localized"))
 def test_localized_blocks_in_runs_only_without_independent_candidates(data: dict[str, Any]) -> None:
     plain, _ = run_bounded(data)
