@@ -45,6 +45,10 @@ if TYPE_CHECKING:
 
 __all__ = ["DISTRIBUTION", "DaskExecutor", "SchedulerUnreachable", "WorkerVersionMismatch"]
 
+#: How often a run whose finished result was lost with a dying worker is awaited again before it
+#: is recorded as failed (Dask recomputes lost results while the client holds the future).
+LOST_RESULT_REWAITS = 3
+
 #: Name of this package's distribution, as workers report it (``pip install -e .``).
 DISTRIBUTION = "admission-sim"
 #: How long to try reaching a scheduler before giving up (Dask's default is 30 s).
@@ -195,11 +199,24 @@ class DaskExecutor:
         return self._collect(futures)
 
     def _collect(self, futures: dict[distributed.Future, RunSpec]) -> Iterator[RunOutcome]:
+        rewaits: dict[str, int] = {}
         try:
             if not futures:
                 return
-            for future in distributed.as_completed(list(futures), loop=self.client.loop):
-                outcome = self._outcome(future, futures.pop(future))
+            pending = distributed.as_completed(list(futures), loop=self.client.loop)
+            for future in pending:
+                spec = futures[future]
+                outcome = self._outcome(future, spec)
+                if outcome is None:
+                    # The result was lost with a dying worker after it finished; the client still
+                    # holds the future, so Dask computes the key again: wait for it once more.
+                    seen = rewaits.get(future.key, 0)
+                    if seen < LOST_RESULT_REWAITS:
+                        rewaits[future.key] = seen + 1
+                        pending.add(future)
+                        continue
+                    outcome = self._failed(spec, f"Dask lost the result {seen + 1} times (workers died)")
+                futures.pop(future)
                 future.release()
                 yield outcome
         finally:
@@ -207,19 +224,25 @@ class DaskExecutor:
                 self.client.cancel(list(futures))
                 futures.clear()
 
-    def _outcome(self, future: distributed.Future, spec: RunSpec) -> RunOutcome:
-        """The task's RunOutcome, or a failed one built from the task's error."""
+    def _outcome(self, future: distributed.Future, spec: RunSpec) -> RunOutcome | None:
+        """The task's RunOutcome, a failed one built from the task's error, or None if the result
+        was lost (its worker died after it finished) and Dask will compute it again."""
         if future.status == "finished":
             try:
                 return future.result()
-            except Exception as exc:  # lost between completion and fetch (worker died)
-                error = _describe(exc)
-        elif future.status == "error":
+            except Exception:  # noqa: BLE001 - lost between completion and fetch (worker died)
+                return None
+        if future.status == "error":
             error = _describe(future.exception())
             if not isinstance(future.exception(), distributed.KilledWorker):
                 error = f"{error} (failed {self.retries + 1} attempt(s) on the Dask cluster)"
-        else:
-            error = f"Dask task {future.status} (scheduler connection lost or task cancelled)"
+            return self._failed(spec, error)
+        if future.status == "cancelled":
+            return self._failed(spec, "Dask task cancelled (scheduler connection lost or task cancelled)")
+        return None  # "lost" or "pending" again: Dask is recomputing it
+
+    @staticmethod
+    def _failed(spec: RunSpec, error: str) -> RunOutcome:
         from .sweep import RunOutcome
 
         return RunOutcome(
