@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .policies import POLICIES, AdmissionView, Policy, get_policy, load_plugin, register_policy
+from .policies import POLICIES, AdmissionView, Policy, UnknownPolicyError, get_policy, load_plugin, register_policy
 from .results import Result, write_result
 from .scenario import Scenario, ScenarioError, load_scenario, with_overrides
 from .scheduler import SimulationError
@@ -62,7 +62,13 @@ def simulate(
 
     if overrides:
         scenario = with_overrides(scenario, overrides)
-    chosen = get_policy(policy if policy is not None else scenario.scheduler.policy)
+    if policy is None:
+        try:
+            chosen = get_policy(scenario.scheduler.policy)
+        except UnknownPolicyError as err:  # the name came from the scenario: say where
+            raise ScenarioError(f"scenario {scenario.name}: scheduler.policy: {err}") from None
+    else:
+        chosen = get_policy(policy)
     run_seed = scenario.seed if seed is None else int(seed)
     started = time.perf_counter()
     sched = Scheduler(scenario, build_workload(scenario), chosen, run_seed)

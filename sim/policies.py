@@ -20,6 +20,7 @@ Adding one takes a few lines::
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -53,6 +54,9 @@ class Policy:
 
 POLICIES: dict[str, Policy] = {}
 
+#: What ``scheduler.policy`` accepts in a scenario file (see :class:`sim.scenario.SchedulerConfig`).
+POLICY_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,63}")
+
 
 class UnknownPolicyError(KeyError):
     def __str__(self) -> str:  # KeyError quotes its argument; we want a sentence
@@ -67,7 +71,16 @@ def register_policy(
     description: str = "",
     replace: bool = False,
 ) -> Callable[[DeferredRule], DeferredRule]:
-    """Decorator registering ``rule`` as the deferred clause of policy ``name``."""
+    """Decorator registering ``rule`` as the deferred clause of policy ``name``.
+
+    The name must be usable from a scenario file (``scheduler.policy``) and the command line:
+    letters, digits, ``_``, ``.`` and ``-``, starting with a letter or ``_``, at most 64 characters.
+    """
+    if not POLICY_NAME.fullmatch(name):
+        raise ValueError(
+            f"policy name {name!r} is not usable from a scenario: use letters, digits, '_', '.', '-' "
+            "(starting with a letter or '_', at most 64 characters)"
+        )
 
     def decorator(rule: DeferredRule) -> DeferredRule:
         if name in POLICIES and not replace:

@@ -279,3 +279,9 @@ def test_register_policy_in_a_few_lines():
 def test_unknown_policy_message_lists_registered():
     with pytest.raises(KeyError, match="registered: .*localized"):
         get_policy("nope")
+
+
+@pytest.mark.parametrize("name", ["has space", "mod:func", "", "9lives", "x" * 65])
+def test_register_policy_rejects_names_a_scenario_cannot_use(name):
+    with pytest.raises(ValueError, match="not usable from a scenario"):
+        register_policy(name)
