@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/admission-sim compare scenarios/cooling-2048.toml --policies fixed,global,localized
+	$(BIN)/admission-sim compare scenarios/cooling-2048.toml --policies fixed,global,localized --baseline global
 
 test: $(STAMP)
 	$(BIN)/ruff check sim tests benchmarks
