@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -149,3 +150,21 @@ def test_sweep_from_a_subprocess_writes_the_folder(tmp_path: Path) -> None:
     assert len(pd.read_csv(out / "runs.csv")) == 2
     bad = subprocess.run([str(exe), "sweep", "window-recovery", "--grid", "nope=1"], capture_output=True, text=True)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "--grid nope" in bad.stderr
+
+
+def test_python_dash_m_sim_is_the_same_cli(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "sim", "run", "rpm-capacity", "--policy", "fixed", "--set", "row_groups.count=5"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "policy fixed" in done.stdout
+    assert re.search(r"completed_rows\s+20\b", done.stdout)
+    bad = subprocess.run([sys.executable, "-m", "sim", "run", "no-such-scenario"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "no such scenario file" in bad.stderr and "Traceback" not in bad.stderr
