@@ -27,6 +27,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .comparison import STATISTICS, format_number
+from .errors import InputError
 from .policies import POLICIES
 from .scenario import ScenarioError, load_scenario
 from .sweep import RunOutcome, RunSpec, resolve_scenario_path, seed_list
@@ -44,7 +45,7 @@ def default_thresholds() -> Path:
     return DEFAULT_THRESHOLDS if DEFAULT_THRESHOLDS.exists() else SHIPPED_THRESHOLDS
 
 
-class ThresholdsError(Exception):
+class ThresholdsError(InputError):
     """The thresholds file is malformed (file, key, reason). CLI exit 2."""
 
 

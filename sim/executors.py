@@ -16,13 +16,15 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import TYPE_CHECKING, Protocol
 
+from .errors import InputError
+
 if TYPE_CHECKING:
     from .sweep import RunOutcome, RunSpec
 
 EXECUTORS = ("serial", "local", "dask")
 
 
-class ExecutorUnavailable(RuntimeError):
+class ExecutorUnavailable(InputError):
     """The requested executor cannot be used here (unknown name, optional dependency missing)."""
 
 

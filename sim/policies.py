@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Literal
 
+from .errors import InputError
 from .workload import Workload
 
 DeferredRule = Callable[["AdmissionView"], bool]
@@ -58,7 +59,7 @@ POLICIES: dict[str, Policy] = {}
 POLICY_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,63}")
 
 
-class UnknownPolicyError(KeyError):
+class UnknownPolicyError(KeyError, InputError):
     def __str__(self) -> str:  # KeyError quotes its argument; we want a sentence
         return str(self.args[0])
 
@@ -126,7 +127,7 @@ def localized_block(view: AdmissionView) -> bool:
 # ---------------------------------------------------------------------------------------------
 
 
-class PluginError(Exception):
+class PluginError(InputError):
     """A ``module:function`` plugin could not be loaded. CLI exit 2."""
 
 

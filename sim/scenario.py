@@ -28,6 +28,8 @@ from pydantic import (
     model_validator,
 )
 
+from .errors import InputError
+
 #: Upper bounds that keep a single run within memory; they are validated up front so a typo
 #: such as ``count = 1e12`` fails with a clear message instead of exhausting the machine.
 MAX_ROW_GROUPS = 1_000_000
@@ -48,7 +50,7 @@ MAX_DESCRIPTION_LENGTH = 20_000
 MAX_MESSAGE_PART = 80
 
 
-class ScenarioError(ValueError):
+class ScenarioError(InputError):
     """A scenario (file, override or object) is invalid. The message is meant for humans."""
 
 

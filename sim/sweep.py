@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from .comparison import compare_table
+from .errors import InputError
 from .policies import get_policy, load_plugin
 from .results import atomic_directory
 from .scenario import Scenario, ScenarioError, parse_override, scenario_from_dict, with_overrides
@@ -61,7 +62,7 @@ def resolve_scenario_path(text: str | Path, base_dir: str | Path | None = None) 
     return bundled if bundled.exists() else path
 
 
-class SweepError(Exception):
+class SweepError(InputError):
     """A usage problem with a sweep (bad grid, manifest, folder): nothing was run. CLI exit 2."""
 
 
