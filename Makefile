@@ -1,5 +1,5 @@
 # Two entry points for a fresh machine with Python 3.11 and pip:
-#   make demo   set up .venv and run the headline comparison on scenarios/cooling-2048.toml
+#   make demo   set up .venv and run the headline comparison on the bundled cooling-2048 scenario
 #   make test   set up .venv (with test extras) and run the whole test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/admission-sim compare scenarios/cooling-2048.toml --policies fixed,global,localized --baseline global
+	$(BIN)/admission-sim compare cooling-2048 --policies fixed,global,localized --baseline global
 
 test: $(STAMP)
 	$(BIN)/ruff check sim tests benchmarks

@@ -166,4 +166,8 @@ def test_python_dash_m_sim_is_the_same_cli(tmp_path: Path) -> None:
     assert "policy fixed" in done.stdout
     assert re.search(r"completed_rows\s+20\b", done.stdout)
     bad = subprocess.run([sys.executable, "-m", "sim", "run", "no-such-scenario"], capture_output=True, text=True)
-    assert bad.returncode == 2 and "no bundled scenario" in bad.stderr and "Traceback" not in bad.stderr
+    assert (
+        bad.returncode == 2
+        and "no such scenario file or bundled scenario" in bad.stderr
+        and "Traceback" not in bad.stderr
+    )

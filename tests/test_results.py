@@ -11,7 +11,7 @@ import pytest
 from sim import load_scenario, simulate, write_result
 from sim.results import atomic_directory
 
-SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
+SCENARIOS = Path(__file__).resolve().parent.parent / "sim" / "scenarios"
 
 
 @pytest.fixture(scope="module")
