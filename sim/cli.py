@@ -146,7 +146,7 @@ def run_mapped(body: Callable[[], int]) -> int:
     try:
         return body()
     except SweepInterrupted as err:
-        _say(f"{_interrupted_text()}: {err}")
+        _say(f"terminated (SIGTERM), {err}" if signal.SIGTERM in _signal_received else str(err))
         _say(f"resume with: {PROG} sweep --resume {err.partial_dir}")
         return _interrupted_code()
     except KeyboardInterrupt:
@@ -398,20 +398,20 @@ def _name_max(folder: Path) -> int:
 
 def check_new_folder(option: str, path: Path) -> Path:
     """``path`` can become a new folder: it does not exist, its names fit, its parent is writable."""
-    if path.exists() or path.is_symlink():
-        kind = "folder" if path.is_dir() else "file"
-        raise CliError(f"{option} {path}: a {kind} of that name already exists; remove it or choose another name")
+    if len(os.fsencode(str(path.absolute()))) >= 4096:
+        raise CliError(f"{option} {path.name[:40]}...: the path is longer than 4095 bytes")
     ancestor = path.absolute().parent
     while not ancestor.exists():
         ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise CliError(f"{option} {path}: {ancestor} is a file, not a folder")
-    limit = _name_max(ancestor)
+    limit = _name_max(ancestor if ancestor.is_dir() else ancestor.parent)
     for part in path.parts:
         if len(os.fsencode(part)) > limit:
-            raise CliError(f"{option} {path}: the name '{part[:40]}...' is longer than {limit} bytes")
-    if len(os.fsencode(str(path.absolute()))) >= 4096:
-        raise CliError(f"{option} {path}: the path is longer than 4095 bytes")
+            raise CliError(f"{option} {part[:40]}...: the name is longer than {limit} bytes")
+    if path.exists() or path.is_symlink():
+        kind = "folder" if path.is_dir() else "file"
+        raise CliError(f"{option} {path}: a {kind} of that name already exists; remove it or choose another name")
+    if not ancestor.is_dir():
+        raise CliError(f"{option} {path}: {ancestor} is a file, not a folder")
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise CliError(f"{option} {path}: cannot create it: {ancestor} is not writable")
     return path
