@@ -147,7 +147,7 @@ def run_mapped(body: Callable[[], int]) -> int:
         return body()
     except SweepInterrupted as err:
         _say(f"terminated (SIGTERM), {err}" if signal.SIGTERM in _signal_received else str(err))
-        _say(f"resume with: {PROG} sweep --resume {err.partial_dir}")
+        print(f"resume with: {PROG} sweep --resume {err.partial_dir}", file=sys.stderr)
         return _interrupted_code()
     except KeyboardInterrupt:
         _say(_interrupted_text())
@@ -188,10 +188,15 @@ def command(name: str, help: str, epilog: str) -> Callable[[Callable[..., int]],
 def _signals_as_interrupts() -> Iterator[None]:
     """SIGTERM is handled like Ctrl-C (a sweep keeps its finished runs and says how to resume)."""
     _signal_received.clear()
+    main_pid = os.getpid()
     try:
         previous = signal.getsignal(signal.SIGTERM)
 
         def on_sigterm(signum: int, frame: object) -> None:
+            if os.getpid() != main_pid:  # a forked worker inherited this handler: end as by default
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
             _signal_received.append(signum)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
             raise KeyboardInterrupt
