@@ -464,6 +464,13 @@ def test_plot_missing_parent_and_run_out_folders(tmp_path: Path, capsys: pytest.
     assert "results folders inside: one-run" in capsys.readouterr().err
     assert main(["plot", str(run_dir)]) == 0
     assert (run_dir / "figures" / "timeline.png").is_file()
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    for content in ("", "a,b\n1,2\n"):
+        (foreign / "runs.csv").write_text(content)
+        assert main(["plot", str(foreign)]) == 2
+        err = capsys.readouterr().err
+        assert "cannot read its tables" in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_scenarios_folder_with_one_bad_file_lists_the_others(
