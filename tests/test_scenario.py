@@ -135,7 +135,7 @@ def test_row_group_plan_sizes():
     plan = scenario_from_dict(
         {"name": "p", "row_groups": {"num_records": 2500, "buffer_size": 1000}, "columns": [{"name": "s"}]}
     ).row_groups
-    assert plan.sizes() == [1000, 1000, 500]
+    assert plan.fixed_sizes() == [1000, 1000, 500]
     assert plan.guard_num_records == 2500 and plan.guard_buffer_size == 1000
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tempfile
 import time
 import tracemalloc
@@ -153,6 +154,24 @@ def leaf_paths(node: Any, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[Any, .
             yield from leaf_paths(v, (*prefix, i))
     else:
         yield prefix
+
+
+def named(data: Any, path: tuple[Any, ...]) -> str:
+    """The dotted key a message should show for ``path``: a list item by its name when that name
+    is a plain key, not all digits and unique in its list; otherwise by its index."""
+    parts = []
+    node = data
+    for part in path:
+        if isinstance(part, int) and isinstance(node, list):
+            names = [item.get("name") if isinstance(item, dict) else None for item in node]
+            name = names[part]
+            plain = isinstance(name, str) and re.fullmatch(r"[A-Za-z0-9_\-]+", name) and not name.isdigit()
+            parts.append(name if plain and names.count(name) == 1 else str(part))
+            node = node[part]
+        else:
+            parts.append(str(part))
+            node = node.get(part) if isinstance(node, dict) else None
+    return ".".join(parts)
 
 
 def set_path(data: Any, path: tuple[Any, ...], value: Any) -> None:
@@ -360,14 +379,14 @@ def test_wrong_value_at_each_key_names_that_key(path: tuple[Any, ...]) -> None:
             assert_clear(err, "w.toml")
             rejected += 1
             keys = [line.split(": ", 2)[1] for line in str(err).split("\n")]
-            assert any(_related(path, key) for key in keys), (value, str(err))
+            assert any(_related(named(data, path), path, key) for key in keys), (value, str(err))
     assert rejected >= len(WRONG_VALUES) - 3  # a few values (0, -1, 1.5) are valid for some keys
 
 
-def _related(path: tuple[Any, ...], key: str) -> bool:
-    """The message names the key itself, a table holding it, or, for a value valid on its own
-    that breaks a cross-field rule (a renamed column or model), the column or stop rule it breaks."""
-    dotted = ".".join(map(str, path))
+def _related(dotted: str, path: tuple[Any, ...], key: str) -> bool:
+    """The message names the key itself (``dotted``, list items by name), a table holding it, or,
+    for a value valid on its own that breaks a cross-field rule (a renamed column or model), the
+    column or stop rule it breaks."""
     if key == dotted or dotted.startswith(key + ".") or key.startswith(dotted + "."):
         return True
     renames = path[-1] in ("name", "model", "generator", "depends_on") or path[:2] == ("stop", "successful_calls")
@@ -380,8 +399,8 @@ def _related(path: tuple[Any, ...], key: str) -> bool:
         (("row_groups", "count"), True, "valid integer"),
         (("row_groups", "count"), "5", "valid integer"),
         (("row_groups", "count"), 2.0, "valid integer"),
-        (("scheduler", "request_pressure_advisory"), "yes", "valid boolean"),
-        (("scheduler", "request_pressure_advisory"), 1, "valid boolean"),
+        (("scheduler", "request_pressure_advisory"), "yes", "must be true or false (unquoted), got 'yes'"),
+        (("scheduler", "request_pressure_advisory"), 1, "must be true or false (unquoted), got 1"),
         (("stop", "max_time"), "10", "valid number"),
         (("stop", "max_time"), True, "valid number"),
         (("stop", "max_time"), math.nan, "finite number"),
@@ -402,7 +421,7 @@ def test_no_silent_coercion(path: tuple[Any, ...], value: Any, reason: str) -> N
     with pytest.raises(ScenarioError) as info:
         scenario_from_dict(data, source="c.toml")
     assert_clear(info.value, "c.toml")
-    assert f"c.toml: {'.'.join(map(str, path))}: " in str(info.value)
+    assert f"c.toml: {named(data, path)}: " in str(info.value)
     assert reason in str(info.value)
 
 
@@ -602,15 +621,15 @@ def test_endless_429s_need_a_time_limit(rate_limit: dict[str, Any]) -> None:
 
 def test_cross_field_errors_carry_their_key() -> None:
     cases = {
-        "columns.1.depends_on": [{"name": "a"}, {"name": "b", "depends_on": ["nope"]}],
-        "columns.0.model": [{"name": "a", "model": "nope"}],
-        "columns.1.name": [{"name": "a"}, {"name": "a"}],
-        "columns.2.generator": [
+        "columns.b.depends_on": [{"name": "a"}, {"name": "b", "depends_on": ["nope"]}],
+        "columns.a.model": [{"name": "a", "model": "nope"}],
+        "columns.1.name": [{"name": "a"}, {"name": "a"}],  # a duplicate name cannot name its item
+        "columns.c.generator": [
             {"name": "a"},
             {"name": "b", "generator": "g"},
             {"name": "c", "generator": "g", "strategy": "full_column"},
         ],
-        "columns.2.depends_on": [
+        "columns.c.depends_on": [
             {"name": "a"},
             {"name": "b", "generator": "g"},
             {"name": "c", "generator": "g", "depends_on": ["a"]},
@@ -673,17 +692,17 @@ def test_scenario_text_is_never_evaluated(tmp_path: Path) -> None:
         ('name = "x"\n[row_groups]\ncount = 1000000000\n[[columns]]\nname = "a"\n', "row_groups.count", "1000000"),
         (
             'name = "x"\n[row_groups]\ncount = 1\n[[columns]]\nname = "a"\nduration = nan\n',
-            "columns.0.duration",
+            "columns.a.duration",
             "finite",
         ),
         (
             'name = "x"\n[row_groups]\ncount = 1\n[[columns]]\nname = "a"\ncolour = 1\n',
-            "columns.0.colour",
+            "columns.a.colour",
             "unknown key",
         ),
         (
             'name = "x"\n[row_groups]\ncount = 1\n[[columns]]\nname = "a"\ndepends_on = ["a"]\n',
-            "columns.0.depends_on",
+            "columns.a.depends_on",
             "cannot depend on itself",
         ),
         ('name = "x"\n[row_groups\n', None, "invalid TOML"),
