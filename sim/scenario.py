@@ -278,7 +278,7 @@ class ColumnConfig(_Strict):
     """One column of the DAG.
 
     ``model`` binds a cell to a model alias (a ``model`` kind task that takes a ``request:`` slot);
-    ``kind = "custom_model"`` makes it a custom-model column (no request resource key; see
+    ``kind = "custom_model"`` makes it a custom-model column (no request resource key;
     docs/model.md, "Task admission"). ``generator`` groups columns produced by one multi-output
     generator (default: the column's own name). ``duration`` is the service time of a local
     (non-model) task.
