@@ -436,16 +436,17 @@ class RowGroupConfig(_Strict):
 
     @model_validator(mode="after")
     def _one_form(self) -> RowGroupConfig:
-        given = self.model_fields_set
+        # Judged by value, not by which keys were given: a dumped scenario (a sweep's run spec)
+        # holds every key, with the defaults (unset, and size 1) for the unused ones.
         if self.sizes is not None:
-            extra = sorted(given & {"count", "size", "num_records", "buffer_size", "random_sizes"})
+            extra = self._set_keys("count", "size", "num_records", "buffer_size", "random_sizes")
             if extra:
                 raise ValueError(f"'sizes' lists every group; give it without {', '.join(repr(k) for k in extra)}")
             return self
         if self.random_sizes is not None:
             if self.num_records is None:
                 raise ValueError("'random_sizes' needs 'num_records' (the total rows to split)")
-            extra = sorted(given & {"count", "size", "buffer_size"})
+            extra = self._set_keys("count", "size", "buffer_size")
             if extra:
                 raise ValueError(f"'random_sizes' sets the sizes; give it without {', '.join(repr(k) for k in extra)}")
             if self.max_groups > MAX_ROW_GROUPS:
@@ -466,6 +467,10 @@ class RowGroupConfig(_Strict):
         if self.count is None and self.max_groups > MAX_ROW_GROUPS:
             raise ValueError(f"num_records / buffer_size gives more than the limit of {MAX_ROW_GROUPS} row groups")
         return self
+
+    def _set_keys(self, *keys: str) -> list[str]:
+        """Those of ``keys`` that differ from their default (``size`` defaults to 1)."""
+        return [k for k in keys if getattr(self, k) != type(self).model_fields[k].default]
 
     @property
     def form(self) -> Literal["count", "num_records", "sizes", "random_sizes"]:

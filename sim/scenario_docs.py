@@ -252,9 +252,9 @@ def _anchor(title: str) -> str:
     return "".join(ch for ch in title.lower() if ch.isalnum() or ch in "-_ ").replace(" ", "-")
 
 
-def undocumented_fields() -> list[str]:
+def undocumented_fields(json_schema: dict[str, Any] | None = None) -> list[str]:
     """Dotted keys whose field has no description: the reference would have a blank meaning."""
-    schema = _Schema(scenario_json_schema())
+    schema = _Schema(scenario_json_schema() if json_schema is None else json_schema)
     return [
         f"{prefix}{key}"
         for prefix, table in schema.sections()
