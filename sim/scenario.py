@@ -979,11 +979,9 @@ def _suggest_key(loc: Loc, data: Any) -> str | None:
         close = difflib.get_close_matches(wrong, list(cls.model_fields), n=1, cutoff=0.6)
         if close:
             return _display_key((*parent, close[0]), data)
-    elsewhere = [k for k in _all_keys() if k.rsplit(".", 1)[-1] == wrong]
-    if elsewhere:
-        return elsewhere[0]
-    close = difflib.get_close_matches(_display_key(loc, data), _all_keys(), n=1, cutoff=0.75)
-    return close[0] if close else None
+    leaves = {k.rsplit(".", 1)[-1]: k for k in reversed(_all_keys())}  # the first key of each leaf name
+    close = difflib.get_close_matches(wrong, list(leaves), n=1, cutoff=0.8)
+    return leaves[close[0]] if close else None
 
 
 @dataclass(frozen=True)
