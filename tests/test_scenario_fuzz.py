@@ -748,3 +748,38 @@ def test_numpy_scalars_from_a_sweep_grid_are_plain_values() -> None:
         data["row_groups"]["count"] = bad
         with pytest.raises(ScenarioError, match="row_groups.count: Input should be a valid integer"):
             scenario_from_dict(data)
+
+
+# ---------------------------------------------------------------------------------------------
+# Row-group plans: any mix of the four forms' keys is a clean error or a consistent plan
+# ---------------------------------------------------------------------------------------------
+
+_plan_sizes = st.one_of(st.integers(-1, 9), st.just(10**9), st.booleans(), st.floats(0, 3))
+_row_group_keys = st.fixed_dictionaries(
+    {},
+    optional={
+        "count": _plan_sizes,
+        "size": _plan_sizes,
+        "num_records": st.one_of(st.integers(-1, 60), st.just(MAX_TOTAL_ROWS + 1)),
+        "buffer_size": _plan_sizes,
+        "sizes": st.one_of(st.lists(st.integers(-1, 9), max_size=6), st.just("3")),
+        "random_sizes": st.one_of(
+            st.fixed_dictionaries({}, optional={"min": _plan_sizes, "max": _plan_sizes}), st.just([1, 2])
+        ),
+    },
+)
+
+
+@examples(100)
+@given(_row_group_keys, st.integers(0, 2**32))
+def test_row_group_plans_fail_cleanly_or_add_up(row_groups: dict[str, Any], seed: int) -> None:
+    data = {**minimal(), "row_groups": row_groups}
+    scenario = outcome(lambda: scenario_from_dict(data, source="rg.toml"), "rg.toml")
+    if scenario is None:
+        return
+    plan = scenario.row_groups
+    sizes = build_workload(scenario, seed).row_group_sizes
+    assert sum(sizes) == plan.total_rows
+    assert 1 <= len(sizes) <= plan.max_groups
+    assert all(n >= 1 for n in sizes)
+    assert plan.guard_buffer_size >= 1 and plan.guard_num_records >= 1
