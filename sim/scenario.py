@@ -1130,8 +1130,6 @@ def _apply_overrides(
     can be blamed on the override (``--set 'k=v'`` for strings, ``override 'k=v'`` for a mapping)."""
     import copy
 
-    if not overrides:
-        return data, []
     if isinstance(overrides, str):  # a single "k=v" string is an easy mistake for a list of them
         overrides = [overrides]
     try:

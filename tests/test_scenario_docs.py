@@ -180,3 +180,14 @@ def test_walkthrough_example_loads_and_shows_the_contrast_it_describes(tmp_path:
         assert 10.0 < summary["sim_time"] < 12.0  # "about 11 simulated seconds"
     limited = {p: s["healthy_calls_while_limited"] for p, s in by_policy.items()}
     assert limited == {"fixed": 38, "global": 1, "localized": 38}  # the numbers the text quotes
+
+
+def test_module_command_checks_the_shipped_page() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "sim.scenario_docs", "--check"], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert "up to date" in done.stdout
