@@ -14,6 +14,7 @@ This module knows nothing about SimPy.
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -950,7 +951,12 @@ def _model_at(loc: Loc) -> type[BaseModel] | None:
     return cls
 
 
-def _all_keys(cls: type[BaseModel] = Scenario, prefix: str = "") -> list[str]:
+#: Longer than any key of the format: an unknown key past this length gets no suggestion.
+_LONGEST_KEY_PART = 64
+
+
+@functools.cache
+def _all_keys(cls: type[BaseModel] = Scenario, prefix: str = "") -> tuple[str, ...]:
     """Every dotted key of the format; list items appear as ``<name>`` (``models.<name>.latency``)."""
     keys: list[str] = []
     for name, field in cls.model_fields.items():
@@ -960,7 +966,7 @@ def _all_keys(cls: type[BaseModel] = Scenario, prefix: str = "") -> list[str]:
         if inner is not None:
             is_list = any(a is Ellipsis for a in get_args(_strip_optional(field.annotation)))
             keys.extend(_all_keys(inner, key + (".<name>." if is_list else ".")))
-    return keys
+    return tuple(keys)
 
 
 def _strip_optional(annotation: Any) -> Any:
@@ -971,8 +977,8 @@ def _strip_optional(annotation: Any) -> Any:
 def _suggest_key(loc: Loc, data: Any) -> str | None:
     """The valid key closest to the unknown key at ``loc``: a sibling with a similar name, else the
     same name elsewhere in the format (``max_concurrent_row_groups`` -> ``scheduler.max_...``)."""
-    if not loc or not isinstance(loc[-1], str):
-        return None
+    if not loc or not isinstance(loc[-1], str) or len(loc[-1]) > _LONGEST_KEY_PART:
+        return None  # no key is that long, and fuzzy matching a hostile key would take seconds
     parent, wrong = loc[:-1], loc[-1]
     cls = _model_at(parent)
     if cls is not None:
