@@ -148,6 +148,7 @@ def test_schema_uses_only_standard_bound_keywords() -> None:
 
 def test_schema_accepts_every_bundled_scenario_and_rejects_what_validation_rejects() -> None:
     jsonschema = pytest.importorskip("jsonschema")
+    jsonschema.Draft202012Validator.check_schema(scenario_json_schema())  # a valid schema in its dialect
     validator = jsonschema.Draft202012Validator(scenario_json_schema())
     for path in BUNDLED:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
