@@ -40,8 +40,8 @@ Keys are written here as `--set` takes them: tables are dotted (`scheduler.initi
 item of `models` or `columns` is named by its `name` (`models.cooling.latency.mean`; an index such
 as `columns.0.duration` works too). Unknown keys are errors. Integers must be TOML integers
 (`count = 5`, not `5.0` or `"5"`); numbers may be written as integers; booleans are `true` or
-`false`, unquoted. The column *DataDesigner* names the real setting a key mirrors, where there is
-one.
+`false`, unquoted. Times are simulated seconds (`s`). The column *DataDesigner* names the real
+setting a key mirrors, where there is one.
 
 The same reference as a JSON Schema, for editor completion: `admission-sim schema` (or
 `python -m sim.scenario_docs --schema`). Editors that read JSON Schema for TOML (for example the
