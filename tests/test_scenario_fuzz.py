@@ -783,3 +783,46 @@ def test_row_group_plans_fail_cleanly_or_add_up(row_groups: dict[str, Any], seed
     assert 1 <= len(sizes) <= plan.max_groups
     assert all(n >= 1 for n in sizes)
     assert plan.guard_buffer_size >= 1 and plan.guard_num_records >= 1
+
+
+_set_keys = st.sampled_from(
+    [
+        "row_groups.count",
+        "row_groups.sizes",
+        "models.cooling.latency.mean",
+        "models.coolin.latency.mean",
+        "models.0.rate_limit.pattern",
+        "columns.seed.duration",
+        "columns.healthy_1.depends_on",
+        "scheduler.polcy",
+        "schedular.policy",
+        "request_admission.enabled",
+        "stop.max_time",
+        "seed.x",
+    ]
+)
+_set_values = st.sampled_from(["1", "-1", "0.5", "true", "yes", '"x"', "[1, 2]", "{ a = 1 }", "nan", "1e999"])
+
+
+@examples(120)
+@given(st.lists(st.builds(lambda k, v: f"{k}={v}", _set_keys, _set_values), min_size=1, max_size=3))
+def test_set_errors_name_the_file_or_one_of_the_overrides(overrides: list[str]) -> None:
+    """Every line of a --set error starts with the file (a problem of the file's own) or with one
+    of the given overrides, quoted as typed; nothing else, and never a bare list index of a model."""
+    path = SCENARIOS / "cooling-2048.toml"
+    always_bad = [o for o in overrides if o.split("=")[0] in _ALWAYS_BAD_KEYS]
+    try:
+        load_scenario(path, overrides)
+    except ScenarioError as err:
+        assert_clear(err)
+        lines = str(err).split("\n")
+        for line in lines:
+            assert line.startswith((f"{path}: ", *(f"--set '{o}': " for o in overrides))), line
+            assert ": models.0." not in line and ": columns.0." not in line, line
+        if always_bad:  # a key that cannot exist is blamed on an override that holds one
+            assert any(line.startswith(tuple(f"--set '{o}': " for o in always_bad)) for line in lines), lines
+    else:
+        assert not always_bad, overrides
+
+
+_ALWAYS_BAD_KEYS = {"models.coolin.latency.mean", "scheduler.polcy", "schedular.policy", "seed.x"}
