@@ -31,7 +31,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import NullFormatter, NullLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLocator
 
 from .row_group_admission import REASONS
 
@@ -45,11 +45,11 @@ IN_FLIGHT_BINS = 300
 #: Candidate metrics plotted against each swept parameter by :func:`plot_results_dir`; only those
 #: that carry information are drawn (see :func:`informative_sweep_metrics`).
 SWEEP_HEADLINE_METRICS = (
-    "healthy_calls_per_second",
-    "rows_per_second",
     "sim_time",
     "time_to_all_rows",
     "time_to_50pct_rows",
+    "healthy_calls_per_second",
+    "rows_per_second",
     "observed_max_target",
     "max_deferred",
     "rate_limited_calls",
@@ -164,6 +164,17 @@ def spans_decades(values: Sequence[float] | np.ndarray) -> bool:
 def _quiet_log_ticks(axis: Any) -> None:
     """No labels on a log axis' minor ticks: they are what collides."""
     axis.set_minor_formatter(NullFormatter())
+
+
+def _log_ticks(axis: Any, values: Sequence[float] | np.ndarray) -> None:
+    """A log axis labelled in plain numbers at 1-2-5 steps (1 per decade when it spans many), no
+    minor labels."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v) & (v > 0)]
+    decades = np.log10(v.max() / v.min()) if v.size else 0.0
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0,) if decades > 3 else (1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda x, _pos: human_number(x)))
+    _quiet_log_ticks(axis)
 
 
 @dataclass(frozen=True)
@@ -392,7 +403,7 @@ def comparison_figure(
     rg_peaks: list[float] = []
     cum_peaks: list[float] = []
     q_peaks: list[float] = []
-    any_rows = any(len(s.timeseries) and s.timeseries["completed_rows"].max() > 0 for s in series)
+    any_rows = any((s.timeseries.loc[s.timeseries["time"] <= end, "completed_rows"] > 0).any() for s in series)
     edges = np.linspace(0.0, end, IN_FLIGHT_BINS + 1)
     centres = (edges[:-1] + edges[1:]) / 2
     panel = 3
@@ -633,8 +644,9 @@ def informative_sweep_metrics(
     runs: pd.DataFrame, param: str, metrics: Sequence[str] = SWEEP_HEADLINE_METRICS
 ) -> list[str]:
     """The metrics worth a figure against ``param``: present, not constant over the ok runs, not
-    identical run by run to a metric already kept (``time_to_all_rows`` is ``sim_time`` when every
-    run completes), and not the swept value itself (``observed_max_target`` of a fixed cap is the cap)."""
+    the same information as a metric already kept (equal, proportional or inversely proportional
+    run by run: ``time_to_all_rows`` is ``sim_time`` when every run completes), and not the swept
+    value itself (``observed_max_target`` under a cap that always binds is the cap)."""
     ok = runs[runs["status"] == "ok"] if "status" in runs.columns else runs
     swept = pd.to_numeric(ok[_param_column(ok, param)], errors="coerce").to_numpy(float)
     kept: list[str] = []
@@ -648,11 +660,22 @@ def informative_sweep_metrics(
             continue
         if np.allclose(values, swept, equal_nan=True):
             continue
-        if any(np.allclose(values, other, equal_nan=True) for other in kept_values):
+        if any(_same_information(values, other) for other in kept_values):
             continue
         kept.append(metric)
         kept_values.append(values)
     return kept
+
+
+def _same_information(a: np.ndarray, b: np.ndarray) -> bool:
+    """True if ``a`` is ``b`` times a constant, or a constant over ``b``, run by run (missing in
+    the same runs): e.g. ``rows_per_second`` of runs that all complete is ``total_rows / sim_time``."""
+    if not np.array_equal(np.isnan(a), np.isnan(b)):
+        return False
+    a, b = a[~np.isnan(a)], b[~np.isnan(b)]
+    if a.size == 0 or np.any(a == 0) or np.any(b == 0):
+        return bool(a.size and np.allclose(a, b))
+    return bool(np.allclose(a / b, (a / b)[0], rtol=1e-9) or np.allclose(a * b, (a * b)[0], rtol=1e-9))
 
 
 def sweep_figure(runs: pd.DataFrame, metric: str, param: str) -> Figure:
@@ -712,7 +735,15 @@ def sweep_figure(runs: pd.DataFrame, metric: str, param: str) -> Figure:
         ax.set_xticks(list(positions.values()), labels=[str(v) for v in positions])
     if spans_decades(table["mean"]) and (table["mean"] > 0).all():
         ax.set_yscale("log")
-        _quiet_log_ticks(ax.yaxis)
+        _log_ticks(ax.yaxis, table["mean"])
+    on_diagonal = is_numeric and any(
+        np.allclose(rows["mean"].to_numpy(float), pd.to_numeric(rows["value"]).to_numpy(float))
+        for _, rows in table.groupby("line")
+    )
+    if on_diagonal:
+        # A line sits on y = x (e.g. a target that always reaches the cap): draw it, so the eye can tell which.
+        xs = np.array(sorted(numeric), dtype=float)
+        ax.plot(xs, xs, color="black", lw=0.8, ls=":", label=f"= {key}", zorder=0)
     seeds = int(table["count"].max()) if len(table) else 0
     ax.set_xlabel(key)
     ax.set_ylabel(metric_label(metric))
@@ -771,6 +802,7 @@ def summary_figure(runs: pd.DataFrame, metrics: Sequence[str] = SUMMARY_METRICS)
         values = pd.to_numeric(ok[metric], errors="coerce")
         return bool(values.notna().any() and values.fillna(0).ne(0).any())
 
+    left_out = [m for m in metrics if m in ok.columns and not informative(m)]
     metrics = [m for m in metrics if informative(m)]
     if not metrics:
         raise ValueError("none of the summary metrics is in the runs table with a non-zero value")
@@ -795,7 +827,7 @@ def summary_figure(runs: pd.DataFrame, metrics: Sequence[str] = SUMMARY_METRICS)
         )
         if spans_decades(heights):
             ax.set_yscale("log")
-            _quiet_log_ticks(ax.yaxis)
+            _log_ticks(ax.yaxis, heights)
         for x, h in enumerate(heights):
             text = "not reached" if not np.isfinite(h) else human_number(h)
             ax.annotate(
@@ -815,7 +847,8 @@ def summary_figure(runs: pd.DataFrame, metrics: Sequence[str] = SUMMARY_METRICS)
         ax.set_visible(False)
     scenario = _scenario_of(ok)
     fig.suptitle(
-        f"{scenario + ': ' if scenario else ''}mean ± std over {seeds} seed{'s' if seeds != 1 else ''}{_seed_list(ok)}",
+        f"{scenario + ': ' if scenario else ''}mean ± std over {seeds} seed{'s' if seeds != 1 else ''}{_seed_list(ok)}"
+        + (f"\nleft out, 0 or not reached under every policy: {', '.join(left_out)}" if left_out else ""),
         fontsize=10,
     )
     return fig
