@@ -335,6 +335,8 @@ def _set_count_scale(ax: Axes, peaks: Sequence[float]) -> None:
     if spans_decades(peaks) or (peaks and min(peaks) == 0 and max(peaks) > LOG_SCALE_RATIO):
         ax.set_yscale("symlog", linthresh=1.0)
         _quiet_log_ticks(ax.yaxis)
+        ax.set_ylim(0, 2.5 * max(peaks))  # headroom: autoscale would put the top line on the frame
+        return
     ax.set_ylim(bottom=0)
 
 
@@ -344,6 +346,18 @@ def _limit_is_informative(mts: pd.DataFrame) -> bool:
         return False
     moved = mts.groupby(mts["model"].astype(str), observed=True)["current_limit"].nunique().gt(1).any()
     return bool(moved or (mts["cooldown_until"] > mts["time"]).any())
+
+
+def _identical_leaders(frames: Sequence[pd.DataFrame], ends: Sequence[float]) -> list[int]:
+    """For each frame, the index of the first frame equal to it (its own index if none is)."""
+    leaders: list[int] = []
+    for i, frame in enumerate(frames):
+        match = next(
+            (j for j in range(i) if leaders[j] == j and ends[j] == ends[i] and frames[j].equals(frame)),
+            i,
+        )
+        leaders.append(match)
+    return leaders
 
 
 def _blocked_rows(series: Sequence[RunSeries]) -> list[str]:
@@ -380,10 +394,16 @@ def comparison_figure(
     end = auto_time_window([s.end_time for s in series]) if until is None else float(until)
     end = end if end > 0 else 1.0
     cut = [s for s in series if s.end_time > end * (1 + 1e-9)]
-    limit_panels = [_limit_is_informative(s.model_timeseries[s.model_timeseries["time"] <= end]) for s in series]
+    # Runs whose model series are identical share one set of model panels (drawing them twice says nothing).
+    leader = _identical_leaders([s.model_timeseries for s in series], [s.end_time for s in series])
+    twins = {i: [s.label for j, s in enumerate(series) if leader[j] == i] for i in set(leader)}
+    limit_panels = [
+        leader[i] == i and _limit_is_informative(s.model_timeseries[s.model_timeseries["time"] <= end])
+        for i, s in enumerate(series)
+    ]
     reasons = _blocked_rows(series)
 
-    n_time = 3 + len(series) + sum(limit_panels)
+    n_time = 3 + len(twins) + sum(limit_panels)
     panel_h = 1.75
     bar_h = 0.9 + 0.22 * len(reasons) * len(series) if reasons else 0.0
     top = 0.75 if cut else 0.6
@@ -408,7 +428,7 @@ def comparison_figure(
     centres = (edges[:-1] + edges[1:]) / 2
     panel = 3
 
-    for run, show_limit in zip(series, limit_panels, strict=True):
+    for i, (run, show_limit) in enumerate(zip(series, limit_panels, strict=True)):
         color = colors[run.label]
         run_end = min(run.end_time, end)
         ts = run.timeseries[run.timeseries["time"] <= run_end]
@@ -425,6 +445,9 @@ def comparison_figure(
             ax_q.step(*_step_xy(ts, "deferred_tasks", run_end), where="post", color=color, lw=1.4)
             ax_q.step(*_step_xy(ts, "queued_tasks", run_end), where="post", color=color, lw=1.0, ls=":")
 
+        if leader[i] != i:
+            continue
+        label = ", ".join(twins[i]) + (" (identical)" if len(twins[i]) > 1 else "")
         ax_in = axes[panel]
         ax_lim = axes[panel + 1] if show_limit else None
         panel += 2 if show_limit else 1
@@ -445,7 +468,7 @@ def comparison_figure(
                     for start, stop in cooldown_spans(rows):
                         ax_lim.axvspan(start, min(stop, run_end), color=style["color"], alpha=0.15, lw=0)
         ax_in.set_ylabel("calls in flight")
-        ax_in.set_title(f"{run.label}: calls in flight per model (mean per bin)", fontsize=9, loc="left")
+        ax_in.set_title(f"{label}: calls in flight per model (mean per bin)", fontsize=9, loc="left")
         ax_in.set_ylim(bottom=0, top=ax_in.get_ylim()[1] * 1.3)  # headroom for the note
         if ax_lim is None:
             cap_text = f"{min(caps)}-{max(caps)}" if len(caps) > 1 else (str(next(iter(caps))) if caps else "?")
@@ -464,11 +487,11 @@ def comparison_figure(
         if ax_lim is not None:
             if run.aimd:
                 ax_lim.set_ylabel("AIMD limit (calls)")
-                ax_lim.set_title(f"{run.label}: AIMD current limit per model, cooldown shaded", fontsize=9, loc="left")
+                ax_lim.set_title(f"{label}: AIMD current limit per model, cooldown shaded", fontsize=9, loc="left")
             else:
                 ax_lim.set_ylabel("request cap (calls)")
                 ax_lim.set_title(
-                    f"{run.label}: static cap per model (no request-admission controller), Retry-After cooldown shaded",
+                    f"{label}: static cap per model (no request-admission controller), Retry-After cooldown shaded",
                     fontsize=9,
                     loc="left",
                 )
@@ -490,7 +513,20 @@ def comparison_figure(
         fontsize=9,
         loc="left",
     )
-    run_handles = [Line2D([], [], color=colors[s.label], lw=2, label=s.label) for s in series]
+    # A run whose scheduler series (the target aside) repeat an earlier run's is drawn under it: say so.
+    same = _identical_leaders(
+        [s.timeseries.drop(columns=["target"], errors="ignore") for s in series], [s.end_time for s in series]
+    )
+    run_handles = [
+        Line2D(
+            [],
+            [],
+            color=colors[s.label],
+            lw=2,
+            label=s.label + (f" (= {series[same[i]].label})" if same[i] != i else ""),
+        )
+        for i, s in enumerate(series)
+    ]
     ax_rg.legend(
         handles=run_handles,
         loc="lower right",

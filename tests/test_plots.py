@@ -46,8 +46,9 @@ def small_window(**extra: object) -> sim.Scenario:
 
 @pytest.fixture(scope="module")
 def results() -> list[sim.Result]:
+    # Different seeds: on this small scenario both policies admit every group at once and would draw identical runs.
     scenario = small_window()
-    return [sim.simulate(scenario, policy=p, seed=0) for p in ("global", "localized")]
+    return [sim.simulate(scenario, policy="global", seed=0), sim.simulate(scenario, policy="localized", seed=1)]
 
 
 def assert_png(path: Path, min_bytes: int = 5_000) -> None:
@@ -96,7 +97,7 @@ def test_comparison_figure_panels_and_labels(results: list[sim.Result]) -> None:
     assert axes[-2].get_xlabel() == "simulated time (s)"  # no zoom: the runs end together
     assert "blocked evaluations" in axes[-1].get_xlabel()
     assert [t.get_text() for t in axes[0].get_legend().get_texts()] == ["global", "localized"]
-    assert fig.get_suptitle() == "window-recovery: global, localized (seed 0)"
+    assert fig.get_suptitle() == "window-recovery: global, localized (seeds 0, 1)"
     # target + active row groups per run; healthy calls + rows per run; deferred + queued per run; one line per model
     assert len(axes[0].lines) == 4 and len(axes[1].lines) == 4 and len(axes[2].lines) == 4
     assert len(axes[3].lines) == 4 and len(axes[4].lines) == 4
@@ -138,11 +139,11 @@ def test_plug_in_policy_colours_are_stable_and_distinct() -> None:
 def test_comparison_zoom_is_said_in_the_figure(results: list[sim.Result]) -> None:
     fig = comparison_figure(results, until=2.0)
     assert fig.axes[-2].get_xlim() == pytest.approx((0.0, 2.0))
-    assert fig.axes[-2].get_xlabel() == "simulated time (s), zoomed to the first 2 s of 11.4 s"
+    assert fig.axes[-2].get_xlabel() == "simulated time (s), zoomed to the first 2 s of 11.6 s"
     notes = [t.get_text() for t in fig.texts if t is not fig._suptitle]
-    assert notes == ["time axis zoomed to 0-2 s: cut off global (11.4 s), localized (11.4 s)"]
+    assert notes == ["time axis zoomed to 0-2 s: cut off global (11.4 s), localized (11.6 s)"]
     arrows = [t.get_text() for t in fig.axes[0].texts]
-    assert arrows == ["global runs on to 11.4 s →", "localized runs on to 11.4 s →"]
+    assert arrows == ["global runs on to 11.4 s →", "localized runs on to 11.6 s →"]
     # no row completes in the first 2 s (the first at 8.4 s): the cumulative panel draws no all-zero row line
     assert results[0].summary["time_to_first_row"] > 2.0
     assert len(fig.axes[1].lines) == 2 and fig.axes[1].get_ylabel() == "calls"
@@ -154,7 +155,7 @@ def test_comparison_zoom_is_said_in_the_figure(results: list[sim.Result]) -> Non
 
 def test_comparison_drops_the_static_cap_panel() -> None:
     scenario = small_window(**{"request_admission.enabled": "false", "models.flaky.rate_limit.retry_after": 0})
-    runs = [sim.simulate(scenario, policy=p, seed=0) for p in ("global", "localized")]
+    runs = [sim.simulate(scenario, policy="global", seed=0), sim.simulate(scenario, policy="localized", seed=1)]
     fig = comparison_figure(runs)
     labels = [ax.get_ylabel() for ax in fig.axes[:-1]]
     assert labels == ["row groups", "calls / rows", "tasks", "calls in flight", "calls in flight"]
@@ -474,3 +475,18 @@ def test_auto_time_window_zooms_only_when_one_run_is_far_longer():
 
     assert auto_time_window([0.026, 60.0, 0.18]) == pytest.approx(0.54)  # cooling-2048: 3 x median
     assert auto_time_window([99.0, 102.0, 100.9]) == 102.0
+
+
+def test_identical_runs_share_their_model_panels() -> None:
+    one = synthetic("fixed", 8, 8, 2, 1.0)
+    twin = RunSeries("global", one.timeseries.assign(target=1), one.model_timeseries, 1.0, False)
+    base = synthetic("localized", 4, 4, 1, 1.0)
+    other = RunSeries("localized", base.timeseries, base.model_timeseries.assign(in_flight=2), 1.0, False)
+    fig = comparison_figure([one, twin, other])
+    titles = [ax.get_title(loc="left") for ax in fig.axes if "calls in flight" in ax.get_title(loc="left")]
+    assert titles == [
+        "fixed, global (identical): calls in flight per model (mean per bin)",
+        "localized: calls in flight per model (mean per bin)",
+    ]
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert legend == ["fixed", "global (= fixed)", "localized"]  # drawn under fixed's lines: the legend says so
