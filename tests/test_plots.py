@@ -289,7 +289,9 @@ def test_sweep_figure_axes(tmp_path: Path) -> None:
     assert_png(plot_sweep(fake_runs(), "rows_per_second", "scheduler.max_concurrent_row_groups", tmp_path / "s.png"))
 
 
-@pytest.mark.parametrize("caps", [(1, 10, 100), (2, 4, 8, 16, 64), (1, 2, 3, 5, 8, 13, 21, 34, 55, 89)])
+@pytest.mark.parametrize(
+    "caps", [(1, 10, 100), (2, 4, 8, 16, 64), (16, 32, 64, 128, 256), (1, 2, 3, 5, 8, 13, 21, 34, 55, 89)]
+)
 def test_sweep_log_axes_labels_do_not_collide(caps: tuple[int, ...]) -> None:
     runs = pd.DataFrame(
         [{"status": "ok", "policy": "fixed", "seed": 0, "param:cap": c, "sim_time": 100.0 / c} for c in caps]
