@@ -1010,6 +1010,7 @@ def write_junit(path: Path, report: Report) -> Path:
     ET.indent(root)
     tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         ET.ElementTree(root).write(tmp, encoding="utf-8", xml_declaration=True)
         os.replace(tmp, path)
     except OSError as err:

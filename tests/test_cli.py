@@ -434,7 +434,7 @@ def test_check_unknown_metric_is_exit_2_before_running(
 
 def test_check_formats_and_junit(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = _thresholds(tmp_path, "completed_rows", "min = 1000")
-    junit = tmp_path / "report.xml"
+    junit = tmp_path / "reports" / "report.xml"  # its folder is created
     assert main(["check", str(path), "--jobs", "1", "-f", "json", "--junit", str(junit)]) == 1
     data = json.loads(capsys.readouterr().out)
     assert data["failed"] == 1 and data["checks"][0]["value"] == 16 and data["checks"][0]["result"] == "FAIL"
