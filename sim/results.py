@@ -381,25 +381,33 @@ def atomic_directory(final: Path) -> tuple[Path, Callable[[], Path]]:
     os.umask(umask)
     tmp.chmod(0o777 & ~umask)
 
-    def commit() -> Path:
-        try:
-            os.mkdir(final)
-        except FileExistsError:
-            raise ResultsWriteError(
-                f"{final} appeared while the results were written; they are kept in {tmp}", tmp
-            ) from None
-        except OSError as err:
-            raise _as_commit_error(final, tmp, err) from None
-        try:
-            os.rename(tmp, final)
-        except OSError as err:
-            # Only the reservation made above; rmdir never removes a folder with anything in it.
-            with contextlib.suppress(OSError):
-                os.rmdir(final)
-            raise _as_commit_error(final, tmp, err) from None
-        return final
+    return tmp, lambda: commit_folder(tmp, final)
 
-    return tmp, commit
+
+def commit_folder(tmp: Path, final: Path) -> Path:
+    """Rename the finished folder ``tmp`` to ``final``, which must not exist; never replaces anything.
+
+    ``os.mkdir(final)`` reserves the name (atomic; it fails if anything is there); the rename then
+    replaces only that empty reservation. On failure ``tmp`` is kept and named in the
+    :class:`ResultsWriteError`; the reservation is removed with ``rmdir``, which cannot remove a
+    folder with anything in it.
+    """
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.mkdir(final)
+    except FileExistsError:
+        raise ResultsWriteError(
+            f"{final} appeared while the results were written; they are kept in {tmp}", tmp
+        ) from None
+    except OSError as err:
+        raise _as_commit_error(final, tmp, err) from None
+    try:
+        os.rename(tmp, final)
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            os.rmdir(final)
+        raise _as_commit_error(final, tmp, err) from None
+    return final
 
 
 def _as_commit_error(final: Path, tmp: Path, err: OSError) -> ResultsWriteError:
