@@ -823,6 +823,49 @@ def _finalize_tables(plan: SweepPlan, tmp: Path) -> pd.DataFrame:
     return runs
 
 
+#: runs.csv of MAX_RUNS runs with every metric is a few hundred MB.
+MAX_RUNS_CSV_BYTES = 2_000_000_000
+
+
+class ResultsFolderError(InputError):
+    """A folder given as results (``plot``) has no usable ``runs.csv``: empty, not CSV, or not
+    written by a compare or sweep. CLI exit 2."""
+
+
+def read_runs_table(folder: str | Path) -> pd.DataFrame:
+    """``<folder>/runs.csv`` as written by a compare or sweep, or :class:`ResultsFolderError`.
+
+    The one loader for code that reads a results folder back (figures), so a foreign or empty
+    file is one line naming the file and the reason, not a pandas traceback from deep inside.
+    """
+    import io
+
+    path = Path(folder) / "runs.csv"
+    text = read_user_text(path, "runs table (runs.csv)", MAX_RUNS_CSV_BYTES, ResultsFolderError)
+    if not text.strip():
+        raise ResultsFolderError(f"{path}: empty; not a runs table written by compare or sweep")
+    try:
+        runs = pd.read_csv(io.StringIO(text))
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as err:
+        reason = " ".join(str(err).split())
+        raise ResultsFolderError(f"{path}: not a CSV runs table: {reason}") from None
+    missing = [c for c in FIXED_COLUMNS if c not in runs.columns]
+    if missing:
+        raise ResultsFolderError(
+            f"{path}: not a runs table written by compare or sweep: no column {', '.join(missing)}"
+        )
+    if runs.empty:
+        raise ResultsFolderError(f"{path}: the runs table has no runs")
+    bad = sorted(set(runs["status"].astype(str)) - {"ok", "failed"})
+    if bad:
+        raise ResultsFolderError(f"{path}: column status: unexpected value {bad[0]!r} (expected ok or failed)")
+    if runs["run_id"].duplicated().any():
+        raise ResultsFolderError(
+            f"{path}: column run_id: {runs['run_id'][runs['run_id'].duplicated()].iloc[0]!r} twice"
+        )
+    return runs
+
+
 def runs_frame(plan: SweepPlan, records: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
     """One row per run in run-id order: fixed columns, ``param:<key>`` per grid key, then metrics.
 
