@@ -789,9 +789,8 @@ def _read_journal(path: Path, *, repair: bool = False) -> dict[str, dict[str, An
             raise SweepRunFailed(
                 f"{path}: cannot repair the torn last line: {describe_os_error(err)}", path.parent
             ) from None
-    for line in text.splitlines(keepends=True):
-        if not line.endswith("\n"):
-            continue  # torn: the write of this line did not finish
+    # Split on "\n" only (the journal's own separator); the last piece is "" or a torn fragment.
+    for line in text.split("\n")[:-1]:
         try:
             rec = json.loads(line)
         except (json.JSONDecodeError, RecursionError):
