@@ -280,7 +280,12 @@ class Journal:
         path = self.folder / JOURNAL
         if not path.exists():
             return
-        for line in path.read_text(encoding="utf-8").splitlines():
+        text = path.read_text(encoding="utf-8")
+        if text and not text.endswith("\n"):
+            # a torn last line: end it, so the next record starts on a line of its own
+            with open(path, "a", encoding="utf-8") as fh:
+                fh.write("\n")
+        for line in text.splitlines():
             try:
                 rec = json.loads(line)
                 ev = Evaluation(
