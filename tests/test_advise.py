@@ -15,6 +15,7 @@ from sim.advise import (
     JOURNAL,
     RUN_CONFIG_FIELDS,
     AdviceError,
+    AdviceInterrupted,
     Objective,
     SearchBudget,
     Setting,
@@ -276,3 +277,20 @@ def test_journal_lines_are_plain_json(saturating: Scenario, tmp_path):
     for line in (tmp_path / "a" / JOURNAL).read_text().splitlines():
         rec = json.loads(line)
         assert rec["status"] == "ok" and "throughput" in rec["metrics"]
+
+
+def test_interrupted_search_keeps_its_evaluations_and_resumes(saturating: Scenario, tmp_path):
+    out = tmp_path / "advice"
+    seen = []
+
+    def stop_after_five(ev):
+        seen.append(ev)
+        if len(seen) == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(AdviceInterrupted, match="run again with it to resume"):
+        advise(saturating, seeds=1, budget=HORIZON_ONLY, out=out, progress=False, on_evaluation=stop_after_five)
+    assert len((out / JOURNAL).read_text().splitlines()) == 5
+    assert not (out / "advice.txt").exists()
+    resumed = advise(saturating, seeds=1, budget=HORIZON_ONLY, out=out, progress=False)
+    assert resumed.runs == resumed.evaluations - 5
