@@ -228,6 +228,7 @@ def evaluation_metrics(outcome: RunOutcome, scenario: Scenario) -> dict[str, Any
         out[f"busy[{m.name}]"] = float(s[f"busy_fraction[{m.name}]"])
         out[f"slots[{m.name}]"] = slots[m.name]
         out[f"calls_429[{m.name}]"] = int(s[f"calls_429[{m.name}]"])
+        out[f"cooldown[{m.name}]"] = float(s[f"cooldown_time[{m.name}]"]) / sim_time if sim_time > 0 else 0.0
     return out
 
 
@@ -551,16 +552,22 @@ def limits_of(evaluations: Sequence[Evaluation], setting: Setting, models: Seque
     top = max(slot_use, key=lambda n: (slot_use[n], n))
     busy = float(np.mean([m[f"busy[{top}]"] for m in ok]))
     calls_429 = {name: float(np.mean([m[f"calls_429[{name}]"] for m in ok])) for name in models}
-    worst_429 = max(calls_429, key=lambda n: (calls_429[n], n))
+    cooldown = {name: float(np.mean([m.get(f"cooldown[{name}]", 0.0) for m in ok])) for name in models}
+    limited = max(models, key=lambda n: (calls_429[n], n))
     if slot_use[top] >= SATURATED_SLOTS:
         bottleneck = f"endpoint '{top}' ({slot_use[top]:.0%} of its request slots in use, busy {busy:.0%})"
+    elif calls_429[limited] > 0:
+        bottleneck = (
+            f"provider capacity of '{limited}' ({calls_429[limited]:.0f} 429s per run, in cooldown "
+            f"{cooldown[limited]:.0%} of the time, {slot_use[limited]:.0%} of its request slots in use)"
+        )
     else:
         bottleneck = (
             f"no endpoint saturated (most used: '{top}', {slot_use[top]:.0%} of its slots, busy {busy:.0%}): "
             "ready work was short (row groups open, dependencies)"
         )
-    if calls_429[worst_429] > 0:
-        bottleneck += f"; '{worst_429}' answered {calls_429[worst_429]:.0f} 429s per run"
+    if calls_429[limited] > 0 and not bottleneck.startswith("provider"):
+        bottleneck += f"; '{limited}' answered {calls_429[limited]:.0f} 429s per run"
     return Limits(admission, bottleneck, slot_use)
 
 

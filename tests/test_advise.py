@@ -12,16 +12,19 @@ import pandas as pd
 import pytest
 
 from sim.advise import (
+    BLOCK_REASONS,
     JOURNAL,
     RUN_CONFIG_FIELDS,
     AdviceError,
     AdviceInterrupted,
+    Evaluation,
     Objective,
     SearchBudget,
     Setting,
     advise,
     cap_ladder,
     format_advice,
+    limits_of,
     pareto_mask,
     rank,
     run_config_lines,
@@ -294,3 +297,41 @@ def test_interrupted_search_keeps_its_evaluations_and_resumes(saturating: Scenar
     assert not (out / "advice.txt").exists()
     resumed = advise(saturating, seeds=1, budget=HORIZON_ONLY, out=out, progress=False)
     assert resumed.runs == resumed.evaluations - 5
+
+
+def _metrics(**extra) -> dict:
+    base = {f"blocked_{r}": 0 for r in BLOCK_REASONS}
+    base.update(
+        {
+            "open_row_groups_time_mean": 2.5,
+            "adaptive_evaluations": 0,
+            "observed_max_target": 3,
+            "busy[m]": 0.9,
+            "slots[m]": 0.3,
+            "calls_429[m]": 0,
+            "cooldown[m]": 0.0,
+        }
+    )
+    base.update(extra)
+    return base
+
+
+@pytest.mark.parametrize(
+    ("setting", "extra", "admission", "bottleneck"),
+    [
+        (Setting("fixed", 3, 8, 1024), {"slots[m]": 0.9}, "fixed horizon 3: 2.5 of 3", "endpoint 'm' (90% of its"),
+        (Setting("fixed", 3, 8, 1024), {"calls_429[m]": 12, "cooldown[m]": 0.25}, "fixed", "provider capacity of 'm'"),
+        (Setting("fixed", 3, 8, 1024), {}, "fixed", "no endpoint saturated"),
+        (
+            Setting("localized", 8, 8, 1024),
+            {"adaptive_evaluations": 40, "blocked_queued_llm_demand": 30, "blocked_no_pending_row_groups": 1},
+            "blocked by queued_llm_demand in 75% of 40 evaluations per run; target reached 3 of cap 8",
+            "no endpoint saturated",
+        ),
+    ],
+)
+def test_limits_name_the_dominant_block_reason_and_the_bottleneck(setting, extra, admission, bottleneck):
+    ev = Evaluation(setting, 0, "ok", None, _metrics(**extra))
+    limits = limits_of([ev], setting, ["m"], groups=16)
+    assert admission in limits.admission
+    assert bottleneck in limits.bottleneck
