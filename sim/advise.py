@@ -462,6 +462,30 @@ def aggregate(evaluations: Iterable[Evaluation], models: Sequence[str], objectiv
     return table
 
 
+#: Columns that must all be equal for two settings to count as the same outcome.
+OUTCOME_COLUMNS = ("seeds", *(f"{name}_mean" for name in MEAN_METRICS), "peak_open_rows_max")
+
+
+def _same_outcome(table: pd.DataFrame) -> list[str]:
+    """For each row, the label of the first earlier row (fixed first, smaller caps first) with
+    exactly the same outcome on the same seeds, else "" (an adaptive cap its target never
+    reached gives the same runs as any larger cap, and as fixed when nothing blocks growth)."""
+    first: dict[tuple[Any, ...], str] = {}
+    order = sorted(
+        table.index, key=lambda i: (table.loc[i, "mode"] == "adaptive", table.loc[i, "max_concurrent_row_groups"], i)
+    )
+    out = {}
+    for i in order:
+        key = tuple(table.loc[i, list(OUTCOME_COLUMNS)].fillna(-1.0).tolist()) + (table.loc[i, "failed_runs"],)
+        if table.loc[i, "seeds"] == 0:
+            out[i] = ""
+            continue
+        out[i] = first.setdefault(key, table.loc[i, "setting"])
+        if out[i] == table.loc[i, "setting"]:
+            out[i] = ""
+    return [out[i] for i in table.index]
+
+
 def _setting_order(s: Setting) -> tuple[Any, ...]:
     return (s.adaptive, s.buffer_size or 0, s.max_in_flight_tasks, s.max_concurrent_row_groups)
 
@@ -827,6 +851,8 @@ class _Search:
             ):
                 if lo is None or hi is None or hi - lo < 2:
                     continue
+                if best.adaptive and self._cap_never_bound(dataclasses.replace(best, max_concurrent_row_groups=lo)):
+                    continue  # the target stayed below cap `lo`: every larger cap gives the same runs
                 mid = int(round(math.sqrt(lo * hi)))
                 mid = min(max(mid, lo + 1), hi - 1)
                 new.append(dataclasses.replace(best, max_concurrent_row_groups=mid))
@@ -834,6 +860,18 @@ class _Search:
             if not new:
                 return
             self.add(new)
+
+    def _cap_never_bound(self, setting: Setting) -> bool:
+        """True if every evaluated run of this adaptive setting kept its target below the cap."""
+        if setting not in self.settings:
+            return False
+        runs = [self.runner.journal.done.get((setting.key, seed)) for seed in self.seeds[: self.settings[setting]]]
+        return all(
+            ev is not None
+            and ev.status == "ok"
+            and ev.metrics["observed_max_target"] < setting.max_concurrent_row_groups
+            for ev in runs
+        )
 
     def _neighbours(self, s: Setting) -> list[Setting]:
         out = []
@@ -894,9 +932,13 @@ class _Search:
         recommended = self._choice(table, table.loc[order[0], "_setting"]) if order else None
         default = self._choice(table, self.default)
         evaluated = table.drop(columns="_setting").reset_index(drop=True)
-        front = evaluated[evaluated["on_front"]].sort_values(
+        evaluated["same_as"] = _same_outcome(evaluated)
+        front = evaluated[evaluated["on_front"] & (evaluated["same_as"] == "")].sort_values(
             ["throughput_mean", "time_to_first_checkpoint_mean"], ascending=[False, True], kind="mergesort"
         )
+        front["also"] = [
+            ", ".join(evaluated.loc[evaluated["same_as"] == label, "setting"]) for label in front["setting"]
+        ]
         return Advice(
             scenario=self.scenario,
             objective=self.objective,
@@ -940,6 +982,7 @@ def front_table(advice: Advice) -> pd.DataFrame:
     cols = dict(TABLE_COLUMNS)
     for m in advice.scenario.models:
         cols[f"busy[{m.name}]"] = f"busy {m.name}"
+    cols["also"] = "same runs as"
     table = advice.front[list(cols)].rename(columns=cols)
     for m in advice.scenario.models:
         table[f"busy {m.name}"] = (100 * table[f"busy {m.name}"]).round(0).astype("Int64").astype(str) + "%"

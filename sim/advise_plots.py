@@ -38,7 +38,7 @@ def front_figure(advice: Advice) -> Figure:
     ax = fig.add_subplot(1, 1, 1)
     table = advice.evaluated[advice.evaluated["score"].notna()]
     largest = float(table["peak_open_rows_max"].max()) if not table.empty else 1.0
-    others = table[~table["on_front"]]
+    others = table[~(table["on_front"] & (table["same_as"] == ""))]
     ax.scatter(
         others["time_to_first_checkpoint_mean"],
         others["throughput_mean"],
