@@ -31,6 +31,13 @@ def marker_areas(rows: pd.Series, largest: float) -> np.ndarray:
     return np.clip(MAX_AREA * np.nan_to_num(values, nan=0.0) / scale, MIN_AREA, MAX_AREA)
 
 
+def short_label(row: pd.Series) -> str:
+    """``fixed 8 x125``: the horizon and, when searched, the rows per group."""
+    horizon = str(row["setting"]).split(",")[0]
+    buffer = row.get("buffer_size")
+    return horizon if buffer is None or pd.isna(buffer) else f"{horizon} x{int(buffer)}"
+
+
 def front_figure(advice: Advice) -> Figure:
     """The figure; see the module docstring."""
     fig = Figure(figsize=(8.0, 5.5), dpi=110)
@@ -68,7 +75,7 @@ def front_figure(advice: Advice) -> Figure:
         )
         for _, row in part.iterrows():
             ax.annotate(
-                row["setting"].split(",")[0],
+                short_label(row),
                 (row["time_to_first_checkpoint_mean"], row["throughput_mean"]),
                 textcoords="offset points",
                 xytext=(6, 4),

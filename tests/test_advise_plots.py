@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from sim.advise import SearchBudget, advise
-from sim.advise_plots import MAX_AREA, MIN_AREA, front_figure, marker_areas, plot_front
+from sim.advise_plots import MAX_AREA, MIN_AREA, front_figure, marker_areas, plot_front, short_label
 from sim.scenario import scenario_from_dict
 
 
@@ -46,3 +46,8 @@ def test_plot_front_writes_a_png_and_no_temporary_file(small_advice, tmp_path):
     path = plot_front(small_advice, tmp_path / "front.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in tmp_path.iterdir()] == ["front.png"]
+
+
+def test_short_label_names_horizon_and_rows_per_group():
+    assert short_label(pd.Series({"setting": "fixed 8, buffer 125, tasks 1024", "buffer_size": 125})) == "fixed 8 x125"
+    assert short_label(pd.Series({"setting": "adaptive<= 4, tasks 64", "buffer_size": np.nan})) == "adaptive<= 4"
