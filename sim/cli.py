@@ -27,17 +27,16 @@ import pandas as pd
 import typer
 
 from . import __version__, simulate
-from .catalog import NAME_RULE, bundled_scenarios, did_you_mean, resolve_scenario
-from .check import DEFAULT_THRESHOLDS, CheckResult, ThresholdsError, default_thresholds, evaluate, load_thresholds
+from .catalog import NAME_RULE, bundled_scenarios, resolve_scenario
+from .check import DEFAULT_THRESHOLDS, CheckResult, default_thresholds, evaluate, load_thresholds
 from .check import plan_checks as plan_threshold_checks
 from .comparison import STATISTICS, compare_table, seed_statistics
 from .errors import InputError, RunFailed
 from .executors import EXECUTORS, Executor, make_executor
-from .metric_info import GROUPS, better_mark, metric_info, summary_metric_names
+from .metric_info import GROUPS, better_mark, metric_info
 from .output import Column, OutputFormat, Report, Table, emit, format_value
 from .policies import POLICIES, get_policy, load_plugin
 from .results import Result, write_result
-from .row_group_admission import REASONS
 from .scenario import Scenario, ScenarioError, load_scenario
 from .scheduler import SimulationError
 from .sweep import (
@@ -917,23 +916,6 @@ def _sweep_summary(plan: SweepPlan, report: SweepReport, quiet: bool) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-def validate_check_metrics(path: Path) -> None:
-    """Every check's metric exists and is numeric for its scenario, before anything runs."""
-    thresholds = load_thresholds(path)
-    for i, check in enumerate(thresholds.check):
-        scenario = load_scenario(resolve_scenario(check.scenario, path.parent), check.overrides)
-        known = summary_metric_names([m.name for m in scenario.models], list(REASONS))
-        if check.metric not in known:
-            hint = did_you_mean(check.metric, known)
-            raise ThresholdsError(
-                f"{path}: check.{i} ({check.label}): metric: unknown metric '{check.metric}'{hint}; "
-                "the metrics are listed in docs/metrics.md"
-            )
-        info = metric_info(check.metric)
-        if info is not None and not info.numeric:
-            raise ThresholdsError(f"{path}: check.{i} ({check.label}): metric: '{check.metric}' is not numeric")
-
-
 def check_report(path: Path, results: Sequence[CheckResult]) -> Report:
     failed = sum(not r.passed for r in results)
     rows = [
@@ -1060,7 +1042,6 @@ def check(
     path = thresholds if thresholds is not None else default_thresholds()
     loaded = load_thresholds(path)
     specs, run_ids = plan_threshold_checks(loaded, path, plugins)
-    validate_check_metrics(path)
     if junit is not None:
         check_junit_target(junit)
     ex = _executor(executor, jobs, scheduler, len(specs))

@@ -34,6 +34,7 @@ from pydantic import (
 )
 
 from .errors import InputError
+from .files import read_user_text
 
 #: Upper bounds that keep a single run within memory; they are validated up front so a typo
 #: such as ``count = 1e12`` fails with a clear message instead of exhausting the machine.
@@ -1201,20 +1202,7 @@ def read_scenario_file(path: str | Path) -> dict[str, Any]:
 
     At most :data:`MAX_FILE_BYTES` are read, so a wrong path such as ``/dev/zero`` fails at once.
     """
-    path = Path(path)
-    try:
-        with path.open("rb") as handle:
-            raw = handle.read(MAX_FILE_BYTES + 1)
-    except FileNotFoundError:
-        raise ScenarioError(f"{path}: no such scenario file") from None
-    except OSError as err:
-        raise ScenarioError(f"{path}: cannot read: {err.strerror or err}") from None
-    if len(raw) > MAX_FILE_BYTES:
-        raise ScenarioError(f"{path}: the file is larger than the limit of {MAX_FILE_BYTES} bytes")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise ScenarioError(f"{path}: cannot read: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    text = read_user_text(path, "scenario file", MAX_FILE_BYTES, ScenarioError)
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:

@@ -19,7 +19,16 @@ from sim.catalog import (
 from sim.scenario import ScenarioError
 
 ROOT = Path(__file__).resolve().parent.parent
-BUNDLED = ["cooling-2048", "healthy-bottleneck", "rpm-capacity", "window-recovery"]
+BUNDLED = [
+    "cooling-2048",
+    "healthy-bottleneck",
+    "rpm-capacity",
+    "window-recovery",
+    "workload-chain",
+    "workload-fanout",
+    "workload-mixed",
+    "workload-retry",
+]
 
 
 def test_bundled_scenarios_live_in_the_package_with_descriptions() -> None:

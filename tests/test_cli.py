@@ -427,7 +427,7 @@ def test_check_unknown_metric_is_exit_2_before_running(
     monkeypatch.setattr("sim.cli.make_executor", lambda *a, **k: pytest.fail("ran although a metric is unknown"))
     assert main(["check", str(_thresholds(tmp_path, "completed_rowz", "min = 1"))]) == 2
     err = capsys.readouterr().err
-    assert "check.0 (rows): metric: unknown metric 'completed_rowz' (did you mean 'completed_rows'?)" in err
+    assert "check.0 (rows): metric: unknown metric 'completed_rowz'" in err and len(err.strip().splitlines()) == 1
     assert main(["check", str(_thresholds(tmp_path, "stop_reason", "min = 1"))]) == 2
     assert "'stop_reason' is not numeric" in capsys.readouterr().err
 

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import sim
-from sim.metric_info import GROUPS, METRICS, metric_info, summary_metric_names
-from sim.row_group_admission import REASONS
+from sim.metric_info import GROUPS, METRICS, metric_info
 
 
-def test_every_summary_key_of_a_real_run_is_described_and_listed() -> None:
+def test_every_summary_key_of_a_real_run_is_described() -> None:
     scenario = sim.load_scenario("window-recovery", ["row_groups.count=4"])
     summary = sim.simulate(scenario, policy="localized").summary
     assert all(metric_info(key) is not None for key in summary), [k for k in summary if metric_info(k) is None]
-    names = summary_metric_names([m.name for m in scenario.models], list(REASONS))
-    assert set(names) == set(summary)
 
 
 def test_unknown_keys_are_not_described() -> None:
