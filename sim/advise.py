@@ -655,7 +655,7 @@ def run_config_lines(setting: Setting) -> list[str]:
 def _row_groups(scenario: Scenario, buffer_size: int | None) -> int:
     rg = scenario.row_groups
     if buffer_size is None or rg.num_records is None:
-        return len(rg.sizes())
+        return rg.max_groups
     return -(-rg.num_records // buffer_size)
 
 

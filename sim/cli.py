@@ -13,6 +13,8 @@ interrupted sweep prints how to resume it.
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import os
 import signal
 import sys
@@ -27,6 +29,8 @@ import pandas as pd
 import typer
 
 from . import __version__, simulate
+from .advise import AdviceInterrupted, format_advice
+from .advise import advise as run_advice
 from .catalog import NAME_RULE, bundled_scenarios, resolve_scenario
 from .check import DEFAULT_THRESHOLDS, CheckResult, default_thresholds, evaluate, load_thresholds
 from .check import plan_checks as plan_threshold_checks
@@ -38,6 +42,7 @@ from .output import Column, OutputFormat, Report, Table, emit, format_value
 from .policies import POLICIES, get_policy, load_plugin
 from .results import Result, write_result
 from .scenario import Scenario, ScenarioError, load_scenario
+from .scenario_docs import scenario_json_schema
 from .scheduler import SimulationError
 from .sweep import (
     SweepInterrupted,
@@ -150,6 +155,9 @@ def run_mapped(body: Callable[[], int]) -> int:
         return _interrupted_code()
     except KeyboardInterrupt:
         _say(_interrupted_text())
+        return _interrupted_code()
+    except AdviceInterrupted as err:  # finished evaluations are journaled: an interruption, not a failure
+        _say(str(err))
         return _interrupted_code()
     except InputError as err:
         _say(f"error: {err}")
@@ -1150,4 +1158,119 @@ def scenarios(
     table.rows = [[r["name"], r["description"]] for r in rows]
     footer = [] if folder is not None else [f"use a name wherever a scenario is expected ({NAME_RULE})"]
     emit(Report(data={"scenarios": rows}, rows=rows, tables=[table], footer=footer), fmt)
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------
+# advise and schema
+# ---------------------------------------------------------------------------------------------
+
+
+def _advice_folder(scenario: Scenario) -> Path:
+    """The default advise folder: one per scenario content, so running again resumes it."""
+    digest = hashlib.sha256(scenario.model_dump_json().encode()).hexdigest()[:8]
+    return Path("results") / scenario.name / f"advise-{digest}"
+
+
+@command(
+    "advise",
+    help="Which row-group settings for this workload? Search a fixed horizon, adaptive admission with a hard "
+    "cap (policy localized), rows per group (buffer_size, when the scenario gives num_records) and "
+    "max_in_flight_tasks; print the Pareto front of throughput, time to first checkpoint and open rows, the "
+    "recommendation with the RunConfig lines that apply it, and what limited it and the shipped default "
+    "(fixed, 3). Finished evaluations are journaled in the folder: running again with it resumes.",
+    epilog=_examples(
+        "advise workload-chain",
+        "advise workload-retry --max-open-rows 2000 --seeds 5 --jobs 2",
+        "advise workload-mixed --objective first-checkpoint --out results/mixed-advice",
+        "advise my-job.toml --objective mix:0.5 --executor dask --scheduler tcp://10.0.0.5:8786",
+    ),
+)
+def advise(
+    scenario: ScenarioArg,
+    objective: Annotated[
+        str,
+        typer.Option(
+            "--objective",
+            metavar="throughput|first-checkpoint|mix:W",
+            help="What the recommendation maximises: durable throughput, an early first checkpoint, or a mix "
+            "(W = weight of throughput, 0..1).",
+        ),
+    ] = "throughput",
+    max_open_rows: Annotated[
+        int | None,
+        typer.Option(
+            "--max-open-rows",
+            min=1,
+            metavar="N",
+            help="Constraint: peak rows open at once (the memory proxy) must stay at or below N.",
+            show_default=False,
+        ),
+    ] = None,
+    seeds: Annotated[
+        int,
+        typer.Option("--seeds", min=1, max=MAX_SEEDS, metavar="K", help="Seeds for the settings that survive."),
+    ] = 3,
+    set_: SetOpt = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            metavar="DIR",
+            help="Advice folder (journal, tables, figure); an existing advice folder of the same scenario is "
+            "resumed (default: results/<scenario>/advise-<hash of the scenario>).",
+            show_default=False,
+        ),
+    ] = None,
+    progress: ProgressOpt = None,
+    jobs: JobsOpt = None,
+    executor: ExecutorOpt = ExecutorName.local,
+    scheduler: SchedulerOpt = None,
+    plugin: PluginOpt = None,
+    fmt: FormatOpt = OutputFormat.table,
+    quiet: QuietOpt = False,
+) -> int:
+    _load_plugins(plugin)
+    _source, loaded = _load(scenario, set_)
+    folder = out if out is not None else _advice_folder(loaded)
+    if out is None:
+        _check_results_root()
+    ex = _executor(executor, jobs, scheduler, runs=2)
+    try:
+        advice = run_advice(
+            loaded,
+            objective=objective,
+            max_open_rows=max_open_rows,
+            seeds=seeds,
+            executor=ex,
+            out=folder,
+            progress=_progress(progress, quiet),
+        )
+    finally:
+        ex.close()
+    if fmt is OutputFormat.table:
+        print(format_advice(advice))
+    else:
+        rows = advice.evaluated.to_dict(orient="records")
+        front = advice.front.to_dict(orient="records")
+        chosen = {
+            name: None if choice is None else {"setting": choice.setting.label, **choice.row}
+            for name, choice in (("recommended", advice.recommended), ("default", advice.default))
+        }
+        data = {**chosen, "simulated_now": advice.runs, "front": front, "evaluated": rows}
+        report = Report(data={**data, "run_config": advice.run_config_lines()}, rows=rows, tables=[])
+        emit(report, fmt)
+    for path in advice.files:
+        _note(f"wrote {path}", fmt, quiet)
+    return EXIT_OK
+
+
+@command(
+    "schema",
+    help="Print the JSON Schema of the scenario format (for editor completion and validation of scenario "
+    "files); the same fields are described in docs/scenario-format.md.",
+    epilog=_examples("schema > scenario.schema.json"),
+)
+def schema() -> int:
+    print(json.dumps(scenario_json_schema(), indent=2))
     return EXIT_OK

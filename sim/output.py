@@ -19,6 +19,7 @@ from enum import StrEnum
 from typing import Any, TextIO
 
 import numpy as np
+import pandas as pd
 from rich import box
 from rich.console import Console
 from rich.table import Table as RichTable
@@ -74,11 +75,13 @@ def format_value(value: Any) -> str:
 
 
 def plain(value: Any) -> Any:
-    """A JSON-ready copy of ``value``: numpy scalars to Python, NaN to None, inf to "inf"."""
+    """A JSON-ready copy of ``value``: numpy scalars to Python, NaN and pandas' NA to None, inf to "inf"."""
     if isinstance(value, Mapping):
         return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [plain(v) for v in value]
+    if value is pd.NA or value is pd.NaT:
+        return None
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float):

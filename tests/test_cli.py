@@ -531,3 +531,53 @@ def test_readme_cites_only_files_in_the_repo() -> None:
     assert [link for link in local if not (ROOT / link).exists()] == []
     assert not re.search(r"\bspec\b|\bissue \d|shared/", readme)
     assert "scenarios/" not in readme.replace("sim/scenarios/", "")
+
+
+ADVISE_SCENARIO = """
+name = "advise-cli"
+[row_groups]
+num_records = 32
+buffer_size = 4
+[scheduler]
+policy = "fixed"
+[[models]]
+name = "m"
+max_parallel_requests = 8
+latency = { distribution = "constant", mean = 1.0 }
+[[columns]]
+name = "seed"
+strategy = "full_column"
+[[columns]]
+name = "c0"
+depends_on = ["seed"]
+model = "m"
+"""
+
+
+def test_advise_recommends_prints_run_config_and_resumes_its_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "advise-cli.toml"
+    path.write_text(ADVISE_SCENARIO)
+    out = tmp_path / "advice"
+    args = ["advise", str(path), "--seeds", "1", "--jobs", "1", "--out", str(out), "-q"]
+    assert main([*args, "--max-open-rows", "8"]) == 0
+    text = capsys.readouterr().out
+    assert "Recommended:" in text and "dd.RunConfig(" in text and "Shipped default (fixed 3)" in text
+    assert (out / "evaluations.jsonl").is_file()
+    # The same folder again: every evaluation comes from the journal, nothing is simulated.
+    assert main([*args, "--max-open-rows", "8", "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["run_config"][-1].startswith("data_designer.set_run_config(dd.RunConfig(")
+    assert data["simulated_now"] == 0
+    assert data["recommended"]["peak_open_rows_max"] <= 8 < data["default"]["peak_open_rows_max"]
+    assert main(["advise", str(path), "--objective", "fastest", "--out", str(tmp_path / "x")]) == 2
+    assert "objective" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_schema_prints_the_scenario_json_schema(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert set(schema["required"]) >= {"name", "columns"}
+    assert "max_concurrent_row_groups" in schema["$defs"]["SchedulerConfig"]["properties"]
