@@ -14,6 +14,9 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Protocol
 
+import numpy as np
+
+from .errors import RunFailed
 from .policies import AdmissionView, DeferredAnalysis, Policy, analyze_deferred
 from .scenario import Scenario
 from .workload import Workload
@@ -33,6 +36,10 @@ REASONS = (
     "llm_wait_saturated",
     "queued_llm_demand",
 )
+
+
+class PolicyResultError(RunFailed):
+    """A policy's ``deferred_blocks`` returned something other than a bool (a run failed: exit 1)."""
 
 
 class AdmissionState(Protocol):
@@ -122,6 +129,11 @@ class RowGroupAdmission:
             # (the global policy re-evaluates the same view on every salvage cycle).
             view = self._view = AdmissionView(self.workload, count, gens, pending)
         blocks = rule(view)
+        if not isinstance(blocks, bool | np.bool_):  # a plug-in's mistake must not pass as "blocks"
+            raise PolicyResultError(
+                f"policy {self.policy.name!r} returned {type(blocks).__name__} {blocks!r}; "
+                "deferred_blocks must return True or False"
+            )
         if blocks:
             self.last_deferred_block = DeferredBlock(
                 self.policy.name,

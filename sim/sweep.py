@@ -150,7 +150,7 @@ def execute_run(spec: RunSpec) -> RunOutcome:
             result.model_timeseries,
             time.perf_counter() - started,
         )
-    except Exception as err:  # noqa: BLE001 - one failing run must not kill the sweep
+    except (Exception, SystemExit) as err:  # noqa: BLE001 - one failing run (or a policy's sys.exit) must not end the sweep
         message = " ".join(f"{type(err).__name__}: {err}".split())
         return RunOutcome(spec.run_id, "failed", message, {}, None, None, time.perf_counter() - started)
 
@@ -208,9 +208,9 @@ def parse_grid(items: Iterable[str]) -> dict[str, list[Any]]:
         values = []
         for t in texts:
             try:
-                values.append(parse_override(f"{key}={t}")[1])
+                values.append(parse_override(f"{key}={t}", option="--grid")[1])
             except ScenarioError as err:
-                raise SweepError(f"--grid: {err}") from None
+                raise SweepError(str(err)) from None
         grid[key] = values
     return grid
 

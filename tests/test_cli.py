@@ -298,6 +298,7 @@ def _policy_plugin(folder: Path, body: str) -> str:
         ("raise ValueError('policy bug')", 1, "raised ValueError: policy bug"),
         ("import sys; sys.exit(0)", 1, "called sys.exit(0)"),
         ("raise KeyboardInterrupt", 130, "interrupted"),
+        ("return 'yes'", 1, "deferred_blocks must return True or False"),
     ],
 )
 def test_a_policy_failing_inside_run_never_passes_as_success(

@@ -200,3 +200,21 @@ def test_workers_die_when_the_parent_is_killed(mechanism: str) -> None:
         if parent.poll() is None:
             parent.kill()
             parent.wait()
+
+
+def test_execute_run_turns_a_policy_calling_sys_exit_into_a_failed_outcome() -> None:
+    """A policy's ``sys.exit(0)`` inside a sweep run is that run's failure, never the sweep's success."""
+    from sim.policies import POLICIES, register_policy
+
+    @register_policy("exits-test")
+    def exits(view) -> bool:  # noqa: ANN001 - a policy as a user writes it
+        raise SystemExit(0)
+
+    try:
+        # cooling-2048 always has deferred work, so the policy is consulted
+        base = load_scenario("cooling-2048", ["row_groups.count=8"])
+        spec = plan_sweep(base, policies=["exits-test"], seeds=[0]).runs[0].spec
+        outcome = execute_run(spec)
+    finally:
+        POLICIES.pop("exits-test")
+    assert outcome.status == "failed" and outcome.error.startswith("SystemExit")
