@@ -112,6 +112,7 @@ def result_from_scheduler(sched: Scheduler, wall_seconds: float = 0.0) -> Result
         "scenario": scenario.name,
         "policy": sched.policy.name,
         "seed": sched.seed,
+        "engine": "sim",
         "stop_reason": sched.stop_reason,
         "sim_time": sim_time,
         "total_rows": total_rows,

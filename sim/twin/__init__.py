@@ -98,12 +98,16 @@ def run_twin(
     *,
     timeout: float = DEFAULT_TIMEOUT,
     sample_interval: float = DEFAULT_SAMPLE_INTERVAL,
+    adaptive: bool | None = None,
 ) -> TwinResult:
     """Run ``scenario`` once on the real scheduler in a fresh child process.
 
     Raises :class:`TwinUnavailable` (engine missing or another version), :class:`TwinUnsupported`
     or :class:`~sim.scenario.ScenarioError` before anything runs, :class:`TwinTimeout` when the run
     exceeds ``timeout`` wall seconds (it is killed; no result), :class:`TwinRunFailed` if it crashes.
+    ``adaptive`` forces adaptive row-group admission on or off under the policy's deferred rule
+    (default: off for ``fixed`` only); with it off, ``global`` and ``localized`` must agree (the
+    control experiment of docs/twin.md).
     """
     version = require_engine()
     if overrides:
@@ -117,6 +121,7 @@ def run_twin(
         run_seed,
         timeout=timeout,
         sample_interval=sample_interval,
+        adaptive=adaptive,
         label=f"scenario {scenario.name}, policy {name}, seed {run_seed}",
     )
     return result_from_raw(scenario, raw, version)

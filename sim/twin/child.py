@@ -12,7 +12,9 @@ def main() -> int:
     try:
         from .harness import run_scenario
 
-        record = run_scenario(payload["scenario"], payload["policy"], payload["seed"], payload["sample_interval"])
+        record = run_scenario(
+            payload["scenario"], payload["policy"], payload["seed"], payload["sample_interval"], payload.get("adaptive")
+        )
     except Exception as err:  # one readable line for the parent, which raises TwinRunFailed
         sys.stderr.write(f"{type(err).__name__}: {err}".replace("\n", " ")[:400] + "\n")
         return 1

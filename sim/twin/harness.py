@@ -33,6 +33,7 @@ class RawRun:
 
     policy: str
     seed: int
+    adaptive: bool
     stop_reason: str
     duration: float
     cpu_seconds: float
@@ -111,13 +112,18 @@ class _Stopper:
             self.stop("completed_rows")
 
 
-def run_scenario(scenario_data: dict[str, Any], policy: str, seed: int, sample_interval: float) -> dict[str, Any]:
-    """Child-process entry point: one real run; returns :class:`RawRun` as a dict."""
+def run_scenario(
+    scenario_data: dict[str, Any], policy: str, seed: int, sample_interval: float, adaptive: bool | None = None
+) -> dict[str, Any]:
+    """Child-process entry point: one real run; returns :class:`RawRun` as a dict. ``adaptive``
+    forces adaptive admission on or off under the policy's deferred rule (default: off for
+    ``fixed`` only)."""
     for name in ("data_designer", "data_designer.engine"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
     scenario = Scenario.model_validate(scenario_data)
     with tempfile.TemporaryDirectory(prefix="admission-sim-twin-") as workdir:
-        raw = asyncio.run(_run(scenario, policy, seed, sample_interval, workdir))
+        adaptive = policy != "fixed" if adaptive is None else adaptive
+        raw = asyncio.run(_run(scenario, policy, seed, sample_interval, workdir, adaptive))
     return asdict(raw)
 
 
@@ -132,7 +138,7 @@ def _is_seed(col: ColumnConfig) -> bool:
     return col.resolved_kind == "local" and col.strategy == "full_column" and not col.depends_on
 
 
-async def _run(scenario: Scenario, policy: str, seed: int, interval: float, workdir: str) -> RawRun:
+async def _run(scenario: Scenario, policy: str, seed: int, interval: float, workdir: str, adaptive: bool) -> RawRun:
     from data_designer.config.column_configs import LLMTextColumnConfig
     from data_designer.config.models import ChatCompletionInferenceParams, ModelProvider
     from data_designer.config.models import ModelConfig as DDModelConfig
@@ -299,7 +305,7 @@ async def _run(scenario: Scenario, policy: str, seed: int, interval: float, work
         num_records=scenario.row_groups.guard_num_records,
         buffer_size=scenario.row_groups.guard_buffer_size,
         scheduler_event_sink=sink,
-        adaptive_row_group_admission=policy != "fixed",
+        adaptive_row_group_admission=adaptive,
         adaptive_row_group_initial_target=sched_cfg.initial_target,
         request_pressure_provider=controller,
         request_pressure_advisory=sched_cfg.request_pressure_advisory,
@@ -339,6 +345,7 @@ async def _run(scenario: Scenario, policy: str, seed: int, interval: float, work
     return RawRun(
         policy=policy,
         seed=seed,
+        adaptive=adaptive,
         stop_reason=stopper.reason or "completed",
         duration=duration,
         cpu_seconds=cpu,

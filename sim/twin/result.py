@@ -129,7 +129,7 @@ def result_from_raw(scenario: Scenario, raw: Mapping[str, Any], engine_version: 
         "healthy_calls": n_healthy,
         "healthy_calls_while_limited": int((ok & is_healthy & while_limited).sum()),
         "healthy_calls_per_second": n_healthy / duration if duration > 0 else 0.0,
-        "mode": "fixed" if raw["policy"] == "fixed" else "adaptive",
+        "mode": "adaptive" if raw["adaptive"] else "fixed",
         "hard_cap": sched["hard_cap"],
         "final_target": sched["final_target"],
         "observed_max_target": sched["observed_max_target"],

@@ -39,6 +39,7 @@ def run_in_child(
     *,
     timeout: float = DEFAULT_TIMEOUT,
     sample_interval: float = DEFAULT_SAMPLE_INTERVAL,
+    adaptive: bool | None = None,
     label: str = "",
 ) -> dict[str, Any]:
     """Run the harness in a fresh interpreter (``python -m sim.twin.child``); return its record or
@@ -46,7 +47,13 @@ def run_in_child(
     the record comes back as JSON on stdout, so no module of the caller is re-imported."""
     if not (isinstance(timeout, int | float) and math.isfinite(timeout) and timeout > 0):
         raise InputError(f"--timeout: must be a positive number of seconds, got {timeout}")
-    payload = {"scenario": scenario_data, "policy": policy, "seed": seed, "sample_interval": sample_interval}
+    payload = {
+        "scenario": scenario_data,
+        "policy": policy,
+        "seed": seed,
+        "sample_interval": sample_interval,
+        "adaptive": adaptive,
+    }
     what = label or f"policy {policy}, seed {seed}"
     env = dict(os.environ, PYTHONHASHSEED="0")
     with subprocess.Popen(
