@@ -1,0 +1,243 @@
+"""The real twin: the real DataDesigner scheduler driven from a scenario (sim/twin).
+
+Each real run takes a few seconds, most of it the child process importing the engine; runs whose
+assertions do not depend on timing share one module fixture and run side by side.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+import sim
+from sim.errors import InputError, RunFailed
+from sim.policies import POLICIES, register_policy
+from sim.scenario import Scenario, scenario_from_dict
+from sim.twin import (
+    TESTED_VERSION,
+    TwinResult,
+    TwinTimeout,
+    TwinUnavailable,
+    TwinUnsupported,
+    require_engine,
+    run_twin,
+    write_twin_result,
+)
+from sim.twin import engine as twin_engine
+
+pytestmark = pytest.mark.skipif(
+    any(v != TESTED_VERSION for v in twin_engine.installed_versions().values()),
+    reason="the 'twin' extra (data-designer-engine==0.9.7) is not installed",
+)
+
+
+def _scenario(**parts) -> Scenario:
+    data = {
+        "name": parts.pop("name", "twin-unit"),
+        "row_groups": parts.pop("row_groups", {"count": 8, "size": 1}),
+        "columns": parts.pop("columns"),
+        "models": parts.pop("models", []),
+        "stop": parts.pop("stop", {"max_time": 30.0}),
+        **parts,
+    }
+    return scenario_from_dict(data)
+
+
+#: Above this load average per core other processes starve the real run's event loop (a loaded
+#: 2-core machine stretches each call's few ms of scheduler CPU into tens of ms of wall time), so
+#: its wall time says nothing about the scheduler.
+OVERLOADED = 1.5
+#: Latency of the latency-bound case (seconds).
+LATENCY = 0.4
+
+
+def latency_bound() -> Scenario:
+    """64 one-row groups, one model at 400 ms and 4 parallel requests, no 429: the wall time is
+    ceil(64 / 4) x 0.4 s = 6.4 s if the scheduler keeps the model busy. (At 200 ms the scheduler's
+    few ms of CPU per call, stretched by a loaded 2-core machine, already cost 10 %.)"""
+    return _scenario(
+        name="latency-bound",
+        row_groups={"count": 64, "size": 1},
+        scheduler={"max_concurrent_row_groups": 64, "initial_target": 1},
+        models=[{"name": "m", "max_parallel_requests": 4, "latency": {"distribution": "constant", "mean": LATENCY}}],
+        columns=[{"name": "seed", "strategy": "full_column"}, {"name": "answer", "depends_on": ["seed"], "model": "m"}],
+    )
+
+
+def window_control() -> Scenario:
+    """A 429 window in the first second on one of two models; runs to completion."""
+    return _scenario(
+        name="window-control",
+        row_groups={"count": 16, "size": 1},
+        scheduler={"max_concurrent_row_groups": 16, "max_in_flight_tasks": 12, "max_model_task_admission": 12},
+        request_admission={"enabled": False},
+        models=[
+            {
+                "name": "flaky",
+                "latency": {"distribution": "constant", "mean": 0.05},
+                "rate_limit": {"pattern": "window", "start": 0.0, "end": 1.0},
+            },
+            {"name": "ok", "latency": {"distribution": "constant", "mean": 0.05}},
+        ],
+        columns=[
+            {"name": "seed", "strategy": "full_column"},
+            {"name": "flaky", "depends_on": ["seed"], "model": "flaky"},
+            {"name": "healthy", "depends_on": ["seed"], "model": "ok"},
+        ],
+    )
+
+
+def cooling_stop() -> Scenario:
+    """The PR #743 headline in small: an always-429 column, a healthy one, stop at 30 healthy calls."""
+    return _scenario(
+        name="cooling-stop",
+        row_groups={"count": 256, "size": 1},
+        scheduler={"max_concurrent_row_groups": 256},
+        request_admission={"enabled": False},
+        stop={"max_time": 20.0, "successful_calls": {"columns": ["healthy"], "count": 30}},
+        models=[
+            {"name": "cooling", "latency": {"mean": 0.0}, "rate_limit": {"pattern": "always"}},
+            {"name": "ok", "latency": {"distribution": "constant", "mean": 0.01}},
+        ],
+        columns=[
+            {"name": "seed", "strategy": "full_column"},
+            {"name": "cooling", "depends_on": ["seed"], "model": "cooling"},
+            {"name": "healthy", "depends_on": ["seed"], "model": "ok"},
+        ],
+    )
+
+
+@pytest.fixture(scope="module")
+def side_by_side() -> dict[str, TwinResult]:
+    """Runs whose checks do not depend on timing, three at once."""
+    jobs = {
+        "control-global": lambda: run_twin(window_control(), policy="global", adaptive=False, timeout=120),
+        "control-localized": lambda: run_twin(window_control(), policy="localized", adaptive=False, timeout=120),
+        "stop": lambda: run_twin(cooling_stop(), policy="localized", timeout=120),
+    }
+    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        futures = {name: pool.submit(job) for name, job in jobs.items()}
+        return {name: future.result() for name, future in futures.items()}
+
+
+def test_latency_bound_run_takes_the_ideal_wall_time_and_the_simulator_agrees():
+    scenario = latency_bound()
+    ideal = math.ceil(64 / 4) * LATENCY
+    real = run_twin(scenario, timeout=120)
+    simulated = sim.simulate(scenario)
+    assert real.summary["engine"] == "real" and simulated.summary["engine"] == "sim"
+    assert real.summary["stop_reason"] == "completed"
+    assert real.summary["completed_rows"] == 64
+    assert real.summary["calls_ok[m]"] == 64 and real.summary["calls_429[m]"] == 0
+    assert simulated.summary["sim_time"] == pytest.approx(ideal, rel=0.10)
+    # the mock never serves more than max_parallel_requests at once through the real request path
+    assert int(real.models.loc[0, "max_in_flight"]) == 4
+    assert real.summary["cpu_seconds"] > 0 and real.summary["loop_lag_max_ms"] >= 0
+    load = os.getloadavg()[0]
+    if load > OVERLOADED * (os.cpu_count() or 1):
+        pytest.skip(f"wall-time check skipped: load average {load:.1f} on {os.cpu_count()} cores starves the loop")
+    assert real.summary["duration"] == pytest.approx(ideal, rel=0.10)
+
+
+def test_fixed_mode_gives_the_same_counts_under_both_rules(side_by_side):
+    """Control: with adaptive admission off the deferred rule is never consulted, so the emulated
+    pre-#743 rule and the engine's own give the same counts."""
+    a, b = side_by_side["control-global"], side_by_side["control-localized"]
+    for result in (a, b):
+        s = result.summary
+        assert s["mode"] == "fixed" and s["stop_reason"] == "completed"
+        assert s["completed_rows"] == 16 and s["successful_calls"] == 32
+        assert s["rate_limited_calls"] > 0  # the window did bite
+        assert s["observed_max_target"] == s["hard_cap"] == 16
+        assert all(s[f"blocked_{r}"] == 0 for r in ("deferred_tasks", "queued_llm_demand", "llm_wait_saturated"))
+    keys = ("completed_rows", "successful_calls", "healthy_calls", "observed_max_target", "blocked_deferred_tasks")
+    assert {k: a.summary[k] for k in keys} == {k: b.summary[k] for k in keys}
+
+
+def test_successful_calls_stop_rule_cancels_the_run_cleanly(side_by_side):
+    result = side_by_side["stop"]
+    s = result.summary
+    assert s["stop_reason"] == "successful_calls"
+    assert s["calls_ok[ok]"] >= 30 and s["duration"] < 20.0
+    assert s["completed_rows"] == 0  # an always-429 column: no row group can ever complete
+    assert s["calls_429[cooling]"] >= 1 and s["deferred_at_end"] >= 1
+    assert s["observed_max_target"] > 1  # localized: the healthy column keeps the target growing
+    assert s["blocked_deferred_tasks"] == 0
+
+
+def test_a_real_run_records_every_call_and_every_lifecycle_time(side_by_side):
+    result = side_by_side["stop"]
+    calls = result.calls
+    assert len(calls) == result.summary["successful_calls"] + result.summary["rate_limited_calls"]
+    assert set(calls["column"]) == {"cooling", "healthy"}
+    assert (calls["answered_at"] >= calls["sent_at"]).all()
+    changes = result.target_changes
+    assert len(changes) == result.summary["target_changes"] > 0
+    assert changes["time"].is_monotonic_increasing and changes["target"].is_monotonic_increasing
+    assert changes["target"].iloc[-1] == result.summary["observed_max_target"]
+    assert len(result.admissions) == result.summary["max_row_groups_in_flight"]  # nothing checkpointed
+    assert result.checkpoints.empty
+    ts = result.timeseries
+    assert ts["time"].is_monotonic_increasing and ts["healthy_calls"].iloc[-1] == result.summary["healthy_calls"]
+
+
+def test_write_twin_result_writes_every_table_under_the_final_name_only(side_by_side, tmp_path):
+    out = write_twin_result(side_by_side["stop"], tmp_path / "run")
+    names = {p.name for p in out.iterdir()}
+    assert {"manifest.json", "summary.csv", "calls.csv", "target_changes.csv", "admissions.csv"} <= names
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["engine"] == "real" and manifest["engine_version"] == TESTED_VERSION
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]  # no .partial- folder left behind
+
+
+def test_a_timed_out_run_is_an_error_not_a_result():
+    with pytest.raises(TwinTimeout, match="timed out") as info:
+        run_twin(latency_bound(), timeout=0.2)
+    assert isinstance(info.value, RunFailed)
+
+
+def test_missing_extra_is_an_input_error_with_the_install_hint(monkeypatch):
+    monkeypatch.setattr(
+        twin_engine, "installed_versions", lambda: {"data-designer-engine": None, "data-designer-config": None}
+    )
+    with pytest.raises(TwinUnavailable, match=r"pip install 'admission-sim\[twin\]'") as info:
+        run_twin(latency_bound())
+    assert isinstance(info.value, InputError) and "\n" not in str(info.value)
+
+
+def test_another_engine_version_names_the_tested_one():
+    with pytest.raises(TwinUnavailable, match="tested with data-designer-engine==0.9.7"):
+        require_engine({"data-designer-engine": "0.9.8", "data-designer-config": "0.9.7"})
+    assert require_engine({"data-designer-engine": "0.9.7", "data-designer-config": "0.9.7"}) == "0.9.7"
+
+
+def test_a_plug_in_policy_cannot_run_on_the_real_engine():
+    @register_policy("twin-test-plugin", replace=True)
+    def never(view):
+        return False
+
+    try:
+        with pytest.raises(TwinUnsupported, match="plug-in policy") as info:
+            run_twin(latency_bound(), policy="twin-test-plugin")
+        assert isinstance(info.value, InputError)
+    finally:
+        del POLICIES["twin-test-plugin"]
+    with pytest.raises(InputError, match="unknown policy 'nope'"):
+        run_twin(latency_bound(), policy="nope")
+
+
+def test_multi_output_generators_are_rejected_before_anything_runs():
+    scenario = _scenario(
+        models=[{"name": "m"}],
+        columns=[
+            {"name": "seed", "strategy": "full_column"},
+            {"name": "a", "depends_on": ["seed"], "model": "m", "generator": "g"},
+            {"name": "b", "depends_on": ["seed"], "model": "m", "generator": "g"},
+        ],
+    )
+    with pytest.raises(TwinUnsupported, match="multi-output"):
+        run_twin(scenario)
