@@ -241,3 +241,85 @@ def test_multi_output_generators_are_rejected_before_anything_runs():
     )
     with pytest.raises(TwinUnsupported, match="multi-output"):
         run_twin(scenario)
+
+
+# ---------------------------------------------------------------------------------------------
+# The command line: admission-sim twin
+# ---------------------------------------------------------------------------------------------
+
+TINY = """
+name = "tiny"
+[row_groups]
+count = 8
+size = 1
+[[models]]
+name = "m"
+latency = { distribution = "constant", mean = 0.01 }
+[[columns]]
+name = "seed"
+strategy = "full_column"
+[[columns]]
+name = "answer"
+depends_on = ["seed"]
+model = "m"
+"""
+
+
+@pytest.fixture
+def tiny_file(tmp_path):
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY)
+    return path
+
+
+def test_cli_twin_runs_the_real_engine_and_writes_its_folder(tiny_file, tmp_path, capsys):
+    from sim.cli import main
+
+    out = tmp_path / "real-run"
+    assert main(["twin", str(tiny_file), "--out", str(out), "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["summary"]["engine"] == "real" and data["summary"]["completed_rows"] == 8
+    assert (out / "calls.csv").is_file() and json.loads((out / "manifest.json").read_text())["engine"] == "real"
+
+
+@pytest.mark.parametrize(
+    ("versions", "match"),
+    [
+        ({"data-designer-engine": None, "data-designer-config": None}, "pip install 'admission-sim[twin]'"),
+        (
+            {"data-designer-engine": "0.10.0", "data-designer-config": "0.10.0"},
+            "tested with data-designer-engine==0.9.7",
+        ),
+    ],
+)
+@pytest.mark.parametrize("command", ["twin", "validate"])
+def test_cli_without_the_tested_engine_exits_2_with_one_line(monkeypatch, tiny_file, capsys, versions, match, command):
+    from sim.cli import main
+
+    monkeypatch.setattr(twin_engine, "installed_versions", lambda: versions)
+    assert main([command, str(tiny_file)]) == 2
+    err = capsys.readouterr().err
+    assert match in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_cli_twin_plug_in_policy_exits_2(tiny_file, capsys):
+    from sim.cli import main
+
+    @register_policy("twin-cli-plugin", replace=True)
+    def never(view):
+        return False
+
+    try:
+        assert main(["twin", str(tiny_file), "--policy", "twin-cli-plugin"]) == 2
+    finally:
+        del POLICIES["twin-cli-plugin"]
+    assert "plug-in policy" in capsys.readouterr().err
+
+
+def test_cli_twin_timeout_exits_1_and_writes_nothing(tiny_file, tmp_path, capsys):
+    from sim.cli import main
+
+    out = tmp_path / "never"
+    assert main(["twin", str(tiny_file), "--timeout", "0.2", "--out", str(out)]) == 1
+    assert "timed out" in capsys.readouterr().err
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["tiny.toml"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import tomllib
 from types import MappingProxyType
 
 import pandas as pd
@@ -34,30 +35,51 @@ needs_engine = pytest.mark.skipif(
 )
 
 
+#: A 429 window in the first 2 s on `flaky`, two healthy models, 150 ms calls, budgets of 12 tasks:
+#: the global rule freezes the target while `flaky` is deferred, the localized one does not.
+WINDOW_TOML = """
+name = "window-case"
+[row_groups]
+count = 40
+size = 1
+[scheduler]
+max_concurrent_row_groups = 40
+max_in_flight_tasks = 12
+max_model_task_admission = 12
+[request_admission]
+enabled = false
+[stop]
+max_time = 30.0
+[[models]]
+name = "flaky"
+latency = { distribution = "constant", mean = 0.15 }
+rate_limit = { pattern = "window", start = 0.0, end = 2.0 }
+[[models]]
+name = "healthy-a"
+latency = { distribution = "constant", mean = 0.15 }
+[[models]]
+name = "healthy-b"
+latency = { distribution = "constant", mean = 0.15 }
+[[columns]]
+name = "seed"
+strategy = "full_column"
+[[columns]]
+name = "flaky"
+depends_on = ["seed"]
+model = "flaky"
+[[columns]]
+name = "healthy_1"
+depends_on = ["seed"]
+model = "healthy-a"
+[[columns]]
+name = "healthy_2"
+depends_on = ["seed"]
+model = "healthy-b"
+"""
+
+
 def window_case() -> Scenario:
-    """A 429 window in the first 2 s on `flaky`, two healthy models, 150 ms calls, budgets of 12
-    tasks: the global rule freezes the target while `flaky` is deferred, the localized one not."""
-    healthy = {"max_parallel_requests": 4, "latency": {"distribution": "constant", "mean": 0.15}}
-    return scenario_from_dict(
-        {
-            "name": "window-case",
-            "row_groups": {"count": 40, "size": 1},
-            "scheduler": {"max_concurrent_row_groups": 40, "max_in_flight_tasks": 12, "max_model_task_admission": 12},
-            "request_admission": {"enabled": False},
-            "stop": {"max_time": 30.0},
-            "models": [
-                {**healthy, "name": "flaky", "rate_limit": {"pattern": "window", "start": 0.0, "end": 2.0}},
-                {**healthy, "name": "healthy-a"},
-                {**healthy, "name": "healthy-b"},
-            ],
-            "columns": [
-                {"name": "seed", "strategy": "full_column"},
-                {"name": "flaky", "depends_on": ["seed"], "model": "flaky"},
-                {"name": "healthy_1", "depends_on": ["seed"], "model": "healthy-a"},
-                {"name": "healthy_2", "depends_on": ["seed"], "model": "healthy-b"},
-            ],
-        }
-    )
+    return scenario_from_dict(tomllib.loads(WINDOW_TOML), source="window-case")
 
 
 @pytest.fixture(scope="module")
@@ -203,3 +225,29 @@ def test_bad_validate_input_is_an_input_error(kwargs, match):
 
 def test_validation_error_is_an_input_error():
     assert issubclass(ValidationError, InputError)
+
+
+@needs_engine
+def test_cli_validate_with_a_timed_out_run_writes_the_folder_and_exits_1(tmp_path, capsys):
+    from sim.cli import main
+
+    path = tmp_path / "window.toml"
+    path.write_text(WINDOW_TOML)
+    out = tmp_path / "val"
+    code = main(
+        ["validate", str(path), "--policies", "localized", "--repeats", "1", "--timeout", "0.2", "--out", str(out)]
+    )
+    captured = capsys.readouterr()
+    assert code == 1 and "did not finish" in captured.err
+    runs = pd.read_csv(out / "runs.csv")
+    assert runs.set_index("engine").loc["real", "status"] == "timed_out"
+    assert "healthy_calls" in captured.out
+
+
+def test_cli_validate_rejects_a_repeated_policy(tmp_path, capsys):
+    from sim.cli import main
+
+    if any(v != TESTED_VERSION for v in twin_engine.installed_versions().values()):
+        pytest.skip("the 'twin' extra is not installed")
+    assert main(["validate", "healthy-bottleneck", "--policies", "global,global"]) == 2
+    assert "listed twice" in capsys.readouterr().err

@@ -199,6 +199,11 @@ def result_from_raw(scenario: Scenario, raw: Mapping[str, Any], engine_version: 
                 "rate_limited_calls": summary[f"calls_429[{m.name}]"],
                 "max_in_flight": _max_in_flight(calls[calls["model_index"] == i]),
                 "final_limit": final_limits.get(m.name, m.max_parallel_requests),
+                # the simulator's interval metrics need the controller's internal timeline: not sampled
+                "unfinished_calls": NAN,
+                "busy_fraction": NAN,
+                "idle_with_work_left": NAN,
+                "cooldown_time": NAN,
             }
             for i, m in enumerate(scenario.models)
         ]
