@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..errors import InputError
-from ..policies import POLICIES, get_policy
+from ..policies import get_policy
 from ..scenario import Scenario, ScenarioError, with_overrides
 from .engine import INSTALL_HINT, TESTED_VERSION, TwinUnavailable, installed_versions, require_engine
 from .result import CPU_BOUND_UTILIZATION, TwinResult, result_from_raw, write_twin_result
@@ -56,17 +56,16 @@ def resolve_policy(scenario: Scenario, policy: str | None) -> str:
     name = scenario.scheduler.policy if policy is None else str(policy)
     if name in REAL_POLICIES:
         return name
-    if name in POLICIES:
-        raise TwinUnsupported(
-            f"policy '{name}' is a plug-in policy: it runs on the simulator only; "
-            f"the real engine runs {', '.join(REAL_POLICIES)}"
-        )
     try:
         get_policy(name)
     except InputError as err:
-        where = f"scenario {scenario.name}: scheduler.policy: " if policy is None else ""
-        raise ScenarioError(f"{where}{err}") from None
-    raise TwinUnsupported(f"policy '{name}' cannot run on the real engine")  # pragma: no cover
+        if policy is None:  # the name came from the scenario: say where
+            raise ScenarioError(f"scenario {scenario.name}: scheduler.policy: {err}") from None
+        raise
+    raise TwinUnsupported(
+        f"policy '{name}' is a plug-in policy: it runs on the simulator only; "
+        f"the real engine runs {', '.join(REAL_POLICIES)}"
+    )
 
 
 def check_supported(scenario: Scenario) -> None:
