@@ -323,3 +323,71 @@ def test_cli_twin_timeout_exits_1_and_writes_nothing(tiny_file, tmp_path, capsys
     assert main(["twin", str(tiny_file), "--timeout", "0.2", "--out", str(out)]) == 1
     assert "timed out" in capsys.readouterr().err
     assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["tiny.toml"]
+
+
+# ---------------------------------------------------------------------------------------------
+# From the child's record to a Result (no engine needed)
+# ---------------------------------------------------------------------------------------------
+
+
+def _raw(calls, checkpoints=(), admissions=(), series=None, cpu=0.5, duration=2.0):
+    return {
+        "policy": "localized",
+        "seed": 0,
+        "adaptive": True,
+        "stop_reason": "completed",
+        "duration": duration,
+        "cpu_seconds": cpu,
+        "user_seconds": cpu,
+        "system_seconds": 0.0,
+        "voluntary_switches": 0,
+        "involuntary_switches": 0,
+        "loop_lag": {"mean_ms": 1.0, "p99_ms": 2.0, "max_ms": 3.0},
+        "series": series or [(0.0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0), (duration, 2, 0, 0, 0, 0, 0, 2, 2, 1, 0)],
+        "calls": list(calls),
+        "target_changes": [(0.1, 2)],
+        "admissions": list(admissions),
+        "checkpoints": list(checkpoints),
+        "scheduler": {
+            "hard_cap": 4,
+            "final_target": 2,
+            "observed_max_target": 2,
+            "max_row_groups_in_flight": 2,
+            "max_admitted_rows": 2,
+            "blocked_reasons": {"deferred_tasks": 3},
+            "deferred_at_end": 0,
+            "salvage_cycles": 1,
+            "salvage_rounds": 1,
+            "adaptive_evaluations": 9,
+            "request_pressure_advisory_skips": 0,
+        },
+        "models": [{"model": "flaky", "final_limit": 3}, {"model": "ok", "final_limit": 4}],
+        "deferred_by_column": {},
+    }
+
+
+def test_result_from_raw_counts_calls_rows_and_cpu():
+    from sim.twin.result import result_from_raw
+
+    scenario = window_control()
+    calls = [
+        (0, "flaky", 0.0, 0.1, True),  # 429 at 0.1: no cooldown without a controller or Retry-After
+        (1, "healthy", 0.0, 0.1, False),  # answered with flaky's last answer a 429: while limited
+        (0, "flaky", 1.0, 1.1, False),
+        (1, "healthy", 1.2, 1.3, False),  # flaky recovered: not while limited
+    ]
+    raw = _raw(calls, checkpoints=[(1.5, 0, 1, 1)], admissions=[(0.0, 0, 1), (0.2, 1, 1)], cpu=1.6)
+    result = result_from_raw(scenario, raw, TESTED_VERSION)
+    s = result.summary
+    assert (s["engine"], s["engine_version"], s["sim_time"]) == ("real", TESTED_VERSION, 2.0)
+    assert (s["successful_calls"], s["rate_limited_calls"], s["healthy_calls"]) == (3, 1, 2)
+    assert (s["calls_ok[flaky]"], s["calls_429[flaky]"], s["calls_ok[ok]"]) == (1, 1, 2)
+    assert s["healthy_calls_while_limited"] == 1
+    assert s["completed_rows"] == 1 and s["time_to_first_row"] == 1.5
+    assert s["blocked_deferred_tasks"] == 3 and s["blocked_queued_llm_demand"] == 0
+    assert s["cpu_utilization"] == pytest.approx(0.8) and s["cpu_bound"] is True
+    assert result.row_groups.loc[0, "latency"] == pytest.approx(1.5)
+    assert result.models.set_index("model").loc["flaky", "final_limit"] == 3
+    assert list(result.calls["model"]) == ["flaky", "ok", "flaky", "ok"]
+    idle = result_from_raw(scenario, _raw(calls, cpu=0.2), TESTED_VERSION)
+    assert idle.summary["cpu_bound"] is False
