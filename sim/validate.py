@@ -122,19 +122,26 @@ def healthy_calls_in_window(result: Result) -> float:
     start, end = window
     calls = getattr(result, "calls", None)
     if calls is not None and len(calls.columns):  # the real engine logs every call
-        healthy = {m.name for m in result.scenario.models if m.rate_limit.pattern == "never"}
-        mask = calls["model"].isin(healthy) & ~calls["rate_limited"]
+        mask = calls["model"].isin(healthy_models(result.scenario)) & ~calls["rate_limited"]
         answered = calls.loc[mask, "answered_at"]
         return float(((answered >= start) & (answered < end)).sum())
-    series = result.timeseries  # the simulator samples the cumulative count at every change
-    times = series["time"].to_numpy()
-    counts = series["healthy_calls"].to_numpy()
+    # The simulator logs one model-series row per call sent or answered: an answer is a row where
+    # the model's in-flight count went down (its scheduler series is sampled too coarsely for this).
+    series = result.model_timeseries
+    total = 0
+    for model in healthy_models(result.scenario):
+        rows = series[series["model"].astype(str) == model]
+        in_flight = rows["in_flight"].to_numpy()
+        previous = np.concatenate(([0], in_flight[:-1]))
+        times = rows["time"].to_numpy()
+        answered = times[in_flight < previous]
+        total += int(((answered >= start) & (answered < end)).sum())
+    return float(total)
 
-    def at(t: float) -> float:
-        k = int(np.searchsorted(times, t, side="left")) - 1
-        return float(counts[k]) if k >= 0 else 0.0
 
-    return at(end) - at(start)
+def healthy_models(scenario: Scenario) -> list[str]:
+    """Models that never answer 429: their calls are the healthy ones (as in the summaries)."""
+    return [m.name for m in scenario.models if m.rate_limit.pattern == "never"]
 
 
 def metric_values(result: Result, metrics: Sequence[str] = METRICS) -> dict[str, float]:
