@@ -159,10 +159,10 @@ async def _run(scenario: Scenario, policy: str, seed: int, interval: float, work
     from data_designer.engine.storage.artifact_storage import ArtifactStorage
 
     loop = asyncio.get_running_loop()
-    t0 = loop.time()
+    origin = [loop.time()]  # reset when run() starts: every recorded time is relative to that
 
     def clock() -> float:
-        return loop.time() - t0
+        return loop.time() - origin[0]
 
     sched_cfg = scenario.scheduler
     admission_cfg = scenario.request_admission
@@ -306,6 +306,7 @@ async def _run(scenario: Scenario, policy: str, seed: int, interval: float, work
     lifecycle = _instrument(scheduler, tracker, policy, clock, stopper.on_checkpoint)
 
     _warm_up()
+    origin[0] = loop.time()  # time 0 of the scenario (429 windows, token buckets, stop.max_time)
     sampler = _Sampler(scheduler, log, stopper, scenario, clock, interval)
     if scenario.stop.max_time is not None:
         loop.call_later(scenario.stop.max_time, stopper.stop, "max_time")
