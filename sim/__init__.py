@@ -71,6 +71,6 @@ def simulate(
         chosen = get_policy(policy)
     run_seed = scenario.seed if seed is None else int(seed)
     started = time.perf_counter()
-    sched = Scheduler(scenario, build_workload(scenario), chosen, run_seed)
+    sched = Scheduler(scenario, build_workload(scenario, run_seed), chosen, run_seed)
     sched.run()
     return result_from_scheduler(sched, wall_seconds=time.perf_counter() - started)
