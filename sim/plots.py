@@ -1028,7 +1028,14 @@ def validation_overlay_figure(sim_runs: Sequence[Result], real_runs: Sequence[Re
         for k, result in enumerate(real_runs):
             ts = result.timeseries
             if column in ts.columns:
-                ax.step(ts["time"], ts[column], where="post", lw=0.9, alpha=0.8, color=_POLICY_COLORS[k % 7])
+                ax.step(
+                    ts["time"],
+                    ts[column],
+                    where="post",
+                    lw=0.9,
+                    alpha=0.8,
+                    color=EXTRA_POLICY_COLORS[k % len(EXTRA_POLICY_COLORS)],
+                )
         for result in sim_runs:
             ts = result.timeseries
             if column in ts.columns:
@@ -1037,7 +1044,10 @@ def validation_overlay_figure(sim_runs: Sequence[Result], real_runs: Sequence[Re
         ax.grid(alpha=0.3)
     axes[-1].set_xlabel("time (s): simulated for the simulator, wall clock for the real engine")
     handles = [Line2D([], [], color="black", lw=1.6, label="simulator")]
-    handles += [Line2D([], [], color=_POLICY_COLORS[k % 7], lw=0.9, label=f"real r{k}") for k in range(len(real_runs))]
+    handles += [
+        Line2D([], [], color=EXTRA_POLICY_COLORS[k % len(EXTRA_POLICY_COLORS)], lw=0.9, label=f"real r{k}")
+        for k in range(len(real_runs))
+    ]
     axes[0].legend(handles=handles, loc="upper left", fontsize="small", ncol=min(4, len(handles)))
     if title:
         axes[0].set_title(title)
