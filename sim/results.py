@@ -215,6 +215,7 @@ def summary_metric_names(scenario: Scenario) -> list[str]:
         "scenario",
         "policy",
         "seed",
+        "engine",
         "stop_reason",
         "sim_time",
         "total_rows",
