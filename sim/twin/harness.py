@@ -22,6 +22,7 @@ import numpy as np
 
 from ..providers import build_providers
 from ..scenario import ColumnConfig, ModelConfig, Scenario
+from ..workload import row_group_plan
 from .mock import CallLog, MockEndpoint, MockModelClient, TwinColumnConfig, TwinColumnGenerator, TwinSeedGenerator
 
 #: Modules the engine imports lazily on a run's first model call (response parsing, prompt
@@ -263,7 +264,7 @@ async def _run(scenario: Scenario, policy: str, seed: int, interval: float, work
             strategies[col.name] = generator.get_generation_strategy()
 
     graph = ExecutionGraph.create(column_configs, strategies)
-    plan = list(enumerate(scenario.row_groups.sizes()))
+    plan = list(enumerate(row_group_plan(scenario.row_groups, seed)))  # the simulator's plan for this seed
     tracker = CompletionTracker.with_graph(graph, plan)
     buffers = RowGroupBufferManager(storage)
 

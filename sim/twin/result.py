@@ -80,8 +80,7 @@ def result_from_raw(scenario: Scenario, raw: Mapping[str, Any], engine_version: 
     model_names = [m.name for m in scenario.models]
     healthy = {i for i, m in enumerate(scenario.models) if m.rate_limit.pattern == "never"}
     duration = float(raw["duration"])
-    sizes = scenario.row_groups.sizes()
-    total_rows = sum(sizes)
+    total_rows = scenario.row_groups.total_rows
     sched = raw["scheduler"]
 
     calls = pd.DataFrame(raw["calls"], columns=["model_index", "column", "sent_at", "answered_at", "rate_limited"])
