@@ -1,5 +1,5 @@
 # Two entry points for a fresh machine with Python 3.11 and pip:
-#   make demo   set up .venv and run the headline comparison on scenarios/cooling-2048.toml
+#   make demo   set up .venv and run the headline comparison on the bundled cooling-2048 scenario
 #   make test   set up .venv (with test extras and the real engine, the twin extra) and run the whole test suite
 #   make notebooks  add the notebooks extra (JupyterLab), execute notebooks/*.ipynb into build/notebooks/;
 #                   make notebooks OPEN=1 then opens JupyterLab on notebooks/
@@ -25,7 +25,7 @@ $(TWIN_STAMP): $(STAMP)
 	touch $(TWIN_STAMP)
 
 demo: $(STAMP)
-	$(BIN)/admission-sim compare scenarios/cooling-2048.toml --policies fixed,global,localized --baseline global
+	$(BIN)/admission-sim compare cooling-2048 --policies fixed,global,localized --baseline global
 
 test: $(TWIN_STAMP)
 	$(BIN)/ruff check sim tests benchmarks

@@ -26,11 +26,11 @@ import pandas as pd
 from IPython.display import Image, display
 
 import sim
+import sim.catalog
 from sim.plots import POLICY_COLORS, comparison_figure, human_number
 
-# Works from the repository root or from notebooks/.
-ROOT = Path.cwd() if (Path.cwd() / "scenarios").is_dir() else Path.cwd().parent
-SCENARIOS = ROOT / "scenarios"
+# The bundled scenarios ship inside the package, so this works from any directory.
+SCENARIOS = sim.catalog.BUNDLED_DIR
 FIGURES = Path(tempfile.mkdtemp(prefix="admission-sim-figures-"))  # keeps the repository clean
 pd.set_option("display.width", 160)
 

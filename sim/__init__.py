@@ -3,7 +3,7 @@
 Public API::
 
     from sim import load_scenario, simulate
-    scenario = load_scenario("scenarios/cooling-2048.toml")
+    scenario = load_scenario("cooling-2048")
     result = simulate(scenario, policy="localized", seed=0)
     result.summary["healthy_calls"], result.timeseries
 """

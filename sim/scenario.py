@@ -1215,7 +1215,15 @@ def load_scenario(
     path: str | Path,
     overrides: Mapping[str, Any] | Iterable[str] = (),
 ) -> Scenario:
-    """Load, override and validate a scenario file."""
+    """Load, override and validate a scenario: a file, or a bundled scenario's name (``"cooling-2048"``).
+
+    Names follow the command line's rule (:mod:`sim.catalog`): text ending in ``.toml`` or
+    containing a path separator, and any :class:`~pathlib.Path`, is a file; other text names a
+    bundled scenario. A directory is never a scenario.
+    """
+    from .catalog import resolve_scenario  # the catalog reads scenario files: imported here, not at the top
+
+    path = resolve_scenario(path)
     data = read_scenario_file(path)
     data, applied = _apply_overrides(data, overrides)
     return _validate(data, str(path), applied)

@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .catalog import BUNDLED_DIR, resolve_scenario
 from .comparison import compare_table
 from .errors import InputError, RunFailed
 from .files import read_user_text
@@ -66,19 +67,9 @@ MAX_JOURNAL_BYTES = 2_000_000_000
 MAX_STATE_BYTES = 100_000
 
 
-#: Bundled scenarios, addressable by name (``cooling-2048``) wherever a scenario path is expected.
-BUNDLED_SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
-
-
-def resolve_scenario_path(text: str | Path, base_dir: str | Path | None = None) -> Path:
-    """A scenario path (relative to ``base_dir`` first when given), or a bundled scenario's name."""
-    path = Path(text)
-    if base_dir is not None and not path.is_absolute() and (Path(base_dir) / path).exists():
-        return Path(base_dir) / path
-    if path.exists() or path.suffix == ".toml":
-        return path
-    bundled = BUNDLED_SCENARIOS / f"{text}.toml"
-    return bundled if bundled.exists() else path
+# Which scenario a name means is sim/catalog.py's question; re-exported for existing imports.
+BUNDLED_SCENARIOS = BUNDLED_DIR
+resolve_scenario_path = resolve_scenario
 
 
 class SweepError(InputError):

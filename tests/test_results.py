@@ -14,7 +14,7 @@ from sim import load_scenario, simulate, write_result
 from sim.errors import InputError, RunFailed
 from sim.results import OutputPathError, ResultsWriteError, atomic_directory, summary_metric_names
 
-SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
+SCENARIOS = Path(__file__).resolve().parent.parent / "sim" / "scenarios"
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from sim.scenario import (
     with_overrides,
 )
 
-SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
+SCENARIOS = Path(__file__).resolve().parent.parent / "sim" / "scenarios"
 
 
 def write(tmp_path: Path, text: str) -> Path:

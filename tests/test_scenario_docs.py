@@ -22,7 +22,7 @@ from sim.scenario_docs import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-BUNDLED = sorted((ROOT / "scenarios").glob("*.toml"))
+BUNDLED = sorted((ROOT / "sim" / "scenarios").glob("*.toml"))
 WALKTHROUGH = ROOT / "docs" / "writing-scenarios.md"
 
 

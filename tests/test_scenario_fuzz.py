@@ -48,7 +48,7 @@ from sim.workload import build_workload
 
 from .strategies import examples, scenario_dicts
 
-SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
+SCENARIOS = Path(__file__).resolve().parent.parent / "sim" / "scenarios"
 BUNDLED = sorted(SCENARIOS.glob("*.toml"))
 #: A message line longer than this is not "clear" any more (hostile keys are clipped).
 MAX_LINE = 600
