@@ -1,12 +1,13 @@
 # Two entry points for a fresh machine with Python 3.11 and pip:
 #   make demo   set up .venv and run the headline comparison on the bundled cooling-2048 scenario
-#   make test   set up .venv (with test extras) and run the whole test suite
+#   make test   set up .venv (with test extras and the real engine, the twin extra) and run the whole test suite
 #   make notebooks  add the notebooks extra (JupyterLab), execute notebooks/*.ipynb into build/notebooks/;
 #                   make notebooks OPEN=1 then opens JupyterLab on notebooks/
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TWIN_STAMP := $(VENV)/.installed-twin
 
 .PHONY: demo test lint bench clean notebooks
 
@@ -18,10 +19,15 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[test,distributed]"
 	touch $(STAMP)
 
+# The real DataDesigner engine (exact pins) for the twin's tests; make demo does not need it.
+$(TWIN_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[test,distributed,twin]"
+	touch $(TWIN_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/admission-sim compare cooling-2048 --policies fixed,global,localized --baseline global
 
-test: $(STAMP)
+test: $(TWIN_STAMP)
 	$(BIN)/ruff check sim tests benchmarks
 	$(BIN)/python -m pytest
 

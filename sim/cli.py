@@ -1,6 +1,7 @@
 """Command line: a thin typer shell over the public API.
 
-Commands: ``run``, ``compare``, ``sweep``, ``check``, ``plot``, ``scenarios``. Every command is
+Commands: ``run``, ``compare``, ``sweep``, ``check``, ``plot``, ``scenarios``, ``advise``, ``schema``, and on
+the real engine (the ``twin`` extra) ``twin`` and ``validate``. Every command is
 registered with :func:`command`, which maps exceptions to exit codes by their base class
 (:mod:`sim.errors`), so one bad input is one line on stderr and never a traceback. Every command
 validates what it can before anything runs. Tables, JSON and CSV come from :mod:`sim.output`.
@@ -1273,4 +1274,219 @@ def advise(
 )
 def schema() -> int:
     print(json.dumps(scenario_json_schema(), indent=2))
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------
+# twin and validate: the real DataDesigner scheduler (the 'twin' extra, docs/twin.md)
+# ---------------------------------------------------------------------------------------------
+
+TimeoutOpt = Annotated[
+    float,
+    typer.Option(
+        "--timeout",
+        min=0.001,
+        metavar="S",
+        help="Wall-clock limit of one real run in seconds (engine start-up included); a run past it is killed "
+        "and reported as timed out, never as a result.",
+    ),
+]
+
+
+def _real_policy_option() -> Any:
+    return typer.Option(
+        "--policy",
+        help="fixed, global or localized (default: the scenario's scheduler.policy); plug-in policies run on the "
+        "simulator only.",
+        show_default=False,
+    )
+
+
+def twin_report(result: Any, verbose: bool = False, out: Path | None = None) -> Report:
+    """A real run: the simulator's run report plus the real run's own measurements."""
+    report = run_report(result, verbose, out)
+    s = result.summary
+    report.lines[0] = report.lines[0].replace(f"run {s['scenario']}:", f"twin {s['scenario']} (real engine):", 1)
+    report.lines.append(
+        f"engine data-designer-engine {s['engine_version']}; CPU {format_value(s['cpu_seconds'])} s "
+        f"({format_value(s['cpu_utilization'])} of a core); event-loop lag p99 {format_value(s['loop_lag_p99_ms'])} ms"
+    )
+    return report
+
+
+def _cpu_bound_warning(result: Any) -> str | None:
+    s = result.summary
+    if not s.get("cpu_bound"):
+        return None
+    return (
+        f"warning: CPU-bound real run (process CPU {s['cpu_utilization']:.2f} of a core over run()): "
+        "its timings depend on the machine"
+    )
+
+
+@command(
+    "twin",
+    help="Run one scenario on the real DataDesigner scheduler (needs pip install 'admission-sim\\[twin]').",
+    epilog=_examples(
+        "twin cooling-2048 --policy localized",
+        "twin window-recovery --set models.flaky.rate_limit.end=5 --out results/real-window",
+        "twin my-scenario.toml --timeout 120 --format json",
+    ),
+)
+def twin(
+    scenario: ScenarioArg,
+    policy: Annotated[str | None, _real_policy_option()] = None,
+    seed: SeedOpt = None,
+    set_: SetOpt = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            metavar="DIR",
+            help="Also write the run (the simulator's files plus calls, target changes, admissions, checkpoints) "
+            "to this new folder; it must not exist.",
+            show_default=False,
+        ),
+    ] = None,
+    timeout: TimeoutOpt = 600.0,
+    fmt: FormatOpt = OutputFormat.table,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> int:
+    from .twin import check_supported, require_engine, resolve_policy, run_twin, write_twin_result
+
+    require_engine()
+    _, loaded = _load(scenario, set_)
+    chosen = resolve_policy(loaded, policy)
+    check_supported(loaded)
+    if out is not None:
+        check_new_folder("--out", out)
+    result = run_twin(loaded, policy=chosen, seed=seed, timeout=timeout)
+    written = None
+    if out is not None:
+        try:
+            written = write_twin_result(result, out, {"command": _command_line()})
+        except OSError as err:
+            raise RunFailed(f"cannot write --out {out}: {err.strerror or err}") from None
+    emit(twin_report(result, verbose, written), fmt)
+    warning = _cpu_bound_warning(result)
+    if warning and not quiet:
+        print(warning, file=sys.stderr)
+    if written is not None:
+        _note(f"wrote {written}", fmt, quiet)
+    return EXIT_OK
+
+
+def validate_report(report: Any, out: Path | None) -> Report:
+    """The error table (per policy and metric) and the sign check, for people and programs."""
+    errors = Table(
+        f"validate {report.scenario.name}: real engine ({report.repeats} repeat(s)) vs simulator",
+        [
+            Column("policy", numeric=False),
+            Column("metric", numeric=False),
+            Column("real mean"),
+            Column("real sd"),
+            Column("n"),
+            Column("sim"),
+            Column("rel. error", numeric=False),
+        ],
+    )
+    errors.rows = [
+        [r.policy, r.metric, r.real_mean, r.real_sd, r.real_n, r.sim, _percent_text(r.rel_error)]
+        for r in report.errors.itertuples(index=False)
+    ]
+    signs = Table(
+        "sign(localized - global) where the policies differ",
+        [Column("metric", numeric=False), Column("real"), Column("sim"), Column("agrees", numeric=False)],
+    )
+    signs.rows = [[r.metric, r.real_diff, r.sim_diff, "yes" if r.agrees else "NO"] for r in report.signs.itertuples()]
+    data = {
+        "scenario": report.scenario.name,
+        "errors": report.errors.to_dict("records"),
+        "signs": report.signs.to_dict("records"),
+        "runs": report.runs_frame().to_dict("records"),
+        "warnings": list(report.warnings),
+        "out": str(out) if out is not None else None,
+    }
+    tables = [errors] + ([signs] if signs.rows else [])
+    return Report(data=data, rows=report.errors.to_dict("records"), tables=tables)
+
+
+def _percent_text(x: float) -> str:
+    if x != x:  # NaN
+        return "n/a"
+    if x in (float("inf"), float("-inf")):
+        return "inf"
+    return f"{100 * x:+.1f}%"
+
+
+@command(
+    "validate",
+    help="Run a scenario on the real scheduler and on the simulator, per policy, and report the error.",
+    epilog=_examples(
+        "validate healthy-bottleneck --repeats 3",
+        "validate window-recovery --set models.flaky.rate_limit.end=5 --policies global,localized",
+        "validate my-scenario.toml --repeats 5 --out results/validation --format csv",
+    ),
+)
+def validate(
+    scenario: ScenarioArg,
+    policies: PoliciesOpt = DEFAULT_POLICIES,
+    repeats: Annotated[
+        int, typer.Option("--repeats", min=1, max=MAX_SEEDS, metavar="N", help="Real runs per policy (seeds +0..N-1).")
+    ] = 3,
+    seed: SeedOpt = None,
+    set_: SetOpt = None,
+    out: OutOpt = None,
+    timeout: TimeoutOpt = 600.0,
+    jobs: Annotated[
+        int,
+        typer.Option(
+            "--jobs", "-j", min=1, help="Real runs side by side (they share the cores: keep 1 to measure timings)."
+        ),
+    ] = 1,
+    fmt: FormatOpt = OutputFormat.table,
+    quiet: QuietOpt = False,
+) -> int:
+    import time as _time
+
+    from .twin import check_supported, require_engine, resolve_policy
+    from .validate import validate as run_validation
+    from .validate import write_validation
+
+    require_engine()
+    _, loaded = _load(scenario, set_)
+    names = [p.strip() for p in policies.split(",") if p.strip()]
+    if not names:
+        raise CliError("--policies needs at least one policy name")
+    if len(set(names)) != len(names):
+        raise CliError(f"--policies {policies}: a policy is listed twice")
+    for name in names:
+        resolve_policy(loaded, name)
+    check_supported(loaded)
+    if out is not None:
+        check_new_folder("--out", out)
+    else:
+        _check_results_root()
+        out = Path("results") / loaded.name / f"validate-{_time.strftime('%Y%m%d-%H%M%S', _time.gmtime())}"
+        check_new_folder("--out", out)
+
+    def progress(run: Any) -> None:
+        if not quiet and run.engine == "real":
+            print(f"real {run.policy} r{run.repeat}: {run.status}", file=sys.stderr)
+
+    report = run_validation(loaded, names, repeats, seed=seed, timeout=timeout, jobs=jobs, progress=progress)
+    try:
+        written = write_validation(report, out)
+    except OSError as err:
+        raise RunFailed(f"cannot write --out {out}: {err.strerror or err}") from None
+    emit(validate_report(report, written), fmt)
+    if not quiet:
+        for warning in report.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+    _note(f"results: {written}", fmt)
+    unfinished = [r for r in report.runs if r.status != "ok"]
+    if unfinished:
+        _say(f"failed: {len(unfinished)} real run(s) did not finish (see runs.csv); they are left out of the means")
+        return EXIT_FAILED
     return EXIT_OK

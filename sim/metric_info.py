@@ -37,6 +37,7 @@ METRICS: dict[str, MetricInfo] = {
     "scenario": _m("run", "", numeric=False),
     "policy": _m("run", "", numeric=False),
     "seed": _m("run", ""),
+    "engine": _m("run", "", numeric=False),
     "stop_reason": _m("run", "", numeric=False),
     "sim_time": _m("run", "s", "lower"),
     "total_rows": _m("run", "rows"),

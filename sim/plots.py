@@ -1005,3 +1005,57 @@ def plot_results_dir(results_dir: Path) -> list[Path]:
             path = figures / f"sweep__{_slug(metric)}__{_slug(key)}.png"
             written.append(plot_sweep(ok, metric, key, path))
     return written
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation: the real engine and the simulator on the same axes (sim/validate.py)
+# ---------------------------------------------------------------------------------------------
+
+#: What the validation overlay shows, one panel each: (time-series column, panel label).
+OVERLAY_PANELS = (
+    ("target", "adaptive target"),
+    ("in_flight_tasks", "tasks in flight"),
+    ("healthy_calls", "cumulative healthy calls"),
+)
+
+
+def validation_overlay_figure(sim_runs: Sequence[Result], real_runs: Sequence[Result], title: str = "") -> Figure:
+    """Target, tasks in flight and cumulative healthy calls over time: the simulated run in black,
+    every real repeat in colour (thin, so that their spread shows the real run-to-run variation)."""
+    fig = _new_figure(8.0, 2.2 * len(OVERLAY_PANELS) + 0.6)
+    axes = fig.subplots(len(OVERLAY_PANELS), 1, sharex=True)
+    for ax, (column, label) in zip(axes, OVERLAY_PANELS, strict=True):
+        for k, result in enumerate(real_runs):
+            ts = result.timeseries
+            if column in ts.columns:
+                ax.step(
+                    ts["time"],
+                    ts[column],
+                    where="post",
+                    lw=0.9,
+                    alpha=0.8,
+                    color=EXTRA_POLICY_COLORS[k % len(EXTRA_POLICY_COLORS)],
+                )
+        for result in sim_runs:
+            ts = result.timeseries
+            if column in ts.columns:
+                ax.step(ts["time"], ts[column], where="post", lw=1.6, color="black")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[-1].set_xlabel("time (s): simulated for the simulator, wall clock for the real engine")
+    handles = [Line2D([], [], color="black", lw=1.6, label="simulator")]
+    handles += [
+        Line2D([], [], color=EXTRA_POLICY_COLORS[k % len(EXTRA_POLICY_COLORS)], lw=0.9, label=f"real r{k}")
+        for k in range(len(real_runs))
+    ]
+    axes[0].legend(handles=handles, loc="upper left", fontsize="small", ncol=min(4, len(handles)))
+    if title:
+        axes[0].set_title(title)
+    return fig
+
+
+def plot_validation_overlay(
+    sim_runs: Sequence[Result], real_runs: Sequence[Result], path: Path, title: str = ""
+) -> Path:
+    """Write :func:`validation_overlay_figure` as a PNG."""
+    return _save(validation_overlay_figure(sim_runs, real_runs, title), Path(path))

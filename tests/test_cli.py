@@ -94,7 +94,18 @@ def test_compare_unknown_policy_is_a_usage_error(capsys: pytest.CaptureFixture[s
 
 def test_every_command_help_explains_options_with_an_example() -> None:
     group = build_command()
-    assert set(group.commands) == {"run", "compare", "sweep", "check", "plot", "scenarios"}
+    assert set(group.commands) == {
+        "run",
+        "compare",
+        "sweep",
+        "check",
+        "plot",
+        "scenarios",
+        "twin",
+        "validate",
+        "advise",
+        "schema",
+    }
     for name, command in group.commands.items():
         assert "Examples" in command.epilog, name
         assert f"admission-sim {name}" in command.epilog, name
