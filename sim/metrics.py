@@ -47,13 +47,51 @@ TIME_MEAN_COLUMNS = ("queued_tasks", "active_row_groups", "in_flight_tasks", "de
 
 NAN = float("nan")
 
+#: Rows kept per run (docs/reliability.md, "Bounded recorder"). Past the cap, scheduler samples are
+#: folded into streaming time integrals (the summary's time means stay exact) and the last sample
+#: is kept as the final row; per-call rows are counted per model, not stored. The bundled scenarios
+#: record at most about 2,000 and 21,000 rows.
+MAX_SERIES_ROWS = 200_000
+MAX_MODEL_SERIES_ROWS = 500_000
+_TIME_MEAN_INDEX = tuple(SCHEDULER_SERIES_COLUMNS.index(c) for c in TIME_MEAN_COLUMNS)
+
+
+class SeriesTail:
+    """Scheduler samples past the row cap: the latest one and the time integrals of the others."""
+
+    __slots__ = ("first_time", "last", "integrals", "rows")
+
+    def __init__(self, row: tuple[Any, ...]) -> None:
+        self.first_time = row[0]
+        self.last = row
+        self.integrals = [0.0] * len(_TIME_MEAN_INDEX)
+        self.rows = 1
+
+    def add(self, row: tuple[Any, ...]) -> None:
+        last = self.last
+        if last[1:] == row[1:]:
+            return
+        if last[0] != row[0]:
+            width = row[0] - last[0]
+            for j, k in enumerate(_TIME_MEAN_INDEX):
+                self.integrals[j] += width * last[k]
+            self.rows += 1
+        self.last = row
+
+
 Interval = list[float]  # [start, end), mutable so that a renewed cooldown extends it in place
 
 
 class Recorder:
     """Counters, time series and interval logs of one run."""
 
-    def __init__(self, scenario: Scenario, workload: Workload) -> None:
+    def __init__(
+        self,
+        scenario: Scenario,
+        workload: Workload,
+        max_series_rows: int = MAX_SERIES_ROWS,
+        max_model_series_rows: int = MAX_MODEL_SERIES_ROWS,
+    ) -> None:
         self.model_names = [m.name for m in scenario.models]
         n_models = len(self.model_names)
         n_gen = len(workload.generators)
@@ -85,6 +123,16 @@ class Recorder:
         self.series: list[tuple[Any, ...]] = []
         self.model_series: list[tuple[Any, ...]] = []
         self.row_groups: list[tuple[int, int, float, float]] = []  # id, size, admitted_at, checkpointed_at
+        self.row_groups_admitted = 0
+        # Bounded memory: rows past these caps are aggregated (see SeriesTail and _model_row).
+        self.max_series_rows = max_series_rows
+        self.max_model_series_rows = max_model_series_rows
+        self.series_tail: SeriesTail | None = None
+        self.model_rows_not_stored = [0] * n_models
+        self.model_429_rows_not_stored = [0] * n_models
+        self.model_series_end_time = 0.0
+        #: (stop reason, message) when a run budget ended the run
+        self.budget_stop: tuple[str, str] | None = None
 
         # Busy intervals per model: [start, end) while >= 1 call is in flight (zero-length ones dropped).
         self.busy_intervals: list[list[tuple[float, float]]] = [[] for _ in range(n_models)]
@@ -132,6 +180,9 @@ class Recorder:
             self.successful_calls,
             self.healthy_calls,
         )
+        if self.series_tail is not None:
+            self.series_tail.add(row)
+            return
         series = self.series
         if series:
             last = series[-1]
@@ -140,7 +191,18 @@ class Recorder:
             if last[0] == row[0]:
                 series[-1] = row
                 return
+            if len(series) >= self.max_series_rows:
+                self.series_tail = SeriesTail(row)
+                return
         series.append(row)
+
+    def finish(self) -> None:
+        """End of run: past the cap, the final sample becomes the series' last row."""
+        if self.series_tail is not None:
+            self.series.append(self.series_tail.last)
+
+    def budget_exhausted(self, reason: str, message: str) -> None:
+        self.budget_stop = (reason, message)
 
     def dispatched(self, sched: Scheduler, count: int) -> None:
         self.dispatches += count
@@ -151,6 +213,7 @@ class Recorder:
             self.max_queued_tasks = queued
 
     def row_group_admitted(self, now: float, active: int) -> None:
+        self.row_groups_admitted += 1
         if active > self.max_row_groups_in_flight:
             self.max_row_groups_in_flight = active
 
@@ -242,6 +305,12 @@ class Recorder:
             intervals.append([start, end])
 
     def _model_row(self, now: float, model: int, rate_limited: bool) -> None:
+        if len(self.model_series) >= self.max_model_series_rows:
+            self.model_rows_not_stored[model] += 1
+            if rate_limited:
+                self.model_429_rows_not_stored[model] += 1
+            self.model_series_end_time = now
+            return
         self.model_series.append(
             (
                 now,
@@ -253,6 +322,27 @@ class Recorder:
                 rate_limited,
             )
         )
+
+    def notes(self) -> list[str]:
+        """What the result does not hold row by row, in words (empty when nothing was capped)."""
+        out = []
+        tail = self.series_tail
+        if tail is not None:
+            out.append(
+                f"scheduler time series capped at {self.max_series_rows} rows: {tail.rows} later samples "
+                f"(t={tail.first_time:.6g}s to {tail.last[0]:.6g}s) are folded into the time means, the last "
+                "one kept as the final row"
+            )
+        dropped = sum(self.model_rows_not_stored)
+        if dropped:
+            counts = zip(self.model_names, self.model_rows_not_stored, self.model_429_rows_not_stored, strict=True)
+            per_model = ", ".join(f"{name} {n} ({k} 429)" for name, n, k in counts if n)
+            out.append(
+                f"model time series capped at {len(self.model_series)} rows: {dropped} later rows up to "
+                f"t={self.model_series_end_time:.6g}s counted, not stored ({per_model}); the per-model call "
+                "counts are complete"
+            )
+        return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -377,8 +467,33 @@ def run_metrics(rec: Recorder, sim_time: float, total_rows: int) -> dict[str, An
         out["row_group_latency_max"] = float(latency.max())
     else:
         out["row_group_latency_p50"] = out["row_group_latency_p95"] = out["row_group_latency_max"] = NAN
-    series_times = [row[0] for row in rec.series]
-    for column in TIME_MEAN_COLUMNS:
+    tail = rec.series_tail
+    exact = rec.series[: rec.max_series_rows] if tail is not None else rec.series
+    series_times = [row[0] for row in exact]
+    for j, column in enumerate(TIME_MEAN_COLUMNS):
         k = SCHEDULER_SERIES_COLUMNS.index(column)
-        out[f"{column}_time_mean"] = time_weighted_mean(series_times, [row[k] for row in rec.series], sim_time)
+        values = [row[k] for row in exact]
+        if tail is None:
+            out[f"{column}_time_mean"] = time_weighted_mean(series_times, values, sim_time)
+        else:
+            out[f"{column}_time_mean"] = _time_mean_with_tail(series_times, values, tail, j, k, sim_time)
+    out["budget_exhausted"] = rec.budget_stop is not None
+    out["budget_message"] = rec.budget_stop[1] if rec.budget_stop is not None else ""
+    out["timeseries_rows_aggregated"] = tail.rows if tail is not None else 0
+    out["model_timeseries_rows_aggregated"] = sum(rec.model_rows_not_stored)
+    out["recorder_note"] = "; ".join(rec.notes())
     return out
+
+
+def _time_mean_with_tail(
+    times: Sequence[float], values: Sequence[float], tail: SeriesTail, j: int, k: int, end: float
+) -> float:
+    """:func:`time_weighted_mean` over stored rows, then the tail's integral, then its last sample."""
+    t = np.asarray(times, dtype=float)
+    v = np.asarray(values, dtype=float)
+    span = end - t[0]
+    if span <= 0:
+        return float(tail.last[k])
+    stored = float(np.dot(np.diff(np.append(t, tail.first_time)), v))
+    last_width = max(end, tail.last[0]) - tail.last[0]
+    return (stored + tail.integrals[j] + last_width * tail.last[k]) / span

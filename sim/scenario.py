@@ -42,6 +42,14 @@ MAX_TASKS_PER_RUN = 5_000_000
 MAX_SIM_TIME = 1.0e9
 #: The smallest resalvage backoff: a smaller pause can round to zero and spin at one instant.
 MIN_RESALVAGE_BACKOFF = 1.0e-4
+#: Run budgets (``stop.max_events``, ``stop.max_wall_seconds``): bundled scenarios need at most
+#: about 4 scheduler events per planned task, so the default of 20 per task (at least 500,000)
+#: stops only runs that retry or pause without end.
+DEFAULT_EVENTS_PER_TASK = 20
+MIN_DEFAULT_MAX_EVENTS = 500_000
+MAX_EVENTS = 10**12
+DEFAULT_MAX_WALL_SECONDS = 1800.0
+MAX_WALL_SECONDS = 30 * 86400.0
 #: Size of a scenario file, length of a name and of a description.
 MAX_FILE_BYTES = 4_000_000
 MAX_NAME_LENGTH = 128
@@ -299,6 +307,13 @@ class StopConfig(_Strict):
     max_time: Float | None = Field(default=None, gt=0.0, le=MAX_SIM_TIME)
     successful_calls: CallThreshold | None = None
     completed_rows: Int | None = Field(default=None, ge=1, le=MAX_TOTAL_ROWS)
+    #: Run budgets: safety nets that end a run that would never end in practice, reported with
+    #: stop reason ``max_events`` or ``max_wall_seconds`` (see docs/reliability.md). ``max_events``
+    #: counts scheduler events (main-loop and salvage-drain passes, dispatched tasks and deferred tasks
+    #: scanned by salvage cycles); unset, it
+    #: is DEFAULT_EVENTS_PER_TASK per planned task, at least MIN_DEFAULT_MAX_EVENTS.
+    max_events: Int | None = Field(default=None, ge=1, le=MAX_EVENTS)
+    max_wall_seconds: Float = Field(default=DEFAULT_MAX_WALL_SECONDS, gt=0.0, le=MAX_WALL_SECONDS)
 
 
 class Scenario(_Strict):
