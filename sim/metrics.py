@@ -133,6 +133,8 @@ class Recorder:
         self.model_series_end_time = 0.0
         #: (stop reason, message) when a run budget ended the run
         self.budget_stop: tuple[str, str] | None = None
+        self.scheduler_events = 0
+        self.max_events = 0
 
         # Busy intervals per model: [start, end) while >= 1 call is in flight (zero-length ones dropped).
         self.busy_intervals: list[list[tuple[float, float]]] = [[] for _ in range(n_models)]
@@ -196,8 +198,10 @@ class Recorder:
                 return
         series.append(row)
 
-    def finish(self) -> None:
-        """End of run: past the cap, the final sample becomes the series' last row."""
+    def finish(self, scheduler_events: int, max_events: int) -> None:
+        """End of run: the budget used, and past the cap the final sample as the series' last row."""
+        self.scheduler_events = scheduler_events
+        self.max_events = max_events
         if self.series_tail is not None:
             self.series.append(self.series_tail.last)
 
@@ -477,6 +481,8 @@ def run_metrics(rec: Recorder, sim_time: float, total_rows: int) -> dict[str, An
             out[f"{column}_time_mean"] = time_weighted_mean(series_times, values, sim_time)
         else:
             out[f"{column}_time_mean"] = _time_mean_with_tail(series_times, values, tail, j, k, sim_time)
+    out["scheduler_events"] = rec.scheduler_events
+    out["max_events"] = rec.max_events
     out["budget_exhausted"] = rec.budget_stop is not None
     out["budget_message"] = rec.budget_stop[1] if rec.budget_stop is not None else ""
     out["timeseries_rows_aggregated"] = tail.rows if tail is not None else 0

@@ -222,13 +222,18 @@ class Scheduler:
                 raise SimulationError(f"the model stalled at t={env.now:.3f}s with nothing scheduled") from None
             raise
         self.recorder.sample(self)
-        self.recorder.finish()
+        self.recorder.finish(self.scheduler_events, self.max_events)
         self.check_invariants()
 
     def _finish(self, reason: str) -> None:
         if not self._done.triggered:
             self.stop_reason = reason
             self._done.succeed(reason)
+
+    @property
+    def scheduler_events(self) -> int:
+        """What ``stop.max_events`` counts: loop and drain passes, dispatched tasks, deferred tasks scanned."""
+        return self.iterations + self.drain_passes + self.recorder.dispatches + self.salvage_scanned
 
     def _within_budget(self) -> bool:
         """Run budgets, checked once per pass: an integer compare, and the clock every 1024 passes."""
@@ -249,10 +254,10 @@ class Scheduler:
         passes = self.iterations + self.drain_passes
         dispatches = rec.dispatches
         rate_limited = sum(rec.model_429)
-        if dispatches > 2 * self.planned_tasks:
+        if rate_limited and 2 * rate_limited >= dispatches:
             grew = (
-                f"retries grew: {dispatches} tasks dispatched for {self.planned_tasks} planned, "
-                f"{rate_limited} answered 429"
+                f"retries grew: {rate_limited} of {dispatches} dispatched tasks answered 429 "
+                f"({self.planned_tasks} tasks planned)"
             )
         elif passes + self.salvage_scanned > dispatches:
             grew = (

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import pandas as pd
 import pytest
 
 import sim
@@ -305,3 +306,72 @@ def test_healthy_calls_while_limited_on_the_headline_scenario():
     assert s["healthy_calls_while_limited"] == s["healthy_calls"] > 0
     healthy = sim.simulate(scenario_, policy="localized", overrides=["models.cooling.rate_limit.pattern='never'"])
     assert healthy.summary["healthy_calls"] > 0 and healthy.summary["healthy_calls_while_limited"] == 0
+
+
+# -- bounded recorder --------------------------------------------------------------------------
+
+
+def run_with_caps(scenario: sim.Scenario, series_rows: int, model_rows: int) -> sim.Result:
+    """Run ``scenario`` as sim.simulate does, with a recorder capped at the given row counts."""
+    from sim.metrics import Recorder
+    from sim.policies import get_policy
+    from sim.results import result_from_scheduler
+    from sim.scheduler import Scheduler
+    from sim.workload import build_workload
+
+    workload = build_workload(scenario)
+    sched = Scheduler(scenario, workload, get_policy("localized"), seed=0)
+    sched.recorder = Recorder(scenario, workload, max_series_rows=series_rows, max_model_series_rows=model_rows)
+    sched.run()
+    return result_from_scheduler(sched)
+
+
+@pytest.fixture(scope="module")
+def window_runs() -> tuple[sim.Result, sim.Result]:
+    from pathlib import Path
+
+    scenario = sim.load_scenario(Path(__file__).resolve().parent.parent / "scenarios" / "window-recovery.toml")
+    return run_with_caps(scenario, 10**9, 10**9), run_with_caps(scenario, 50, 300)
+
+
+def test_capped_series_keep_every_summary_metric(window_runs) -> None:
+    full, capped = window_runs
+    assert len(full.timeseries) > 50 and len(full.model_timeseries) > 300
+    a, b = dict(full.summary), dict(capped.summary)
+    changed = {"timeseries_rows_aggregated", "model_timeseries_rows_aggregated", "recorder_note"}
+    for key, value in a.items():
+        if key in changed:
+            continue
+        if isinstance(value, float) and not math.isnan(value):
+            assert b[key] == pytest.approx(value, rel=1e-12, abs=1e-12), key
+        else:
+            assert b[key] == value or (value != value and b[key] != b[key]), key
+
+
+def test_capped_scheduler_series_keeps_its_head_and_the_final_state(window_runs) -> None:
+    full, capped = window_runs
+    ts = capped.timeseries
+    assert len(ts) == 51  # 50 samples, then the final one
+    pd.testing.assert_frame_equal(ts.iloc[:50], full.timeseries.iloc[:50])
+    assert ts.iloc[-1].equals(full.timeseries.iloc[-1])
+    s = capped.summary
+    assert s["timeseries_rows_aggregated"] == len(full.timeseries) - 50
+    assert "scheduler time series capped at 50 rows" in s["recorder_note"]
+
+
+def test_capped_model_series_counts_the_rows_it_does_not_store(window_runs) -> None:
+    full, capped = window_runs
+    assert len(capped.model_timeseries) == 300
+    pd.testing.assert_frame_equal(capped.model_timeseries, full.model_timeseries.iloc[:300])
+    s = capped.summary
+    assert s["model_timeseries_rows_aggregated"] == len(full.model_timeseries) - 300
+    assert "model time series capped at 300 rows" in s["recorder_note"]
+    assert "flaky" in s["recorder_note"] and "429)" in s["recorder_note"]
+    # The per-model call counts do not depend on the stored rows.
+    pd.testing.assert_frame_equal(capped.models, full.models)
+
+
+def test_uncapped_runs_have_no_note(window_runs) -> None:
+    full, _ = window_runs
+    assert full.summary["recorder_note"] == ""
+    assert full.summary["timeseries_rows_aggregated"] == full.summary["model_timeseries_rows_aggregated"] == 0
