@@ -340,7 +340,7 @@ class Recorder:
         dropped = sum(self.model_rows_not_stored)
         if dropped:
             counts = zip(self.model_names, self.model_rows_not_stored, self.model_429_rows_not_stored, strict=True)
-            per_model = ", ".join(f"{name} {n} ({k} 429)" for name, n, k in counts if n)
+            per_model = ", ".join(f"{name}: {n} rows, {k} of them 429 answers" for name, n, k in counts if n)
             out.append(
                 f"model time series capped at {len(self.model_series)} rows: {dropped} later rows up to "
                 f"t={self.model_series_end_time:.6g}s counted, not stored ({per_model}); the per-model call "

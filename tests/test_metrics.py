@@ -366,7 +366,7 @@ def test_capped_model_series_counts_the_rows_it_does_not_store(window_runs) -> N
     s = capped.summary
     assert s["model_timeseries_rows_aggregated"] == len(full.model_timeseries) - 300
     assert "model time series capped at 300 rows" in s["recorder_note"]
-    assert "flaky" in s["recorder_note"] and "429)" in s["recorder_note"]
+    assert "flaky: " in s["recorder_note"] and "of them 429 answers" in s["recorder_note"]
     # The per-model call counts do not depend on the stored rows.
     pd.testing.assert_frame_equal(capped.models, full.models)
 
