@@ -146,7 +146,7 @@ class Scheduler:
             self._call_threshold = stop.successful_calls.count
         self._threshold_calls = 0
         self._row_threshold = stop.completed_rows
-        # Run budgets (docs/reliability.md): scheduler events are loop and drain passes plus dispatches.
+        # Run budgets (docs/reliability.md); see scheduler_events for what max_events counts.
         self.planned_tasks = workload.total_tasks
         self.max_events = (
             stop.max_events

@@ -366,3 +366,12 @@ def test_bundled_runs_never_touch_their_budgets(headline):
         assert result.summary["budget_exhausted"] is False
         assert result.summary["budget_message"] == ""
         assert result.summary["recorder_note"] == ""
+
+
+def test_a_budget_too_small_for_healthy_work_says_the_work_itself_grew():
+    scenario = load_scenario(SCENARIOS / "healthy-bottleneck.toml", ["stop.max_events=500"])
+    s = simulate(scenario, policy="fixed").summary
+    assert s["stop_reason"] == "max_events"
+    assert s["rate_limited_calls"] == 0
+    assert "the work itself:" in s["budget_message"] and "planned tasks dispatched" in s["budget_message"]
+    assert s["completed_rows"] < s["total_rows"]
