@@ -53,6 +53,9 @@ NAN = float("nan")
 #: record at most about 2,000 and 21,000 rows.
 MAX_SERIES_ROWS = 200_000
 MAX_MODEL_SERIES_ROWS = 500_000
+#: Busy and cooldown intervals kept per model or cooldown slot; past it, everything before the
+#: current time is folded into exact running totals (lengths, overlaps, period counts).
+MAX_INTERVALS = 100_000
 _TIME_MEAN_INDEX = tuple(SCHEDULER_SERIES_COLUMNS.index(c) for c in TIME_MEAN_COLUMNS)
 
 
@@ -91,6 +94,7 @@ class Recorder:
         workload: Workload,
         max_series_rows: int = MAX_SERIES_ROWS,
         max_model_series_rows: int = MAX_MODEL_SERIES_ROWS,
+        max_intervals: int = MAX_INTERVALS,
     ) -> None:
         self.model_names = [m.name for m in scenario.models]
         n_models = len(self.model_names)
@@ -163,6 +167,8 @@ class Recorder:
             self.cooldown_slot.append(slot if controlled and slot is not None else n_keys + i)
         self.cooldown_intervals: list[list[Interval]] = [[] for _ in range(n_keys + n_models)]
         self.retry_after = [m.rate_limit.retry_after for m in scenario.models]
+        self.max_intervals = max_intervals
+        self.intervals = FoldedIntervals(n_models, n_keys + n_models)
 
     # -- scheduler-level samples ---------------------------------------------------------------
 
@@ -266,6 +272,8 @@ class Recorder:
                     busy[-1] = (busy[-1][0], now)
                 else:
                     busy.append((start, now))
+                    if len(busy) > self.max_intervals:
+                        self.fold_intervals(now)
         self.model_limit[model] = limit
         if limit < self.model_min_limit[model]:
             self.model_min_limit[model] = limit
@@ -307,6 +315,47 @@ class Recorder:
             intervals[-1][1] = end
         else:
             intervals.append([start, end])
+            if len(intervals) > self.max_intervals:
+                self.fold_intervals(start)
+
+    def fold_intervals(self, until: float) -> None:
+        """Fold every busy and cooldown interval before ``until`` into running totals, exactly.
+
+        Intervals that straddle ``until`` are split there. The horizon metrics are clipped at
+        ``until`` or, for a model whose work is already done, at ``work_done_at``: a model not done
+        yet finishes at ``until`` or later, so the folded part lies wholly inside its horizon.
+        """
+        f = self.intervals
+        cool_before: list[list[tuple[float, float]]] = []
+        for slot, intervals in enumerate(self.cooldown_intervals):
+            before = [(a, min(b, until)) for a, b in intervals if a < until]
+            kept = [iv if iv[0] >= until else [until, iv[1]] for iv in intervals if iv[1] > until]
+            split = bool(before) and bool(kept) and kept[0][0] == until and before[-1][1] == until
+            f.cool[slot] += total_length(before)
+            f.cool_periods[slot] += len(before) - (1 if f.cool_continues[slot] and before else 0)
+            if before:
+                f.cool_continues[slot] = split
+            cool_before.append(before)
+            self.cooldown_intervals[slot] = kept
+        for m, busy in enumerate(self.busy_intervals):
+            before = [(a, min(b, until)) for a, b in busy if a < until]
+            if self.model_in_flight[m] > 0 and self.busy_since[m] < until:
+                before.append((self.busy_since[m], until))
+                self.busy_since[m] = until
+            self.busy_intervals[m] = [iv if iv[0] >= until else (until, iv[1]) for iv in busy if iv[1] > until]
+            if self.planned_calls[m] == 0:
+                horizon = 0.0
+            else:
+                done_at = self.work_done_at[m]
+                horizon = min(until, done_at) if done_at is not None else until
+            busy_h = clip_intervals(before, horizon)
+            cool_h = clip_intervals(cool_before[self.cooldown_slot[m]], horizon)
+            f.busy[m] += total_length(before)
+            f.busy_to_horizon[m] += total_length(busy_h)
+            f.cool_to_horizon[m] += total_length(cool_h)
+            f.overlap_to_horizon[m] += overlap_length(busy_h, cool_h)
+        f.until = until
+        f.folds += 1
 
     def _model_row(self, now: float, model: int, rate_limited: bool) -> None:
         if len(self.model_series) >= self.max_model_series_rows:
@@ -352,6 +401,22 @@ class Recorder:
 # ---------------------------------------------------------------------------------------------
 # Metrics computed once, after the run
 # ---------------------------------------------------------------------------------------------
+
+
+class FoldedIntervals:
+    """Running totals of the busy and cooldown intervals folded away (all zero until the first fold)."""
+
+    def __init__(self, n_models: int, n_slots: int) -> None:
+        self.until = 0.0
+        self.folds = 0
+        self.busy = [0.0] * n_models
+        self.busy_to_horizon = [0.0] * n_models
+        self.cool_to_horizon = [0.0] * n_models
+        self.overlap_to_horizon = [0.0] * n_models
+        self.cool = [0.0] * n_slots
+        self.cool_periods = [0] * n_slots
+        #: the slot's first kept interval is the rest of one split at ``until`` (already counted)
+        self.cool_continues = [False] * n_slots
 
 
 def clip_intervals(intervals: Sequence[Sequence[float]], end: float) -> list[tuple[float, float]]:
@@ -402,7 +467,9 @@ def cooldown_intervals(rec: Recorder, model: int, sim_time: float) -> list[tuple
 def model_metrics(rec: Recorder, sim_time: float) -> list[dict[str, Any]]:
     """Per model: where its time went. One dict per model, in scenario order (see docs/metrics.md)."""
     rows = []
+    f = rec.intervals
     for i, name in enumerate(rec.model_names):
+        slot = rec.cooldown_slot[i]
         busy = busy_intervals(rec, i, sim_time)
         cool = cooldown_intervals(rec, i, sim_time)
         done_at = rec.work_done_at[i]
@@ -412,10 +479,17 @@ def model_metrics(rec: Recorder, sim_time: float) -> list[dict[str, Any]]:
             horizon = min(done_at, sim_time) if done_at is not None else sim_time
         busy_to_horizon = clip_intervals(busy, horizon)
         cool_to_horizon = clip_intervals(cool, horizon)
-        busy_time = total_length(busy)
-        cooldown_time = total_length(cool)
-        idle = max(0.0, horizon - total_length(busy_to_horizon))
-        idle_in_cooldown = max(0.0, total_length(cool_to_horizon) - overlap_length(busy_to_horizon, cool_to_horizon))
+        busy_time = f.busy[i] + total_length(busy)
+        cooldown_time = f.cool[slot] + total_length(cool)
+        idle = max(0.0, horizon - (f.busy_to_horizon[i] + total_length(busy_to_horizon)))
+        idle_in_cooldown = max(
+            0.0,
+            f.cool_to_horizon[i]
+            + total_length(cool_to_horizon)
+            - (f.overlap_to_horizon[i] + overlap_length(busy_to_horizon, cool_to_horizon)),
+        )
+        continued = 1 if f.cool_continues[slot] and cool and cool[0][0] == f.until else 0
+        cooldown_periods = f.cool_periods[slot] + len(cool) - continued
         rows.append(
             {
                 "model": name,
@@ -428,7 +502,7 @@ def model_metrics(rec: Recorder, sim_time: float) -> list[dict[str, Any]]:
                 "idle_in_cooldown": idle_in_cooldown,
                 "cooldown_time": cooldown_time,
                 "cooldown_fraction": cooldown_time / sim_time if sim_time > 0 else 0.0,
-                "cooldown_periods": len(cool),
+                "cooldown_periods": cooldown_periods,
                 "min_limit": rec.model_min_limit[i],
             }
         )

@@ -311,7 +311,9 @@ def test_healthy_calls_while_limited_on_the_headline_scenario():
 # -- bounded recorder --------------------------------------------------------------------------
 
 
-def run_with_caps(scenario: sim.Scenario, series_rows: int, model_rows: int) -> sim.Result:
+def run_with_caps(
+    scenario: sim.Scenario, series_rows: int, model_rows: int, intervals: int = 10**9, policy: str = "localized"
+) -> sim.Result:
     """Run ``scenario`` as sim.simulate does, with a recorder capped at the given row counts."""
     from sim.metrics import Recorder
     from sim.policies import get_policy
@@ -320,8 +322,10 @@ def run_with_caps(scenario: sim.Scenario, series_rows: int, model_rows: int) -> 
     from sim.workload import build_workload
 
     workload = build_workload(scenario)
-    sched = Scheduler(scenario, workload, get_policy("localized"), seed=0)
-    sched.recorder = Recorder(scenario, workload, max_series_rows=series_rows, max_model_series_rows=model_rows)
+    sched = Scheduler(scenario, workload, get_policy(policy), seed=0)
+    sched.recorder = Recorder(
+        scenario, workload, max_series_rows=series_rows, max_model_series_rows=model_rows, max_intervals=intervals
+    )
     sched.run()
     return result_from_scheduler(sched)
 
@@ -375,3 +379,57 @@ def test_uncapped_runs_have_no_note(window_runs) -> None:
     full, _ = window_runs
     assert full.summary["recorder_note"] == ""
     assert full.summary["timeseries_rows_aggregated"] == full.summary["model_timeseries_rows_aggregated"] == 0
+
+
+def _assert_same_numbers(a: pd.DataFrame, b: pd.DataFrame) -> None:
+    pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("name", "overrides"),
+    [
+        ("window-recovery", []),  # AIMD controller: shared cooldowns, busy periods inside them
+        ("cooling-2048", ["models.0.rate_limit.retry_after=0.01"]),  # no controller: Retry-After cooldowns
+        ("healthy-bottleneck", []),
+    ],
+)
+@pytest.mark.parametrize("policy", ["fixed", "localized"])
+def test_folded_intervals_give_the_same_model_metrics(name: str, overrides: list[str], policy: str) -> None:
+    from pathlib import Path
+
+    scenario = sim.load_scenario(Path(__file__).resolve().parent.parent / "scenarios" / f"{name}.toml", overrides)
+    full = run_with_caps(scenario, 10**9, 10**9, policy=policy)
+    folded_run = run_with_caps(scenario, 10**9, 10**9, intervals=3, policy=policy)
+    _assert_same_numbers(folded_run.models, full.models)
+    for key, value in full.summary.items():
+        if isinstance(value, float):
+            assert folded_run.summary[key] == pytest.approx(value, rel=1e-12, abs=1e-12, nan_ok=True), key
+
+
+def test_folding_splits_a_cooldown_that_straddles_the_fold() -> None:
+    """A cooldown interval cut in two by a fold is still one cooldown period."""
+    scen = scenario(
+        count=3, size=2, latency=0.5, mpr=2, controller=True, rate_limit={"pattern": "window", "start": 0.0, "end": 1.0}
+    )
+    full = run_with_caps(scen, 10**9, 10**9, policy="fixed")
+    from sim.metrics import Recorder
+    from sim.policies import get_policy
+    from sim.results import result_from_scheduler
+    from sim.scheduler import Scheduler
+    from sim.workload import build_workload
+
+    workload = build_workload(scen)
+    sched = Scheduler(scen, workload, get_policy("fixed"), seed=0)
+    rec = sched.recorder = Recorder(scen, workload, max_intervals=10**9)
+    sched.env.process(_fold_every(sched.env, rec, 0.07))
+    sched.run()
+    folded = result_from_scheduler(sched)
+    assert rec.intervals.folds > 10
+    _assert_same_numbers(folded.models, full.models)
+    assert model_row(folded)["cooldown_periods"] == model_row(full)["cooldown_periods"] >= 1
+
+
+def _fold_every(env, rec, step: float):
+    while True:
+        yield env.timeout(step)
+        rec.fold_intervals(env.now)
