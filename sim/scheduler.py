@@ -31,6 +31,9 @@ from .workload import Generator, Task, Workload
 
 Proc = PyGenerator[simpy.Event, Any, Any]
 
+#: The wall clock (stop.max_wall_seconds) is read once per this many scheduler events.
+WALL_CHECK_EVENTS = 4096
+
 
 class RowGroupState:
     """An admitted row group: readiness counters and its in-flight count."""
@@ -156,6 +159,8 @@ class Scheduler:
         self.drain_passes = 0
         self.salvage_scanned = 0
         self._wall_deadline = 0.0
+        #: scheduler events at which the budgets are next looked at (the hot path compares only this)
+        self._budget_mark = min(self.max_events, WALL_CHECK_EVENTS)
         self.stop_message = ""
         self.stop_reason: str | None = None
         self._done = self.env.event()
@@ -236,16 +241,18 @@ class Scheduler:
         return self.iterations + self.drain_passes + self.recorder.dispatches + self.salvage_scanned
 
     def _within_budget(self) -> bool:
-        """Run budgets, checked once per pass: an integer compare, and the clock every 1024 passes."""
-        passes = self.iterations + self.drain_passes
-        if passes + self.recorder.dispatches + self.salvage_scanned > self.max_events:
+        """Run budgets, looked at when the scheduler events pass ``_budget_mark``: the event budget
+        at every mark, the wall clock every WALL_CHECK_EVENTS events (the passes only compare)."""
+        events = self.scheduler_events
+        if events > self.max_events:
             self._stop_on_budget("max_events", f"stop.max_events = {self.max_events} scheduler events")
             return False
-        if not passes & 1023 and time.perf_counter() > self._wall_deadline:
+        if time.perf_counter() > self._wall_deadline:
             self._stop_on_budget(
                 "max_wall_seconds", f"stop.max_wall_seconds = {self.scenario.stop.max_wall_seconds:g} s of wall time"
             )
             return False
+        self._budget_mark = min(self.max_events, events + WALL_CHECK_EVENTS)
         return True
 
     def _stop_on_budget(self, reason: str, budget: str) -> None:
@@ -337,7 +344,11 @@ class Scheduler:
         tasks = self.tasks
         while not self._done.triggered:
             self.iterations += 1
-            if not self._within_budget():
+            if (
+                self.iterations + self.drain_passes + self.recorder.dispatches + self.salvage_scanned
+                > self._budget_mark
+                and not self._within_budget()
+            ):
                 return
             self._wake_ev = self.env.event()
             dispatched, blocked = yield from self._dispatch_pass()
@@ -599,7 +610,11 @@ class Scheduler:
         tasks = self.tasks
         while not self._done.triggered:
             self.drain_passes += 1
-            if not self._within_budget():
+            if (
+                self.iterations + self.drain_passes + self.recorder.dispatches + self.salvage_scanned
+                > self._budget_mark
+                and not self._within_budget()
+            ):
                 return
             self._wake_ev = self.env.event()
             dispatched, blocked = yield from self._dispatch_pass()

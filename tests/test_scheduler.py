@@ -11,7 +11,7 @@ import pytest
 from sim import SimulationError, load_scenario, simulate
 from sim.policies import get_policy
 from sim.scenario import DEFAULT_EVENTS_PER_TASK, MIN_DEFAULT_MAX_EVENTS, scenario_from_dict
-from sim.scheduler import Scheduler
+from sim.scheduler import WALL_CHECK_EVENTS, Scheduler
 from sim.workload import Task, build_workload
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
@@ -343,13 +343,13 @@ def test_outage_over_a_huge_horizon_stops_on_the_budget_not_after_weeks():
     assert 0.0 < s["sim_time"] < 1e9
 
 
-def test_wall_clock_budget_is_checked_every_1024_passes():
+def test_wall_clock_budget_is_checked_every_4096_scheduler_events():
     result = simulate(scenario_from_dict(spinning_headline(max_wall_seconds=1e-9)))
     s = result.summary
     assert s["stop_reason"] == "max_wall_seconds"
     assert s["budget_exhausted"] is True
     assert "stop.max_wall_seconds = 1e-09 s of wall time" in s["budget_message"]
-    assert s["main_loop_iterations"] <= 1024
+    assert WALL_CHECK_EVENTS < s["scheduler_events"] <= WALL_CHECK_EVENTS + 1025
 
 
 def test_default_event_budget_scales_with_the_plan(cooling):
