@@ -74,6 +74,11 @@ class FairQueue(Generic[K, T]):
         for _, _, key in self._active:
             yield key, fifo[key][0]
 
+    def items(self) -> Iterator[T]:
+        """Every queued item, group by group (for end-of-run accounting; do not mutate meanwhile)."""
+        for fifo in self._fifo.values():
+            yield from fifo
+
     def active_keys(self) -> list[K]:
         """Active groups' keys in service order (a snapshot, safe to hold while mutating)."""
         return [key for _, _, key in self._active]

@@ -47,13 +47,55 @@ TIME_MEAN_COLUMNS = ("queued_tasks", "active_row_groups", "in_flight_tasks", "de
 
 NAN = float("nan")
 
+#: Rows kept per run (docs/reliability.md, "Bounded recorder"). Past the cap, scheduler samples are
+#: folded into streaming time integrals (the summary's time means stay exact) and the last sample
+#: is kept as the final row; per-call rows are counted per model, not stored. The bundled scenarios
+#: record at most about 2,000 and 21,000 rows.
+MAX_SERIES_ROWS = 200_000
+MAX_MODEL_SERIES_ROWS = 500_000
+#: Busy and cooldown intervals kept per model or cooldown slot; past it, everything before the
+#: current time is folded into exact running totals (lengths, overlaps, period counts).
+MAX_INTERVALS = 100_000
+_TIME_MEAN_INDEX = tuple(SCHEDULER_SERIES_COLUMNS.index(c) for c in TIME_MEAN_COLUMNS)
+
+
+class SeriesTail:
+    """Scheduler samples past the row cap: the latest one and the time integrals of the others."""
+
+    __slots__ = ("first_time", "last", "integrals", "rows")
+
+    def __init__(self, row: tuple[Any, ...]) -> None:
+        self.first_time = row[0]
+        self.last = row
+        self.integrals = [0.0] * len(_TIME_MEAN_INDEX)
+        self.rows = 1
+
+    def add(self, row: tuple[Any, ...]) -> None:
+        last = self.last
+        if last[1:] == row[1:]:
+            return
+        if last[0] != row[0]:
+            width = row[0] - last[0]
+            for j, k in enumerate(_TIME_MEAN_INDEX):
+                self.integrals[j] += width * last[k]
+            self.rows += 1
+        self.last = row
+
+
 Interval = list[float]  # [start, end), mutable so that a renewed cooldown extends it in place
 
 
 class Recorder:
     """Counters, time series and interval logs of one run."""
 
-    def __init__(self, scenario: Scenario, workload: Workload) -> None:
+    def __init__(
+        self,
+        scenario: Scenario,
+        workload: Workload,
+        max_series_rows: int = MAX_SERIES_ROWS,
+        max_model_series_rows: int = MAX_MODEL_SERIES_ROWS,
+        max_intervals: int = MAX_INTERVALS,
+    ) -> None:
         self.model_names = [m.name for m in scenario.models]
         n_models = len(self.model_names)
         n_gen = len(workload.generators)
@@ -85,6 +127,18 @@ class Recorder:
         self.series: list[tuple[Any, ...]] = []
         self.model_series: list[tuple[Any, ...]] = []
         self.row_groups: list[tuple[int, int, float, float]] = []  # id, size, admitted_at, checkpointed_at
+        self.row_groups_admitted = 0
+        # Bounded memory: rows past these caps are aggregated (see SeriesTail and _model_row).
+        self.max_series_rows = max_series_rows
+        self.max_model_series_rows = max_model_series_rows
+        self.series_tail: SeriesTail | None = None
+        self.model_rows_not_stored = [0] * n_models
+        self.model_429_rows_not_stored = [0] * n_models
+        self.model_series_end_time = 0.0
+        #: (stop reason, message) when a run budget ended the run
+        self.budget_stop: tuple[str, str] | None = None
+        self.scheduler_events = 0
+        self.max_events = 0
 
         # Busy intervals per model: [start, end) while >= 1 call is in flight (zero-length ones dropped).
         self.busy_intervals: list[list[tuple[float, float]]] = [[] for _ in range(n_models)]
@@ -113,6 +167,8 @@ class Recorder:
             self.cooldown_slot.append(slot if controlled and slot is not None else n_keys + i)
         self.cooldown_intervals: list[list[Interval]] = [[] for _ in range(n_keys + n_models)]
         self.retry_after = [m.rate_limit.retry_after for m in scenario.models]
+        self.max_intervals = max_intervals
+        self.intervals = FoldedIntervals(n_models, n_keys + n_models)
 
     # -- scheduler-level samples ---------------------------------------------------------------
 
@@ -132,6 +188,9 @@ class Recorder:
             self.successful_calls,
             self.healthy_calls,
         )
+        if self.series_tail is not None:
+            self.series_tail.add(row)
+            return
         series = self.series
         if series:
             last = series[-1]
@@ -140,7 +199,20 @@ class Recorder:
             if last[0] == row[0]:
                 series[-1] = row
                 return
+            if len(series) >= self.max_series_rows:
+                self.series_tail = SeriesTail(row)
+                return
         series.append(row)
+
+    def finish(self, scheduler_events: int, max_events: int) -> None:
+        """End of run: the budget used, and past the cap the final sample as the series' last row."""
+        self.scheduler_events = scheduler_events
+        self.max_events = max_events
+        if self.series_tail is not None:
+            self.series.append(self.series_tail.last)
+
+    def budget_exhausted(self, reason: str, message: str) -> None:
+        self.budget_stop = (reason, message)
 
     def dispatched(self, sched: Scheduler, count: int) -> None:
         self.dispatches += count
@@ -151,6 +223,7 @@ class Recorder:
             self.max_queued_tasks = queued
 
     def row_group_admitted(self, now: float, active: int) -> None:
+        self.row_groups_admitted += 1
         if active > self.max_row_groups_in_flight:
             self.max_row_groups_in_flight = active
 
@@ -199,6 +272,8 @@ class Recorder:
                     busy[-1] = (busy[-1][0], now)
                 else:
                     busy.append((start, now))
+                    if len(busy) > self.max_intervals:
+                        self.fold_intervals(now)
         self.model_limit[model] = limit
         if limit < self.model_min_limit[model]:
             self.model_min_limit[model] = limit
@@ -240,8 +315,55 @@ class Recorder:
             intervals[-1][1] = end
         else:
             intervals.append([start, end])
+            if len(intervals) > self.max_intervals:
+                self.fold_intervals(start)
+
+    def fold_intervals(self, until: float) -> None:
+        """Fold every busy and cooldown interval before ``until`` into running totals, exactly.
+
+        Intervals that straddle ``until`` are split there. The horizon metrics are clipped at
+        ``until`` or, for a model whose work is already done, at ``work_done_at``: a model not done
+        yet finishes at ``until`` or later, so the folded part lies wholly inside its horizon.
+        """
+        f = self.intervals
+        cool_before: list[list[tuple[float, float]]] = []
+        for slot, intervals in enumerate(self.cooldown_intervals):
+            before = [(a, min(b, until)) for a, b in intervals if a < until]
+            kept = [iv if iv[0] >= until else [until, iv[1]] for iv in intervals if iv[1] > until]
+            split = bool(before) and bool(kept) and kept[0][0] == until and before[-1][1] == until
+            f.cool[slot] += total_length(before)
+            f.cool_periods[slot] += len(before) - (1 if f.cool_continues[slot] and before else 0)
+            if before:
+                f.cool_continues[slot] = split
+            cool_before.append(before)
+            self.cooldown_intervals[slot] = kept
+        for m, busy in enumerate(self.busy_intervals):
+            before = [(a, min(b, until)) for a, b in busy if a < until]
+            if self.model_in_flight[m] > 0 and self.busy_since[m] < until:
+                before.append((self.busy_since[m], until))
+                self.busy_since[m] = until
+            self.busy_intervals[m] = [iv if iv[0] >= until else (until, iv[1]) for iv in busy if iv[1] > until]
+            if self.planned_calls[m] == 0:
+                horizon = 0.0
+            else:
+                done_at = self.work_done_at[m]
+                horizon = min(until, done_at) if done_at is not None else until
+            busy_h = clip_intervals(before, horizon)
+            cool_h = clip_intervals(cool_before[self.cooldown_slot[m]], horizon)
+            f.busy[m] += total_length(before)
+            f.busy_to_horizon[m] += total_length(busy_h)
+            f.cool_to_horizon[m] += total_length(cool_h)
+            f.overlap_to_horizon[m] += overlap_length(busy_h, cool_h)
+        f.until = until
+        f.folds += 1
 
     def _model_row(self, now: float, model: int, rate_limited: bool) -> None:
+        if len(self.model_series) >= self.max_model_series_rows:
+            self.model_rows_not_stored[model] += 1
+            if rate_limited:
+                self.model_429_rows_not_stored[model] += 1
+            self.model_series_end_time = now
+            return
         self.model_series.append(
             (
                 now,
@@ -254,10 +376,47 @@ class Recorder:
             )
         )
 
+    def notes(self) -> list[str]:
+        """What the result does not hold row by row, in words (empty when nothing was capped)."""
+        out = []
+        tail = self.series_tail
+        if tail is not None:
+            out.append(
+                f"scheduler time series capped at {self.max_series_rows} rows: {tail.rows} later samples "
+                f"(t={tail.first_time:.6g}s to {tail.last[0]:.6g}s) are folded into the time means, the last "
+                "one kept as the final row"
+            )
+        dropped = sum(self.model_rows_not_stored)
+        if dropped:
+            counts = zip(self.model_names, self.model_rows_not_stored, self.model_429_rows_not_stored, strict=True)
+            per_model = ", ".join(f"{name}: {n} rows, {k} of them 429 answers" for name, n, k in counts if n)
+            out.append(
+                f"model time series capped at {len(self.model_series)} rows: {dropped} later rows up to "
+                f"t={self.model_series_end_time:.6g}s counted, not stored ({per_model}); the per-model call "
+                "counts are complete"
+            )
+        return out
+
 
 # ---------------------------------------------------------------------------------------------
 # Metrics computed once, after the run
 # ---------------------------------------------------------------------------------------------
+
+
+class FoldedIntervals:
+    """Running totals of the busy and cooldown intervals folded away (all zero until the first fold)."""
+
+    def __init__(self, n_models: int, n_slots: int) -> None:
+        self.until = 0.0
+        self.folds = 0
+        self.busy = [0.0] * n_models
+        self.busy_to_horizon = [0.0] * n_models
+        self.cool_to_horizon = [0.0] * n_models
+        self.overlap_to_horizon = [0.0] * n_models
+        self.cool = [0.0] * n_slots
+        self.cool_periods = [0] * n_slots
+        #: the slot's first kept interval is the rest of one split at ``until`` (already counted)
+        self.cool_continues = [False] * n_slots
 
 
 def clip_intervals(intervals: Sequence[Sequence[float]], end: float) -> list[tuple[float, float]]:
@@ -308,7 +467,9 @@ def cooldown_intervals(rec: Recorder, model: int, sim_time: float) -> list[tuple
 def model_metrics(rec: Recorder, sim_time: float) -> list[dict[str, Any]]:
     """Per model: where its time went. One dict per model, in scenario order (see docs/metrics.md)."""
     rows = []
+    f = rec.intervals
     for i, name in enumerate(rec.model_names):
+        slot = rec.cooldown_slot[i]
         busy = busy_intervals(rec, i, sim_time)
         cool = cooldown_intervals(rec, i, sim_time)
         done_at = rec.work_done_at[i]
@@ -318,10 +479,17 @@ def model_metrics(rec: Recorder, sim_time: float) -> list[dict[str, Any]]:
             horizon = min(done_at, sim_time) if done_at is not None else sim_time
         busy_to_horizon = clip_intervals(busy, horizon)
         cool_to_horizon = clip_intervals(cool, horizon)
-        busy_time = total_length(busy)
-        cooldown_time = total_length(cool)
-        idle = max(0.0, horizon - total_length(busy_to_horizon))
-        idle_in_cooldown = max(0.0, total_length(cool_to_horizon) - overlap_length(busy_to_horizon, cool_to_horizon))
+        busy_time = f.busy[i] + total_length(busy)
+        cooldown_time = f.cool[slot] + total_length(cool)
+        idle = max(0.0, horizon - (f.busy_to_horizon[i] + total_length(busy_to_horizon)))
+        idle_in_cooldown = max(
+            0.0,
+            f.cool_to_horizon[i]
+            + total_length(cool_to_horizon)
+            - (f.overlap_to_horizon[i] + overlap_length(busy_to_horizon, cool_to_horizon)),
+        )
+        continued = 1 if f.cool_continues[slot] and cool and cool[0][0] == f.until else 0
+        cooldown_periods = f.cool_periods[slot] + len(cool) - continued
         rows.append(
             {
                 "model": name,
@@ -334,7 +502,7 @@ def model_metrics(rec: Recorder, sim_time: float) -> list[dict[str, Any]]:
                 "idle_in_cooldown": idle_in_cooldown,
                 "cooldown_time": cooldown_time,
                 "cooldown_fraction": cooldown_time / sim_time if sim_time > 0 else 0.0,
-                "cooldown_periods": len(cool),
+                "cooldown_periods": cooldown_periods,
                 "min_limit": rec.model_min_limit[i],
             }
         )
@@ -377,8 +545,35 @@ def run_metrics(rec: Recorder, sim_time: float, total_rows: int) -> dict[str, An
         out["row_group_latency_max"] = float(latency.max())
     else:
         out["row_group_latency_p50"] = out["row_group_latency_p95"] = out["row_group_latency_max"] = NAN
-    series_times = [row[0] for row in rec.series]
-    for column in TIME_MEAN_COLUMNS:
+    tail = rec.series_tail
+    exact = rec.series[: rec.max_series_rows] if tail is not None else rec.series
+    series_times = [row[0] for row in exact]
+    for j, column in enumerate(TIME_MEAN_COLUMNS):
         k = SCHEDULER_SERIES_COLUMNS.index(column)
-        out[f"{column}_time_mean"] = time_weighted_mean(series_times, [row[k] for row in rec.series], sim_time)
+        values = [row[k] for row in exact]
+        if tail is None:
+            out[f"{column}_time_mean"] = time_weighted_mean(series_times, values, sim_time)
+        else:
+            out[f"{column}_time_mean"] = _time_mean_with_tail(series_times, values, tail, j, k, sim_time)
+    out["scheduler_events"] = rec.scheduler_events
+    out["max_events"] = rec.max_events
+    out["budget_exhausted"] = rec.budget_stop is not None
+    out["budget_message"] = rec.budget_stop[1] if rec.budget_stop is not None else ""
+    out["timeseries_rows_aggregated"] = tail.rows if tail is not None else 0
+    out["model_timeseries_rows_aggregated"] = sum(rec.model_rows_not_stored)
+    out["recorder_note"] = "; ".join(rec.notes())
     return out
+
+
+def _time_mean_with_tail(
+    times: Sequence[float], values: Sequence[float], tail: SeriesTail, j: int, k: int, end: float
+) -> float:
+    """:func:`time_weighted_mean` over stored rows, then the tail's integral, then its last sample."""
+    t = np.asarray(times, dtype=float)
+    v = np.asarray(values, dtype=float)
+    span = end - t[0]
+    if span <= 0:
+        return float(tail.last[k])
+    stored = float(np.dot(np.diff(np.append(t, tail.first_time)), v))
+    last_width = max(end, tail.last[0]) - tail.last[0]
+    return (stored + tail.integrals[j] + last_width * tail.last[k]) / span

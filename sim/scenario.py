@@ -48,6 +48,14 @@ MAX_TASKS_PER_RUN = 5_000_000
 MAX_SIM_TIME = 1.0e9
 #: The smallest resalvage backoff: a smaller pause can round to zero and spin at one instant.
 MIN_RESALVAGE_BACKOFF = 1.0e-4
+#: Run budgets (``stop.max_events``, ``stop.max_wall_seconds``): bundled scenarios need at most
+#: about 4 scheduler events per planned task, so the default of 20 per task (at least 500,000)
+#: stops only runs that retry or pause without end.
+DEFAULT_EVENTS_PER_TASK = 20
+MIN_DEFAULT_MAX_EVENTS = 500_000
+MAX_EVENTS = 10**12
+DEFAULT_MAX_WALL_SECONDS = 1800.0
+MAX_WALL_SECONDS = 30 * 86400.0
 #: Size of a scenario file, length of a name and of a description.
 MAX_FILE_BYTES = 4_000_000
 MAX_NAME_LENGTH = 128
@@ -728,6 +736,28 @@ class StopConfig(_Strict):
         ge=1,
         le=MAX_TOTAL_ROWS,
         **_doc("Stop once this many rows have been checkpointed.", unit="rows"),
+    )
+    max_events: Int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_EVENTS,
+        **_doc(
+            "Run budget: stop (reason `max_events`) after this many scheduler events (main-loop and "
+            "salvage-drain passes, dispatched tasks, deferred tasks scanned by salvage); unset means "
+            "DEFAULT_EVENTS_PER_TASK per planned task, at least MIN_DEFAULT_MAX_EVENTS. A safety net "
+            "for runs that would never end in practice (docs/reliability.md).",
+            unit="events",
+        ),
+    )
+    max_wall_seconds: Float = Field(
+        default=DEFAULT_MAX_WALL_SECONDS,
+        gt=0.0,
+        le=MAX_WALL_SECONDS,
+        **_doc(
+            "Run budget: stop (reason `max_wall_seconds`) after this much wall-clock time; such a stop "
+            "is not reproducible, the event budget is.",
+            unit="s",
+        ),
     )
 
 

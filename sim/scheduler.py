@@ -13,25 +13,26 @@ target rule in :mod:`sim.row_group_admission`.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Generator as PyGenerator
 from typing import Any
 
 import simpy
 
+from .invariants import SimulationError, check_end_state
 from .metrics import Recorder
 from .policies import Policy
 from .providers import Answer, Provider, build_providers
 from .request_admission import RATE_LIMITED, SUCCESS, RequestAdmission, RequestLease
 from .row_group_admission import RowGroupAdmission
-from .scenario import Scenario
+from .scenario import DEFAULT_EVENTS_PER_TASK, MIN_DEFAULT_MAX_EVENTS, Scenario
 from .task_admission import TaskAdmission
 from .workload import Generator, Task, Workload
 
 Proc = PyGenerator[simpy.Event, Any, Any]
 
-
-class SimulationError(RuntimeError):
-    """The model reached a state the real scheduler treats as fatal, or an invariant broke."""
+#: The wall clock (stop.max_wall_seconds) is read once per this many scheduler events.
+WALL_CHECK_EVENTS = 4096
 
 
 class RowGroupState:
@@ -43,7 +44,7 @@ class RowGroupState:
         "remaining_tasks",
         "in_flight",
         "cell_waiting",
-        "cell_done",
+        "done_by_gen",
         "full_waiting",
         "admitted_at",
         "deferred",
@@ -57,7 +58,8 @@ class RowGroupState:
         gens = workload.generators
         # cell_waiting[g][row]: upstream generators still missing for that row of cell generator g
         self.cell_waiting: list[list[int] | None] = [[len(g.upstream)] * size if g.is_cell else None for g in gens]
-        self.cell_done = [0] * len(gens)
+        #: done_by_gen[g]: completed tasks of generator g (rows for a cell generator, 0 or 1 otherwise)
+        self.done_by_gen = [0] * len(gens)
         # full_waiting[g]: upstream generators not yet complete for the whole group
         self.full_waiting = [len(g.upstream) for g in gens]
         self.admitted_at = now
@@ -122,6 +124,10 @@ class Scheduler:
         # Task state.
         self.in_flight = 0
         self.in_flight_by_gen = [0] * len(workload.generators)
+        #: the dispatched tasks themselves, so the end-of-run task conservation need not trust the counts
+        self.running: set[Task] = set()
+        #: deferred tasks of busy row groups, held aside while a salvage cycle retries the stalled ones
+        self.salvage_set_aside: list[Task] = []
         self.deferred: list[Task] = []
         self._deferred_by_gen = [0] * len(workload.generators)
         self._deferred_gens_cache: frozenset[int] | None = frozenset()
@@ -143,6 +149,19 @@ class Scheduler:
             self._call_threshold = stop.successful_calls.count
         self._threshold_calls = 0
         self._row_threshold = stop.completed_rows
+        # Run budgets (docs/reliability.md); see scheduler_events for what max_events counts.
+        self.planned_tasks = workload.total_tasks
+        self.max_events = (
+            stop.max_events
+            if stop.max_events is not None
+            else max(MIN_DEFAULT_MAX_EVENTS, DEFAULT_EVENTS_PER_TASK * self.planned_tasks)
+        )
+        self.drain_passes = 0
+        self.salvage_scanned = 0
+        self._wall_deadline = 0.0
+        #: scheduler events at which the budgets are next looked at (the hot path compares only this)
+        self._budget_mark = min(self.max_events, WALL_CHECK_EVENTS)
+        self.stop_message = ""
         self.stop_reason: str | None = None
         self._done = self.env.event()
         self._wake_ev = self.env.event()
@@ -196,6 +215,7 @@ class Scheduler:
 
     def run(self) -> None:
         env = self.env
+        self._wall_deadline = time.perf_counter() + self.scenario.stop.max_wall_seconds
         env.process(self._main_loop())  # first: its first evaluation sees no pending row group
         env.process(self._admission())
         if self.scenario.stop.max_time is not None:
@@ -207,12 +227,60 @@ class Scheduler:
                 raise SimulationError(f"the model stalled at t={env.now:.3f}s with nothing scheduled") from None
             raise
         self.recorder.sample(self)
+        self.recorder.finish(self.scheduler_events, self.max_events)
         self.check_invariants()
 
     def _finish(self, reason: str) -> None:
         if not self._done.triggered:
             self.stop_reason = reason
             self._done.succeed(reason)
+
+    @property
+    def scheduler_events(self) -> int:
+        """What ``stop.max_events`` counts: loop and drain passes, dispatched tasks, deferred tasks scanned."""
+        return self.iterations + self.drain_passes + self.recorder.dispatches + self.salvage_scanned
+
+    def _within_budget(self) -> bool:
+        """Run budgets, looked at when the scheduler events pass ``_budget_mark``: the event budget
+        at every mark, the wall clock every WALL_CHECK_EVENTS events (the passes only compare)."""
+        events = self.scheduler_events
+        if events > self.max_events:
+            self._stop_on_budget("max_events", f"stop.max_events = {self.max_events} scheduler events")
+            return False
+        if time.perf_counter() > self._wall_deadline:
+            self._stop_on_budget(
+                "max_wall_seconds", f"stop.max_wall_seconds = {self.scenario.stop.max_wall_seconds:g} s of wall time"
+            )
+            return False
+        self._budget_mark = min(self.max_events, events + WALL_CHECK_EVENTS)
+        return True
+
+    def _stop_on_budget(self, reason: str, budget: str) -> None:
+        """Stop cleanly on an exhausted run budget, with a message that says what grew."""
+        rec = self.recorder
+        passes = self.iterations + self.drain_passes
+        dispatches = rec.dispatches
+        rate_limited = sum(rec.model_429)
+        if rate_limited and 2 * rate_limited >= dispatches:
+            grew = (
+                f"retries grew: {rate_limited} of {dispatches} dispatched tasks answered 429 "
+                f"({self.planned_tasks} tasks planned)"
+            )
+        elif passes + self.salvage_scanned > dispatches:
+            grew = (
+                f"scheduler passes grew: {passes} loop and drain passes and {self.salvage_scanned} deferred tasks "
+                f"scanned for {dispatches} dispatched tasks"
+            )
+        else:
+            grew = f"the work itself: {dispatches} of about {self.planned_tasks} planned tasks dispatched"
+        self.stop_message = (
+            f"run budget {budget} exhausted at t={self.env.now:.6g}s; {grew}; "
+            f"{self.completed_rows} of {sum(self.workload.row_group_sizes)} rows done, "
+            f"{len(self.deferred) + len(self.salvage_set_aside)} tasks deferred; raise stop.{reason} if the run is "
+            "meant to be this long"
+        )
+        rec.budget_exhausted(reason, self.stop_message)
+        self._finish(reason)
 
     def _wake(self) -> None:
         if not self._wake_ev.triggered:
@@ -276,6 +344,12 @@ class Scheduler:
         tasks = self.tasks
         while not self._done.triggered:
             self.iterations += 1
+            if (
+                self.iterations + self.drain_passes + self.recorder.dispatches + self.salvage_scanned
+                > self._budget_mark
+                and not self._within_budget()
+            ):
+                return
             self._wake_ev = self.env.event()
             dispatched, blocked = yield from self._dispatch_pass()
             self._checkpoint_pass()
@@ -331,6 +405,7 @@ class Scheduler:
             self.in_flight_by_gen[task.gen.index] += 1
             started.append(task)
         if started:
+            self.running.update(started)
             self.recorder.dispatched(self, len(started))
             for task in started:
                 self._start(task)
@@ -417,6 +492,7 @@ class Scheduler:
             task.deferrals += 1
             self._add_deferred(task)
         self.tasks.release(task)
+        self.running.discard(task)
         rg.in_flight -= 1
         if rg.in_flight == 0 and rg.deferred:
             self._stalled_deferred += rg.deferred
@@ -435,10 +511,10 @@ class Scheduler:
         gens = self.workload.generators
         push = self.tasks.push
         rg.remaining_tasks -= 1
+        rg.done_by_gen[gen.index] += 1
         if gen.is_cell:
             row = task.row
-            rg.cell_done[gen.index] += 1
-            group_complete = rg.cell_done[gen.index] == rg.size
+            group_complete = rg.done_by_gen[gen.index] == rg.size
             for d in gen.downstream:
                 down = gens[d]
                 if down.is_cell:
@@ -501,10 +577,12 @@ class Scheduler:
         """Retry the deferred tasks of stalled row groups in rounds, each drained to quiescence."""
         if not self._stalled_deferred:  # O(1): no deferred task sits in a row group with nothing in flight
             return
+        self.salvage_scanned += len(self.deferred)
         stalled = {t.rg.id for t in self.deferred if t.rg.in_flight == 0}
         if not stalled:
             return
         others = [t for t in self.deferred if t.rg.id not in stalled]
+        self.salvage_set_aside = others
         self._replace_deferred([t for t in self.deferred if t.rg.id in stalled])
         self.salvage_cycles += 1
         started = self.env.now
@@ -522,6 +600,7 @@ class Scheduler:
                 return
         # Every modelled retryable error is a 429, which is preserved: exhausted tasks stay.
         leftover = self.deferred
+        self.salvage_set_aside = []
         self._replace_deferred(others + leftover)
         self.drain_time += self.env.now - started
         self._checkpoint_pass()
@@ -530,6 +609,13 @@ class Scheduler:
         """Dispatch and wait until the queue is empty and nothing is in flight (all row groups)."""
         tasks = self.tasks
         while not self._done.triggered:
+            self.drain_passes += 1
+            if (
+                self.iterations + self.drain_passes + self.recorder.dispatches + self.salvage_scanned
+                > self._budget_mark
+                and not self._within_budget()
+            ):
+                return
             self._wake_ev = self.env.event()
             dispatched, blocked = yield from self._dispatch_pass()
             if not tasks.queue and self.in_flight == 0:
@@ -551,48 +637,12 @@ class Scheduler:
         return max(backoff, min(positive)) if positive else backoff
 
     # ------------------------------------------------------------------------------------------
-    # Accounting invariants
+    # Accounting invariants (the checks live in sim/invariants.py)
     # ------------------------------------------------------------------------------------------
 
     def check_invariants(self) -> None:
-        """Fail loudly if leases, in-flight counts or rows do not add up at the end of a run."""
-        problems: list[str] = []
-        gens = self.workload.generators
-        tasks = self.tasks
-        for r, name in enumerate(self.workload.resource_names):
-            expected = sum(self.in_flight_by_gen[g.index] for g in gens if r in g.resources)
-            if tasks.leased[r] != expected:
-                problems.append(f"task leases on {name}: {tasks.leased[r]} held, {expected} tasks in flight")
-            if tasks.queued_demand[r] < 0:
-                problems.append(f"negative queued demand on {name}")
-        if any(n < 0 for n in self.in_flight_by_gen) or self.in_flight != sum(self.in_flight_by_gen):
-            problems.append("in-flight counts disagree")
-        if sum(rg.in_flight for rg in self.active.values()) != self.in_flight:
-            problems.append("row-group in-flight counts do not add up to the scheduler's")
-        ra = self.request_admission
-        if ra is not None:
-            waiting = self.recorder.model_waiting_total
-            if ra.total_waiters != waiting:
-                problems.append(f"request waiters {ra.total_waiters} != tasks waiting {waiting}")
-            if ra.total_in_flight > self.in_flight:
-                problems.append("more request leases than tasks in flight")
-            if any(r.in_flight < 0 or r.waiters < 0 for r in ra.resources):
-                problems.append("negative request in-flight or waiter count")
-        total_rows = sum(self.workload.row_group_sizes)
-        admitted_rows = sum(self.workload.row_group_sizes[: self._admitted_count()])
-        if self.completed_rows + self.active_rows != admitted_rows or admitted_rows > total_rows:
-            problems.append(
-                f"rows: {self.completed_rows} completed + {self.active_rows} active != {admitted_rows} admitted"
-            )
-        if self.stop_reason == "completed":
-            if self.in_flight or any(tasks.leased) or tasks.queued_total or self.deferred:
-                problems.append("run completed with work, leases or deferred tasks left")
-            if ra is not None and (ra.total_in_flight or ra.total_waiters):
-                problems.append("run completed with request leases or waiters left")
-            if self.completed_rows != total_rows:
-                problems.append(f"run completed with {self.completed_rows} of {total_rows} rows")
-        if problems:
-            raise SimulationError("accounting invariants broken: " + "; ".join(problems))
+        """Raise :class:`SimulationError` if the end state does not add up (see :mod:`sim.invariants`)."""
+        check_end_state(self)
 
     def _admitted_count(self) -> int:
         return self.completed_row_groups + len(self.active)

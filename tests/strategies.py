@@ -4,7 +4,9 @@
 DAGs of 1-8 columns built from generators (multi-output ones included), local, model and
 custom-model columns, several columns on one model alias, several domains on one provider/model,
 row-group plans with partial last groups and 1-row groups, every 429 pattern, all three policies
-and scheduler limits down to 1. Sizes are kept small on purpose: a property test runs hundreds of
+and scheduler limits down to 1. ``hostile_scenario_dicts()`` pushes such scenarios into the regimes
+that used to run away (zero latencies, always-429 with a tiny backoff, thousands of row groups,
+short horizons, no cooldown), with a small run budget. Sizes are kept small on purpose: a property test runs hundreds of
 whole simulations, and the interesting cases (stalls, leaks, wrong blocks) show up in tiny
 scenarios at least as often as in big ones.
 
@@ -269,6 +271,51 @@ def scenario_dicts(
             stop["completed_rows"] = draw(st.integers(1, 8))
     if stop:
         data["stop"] = stop
+    return data
+
+
+#: The regimes in which valid scenarios used to run away (retry or pause without end while memory
+#: grew); ``hostile_scenario_dicts`` applies at least one of them to a scenario drawn as above.
+HOSTILE_REGIMES = ("zero_latency", "always_429_tiny_backoff", "thousands_of_row_groups", "short_horizon", "no_cooldown")
+
+
+@st.composite
+def hostile_scenario_dicts(draw: st.DrawFn) -> dict[str, Any]:
+    """A valid scenario in one or more runaway regimes, always with a small ``stop.max_events``.
+
+    Zero latencies everywhere (nothing advances the clock but pauses); one used model answering
+    429 forever with a resalvage backoff of 0.1-1 ms; 1,000-3,000 one-row groups; a horizon of
+    1-50 ms; request admission on with no cooldown. Without the run budget the first two spin at
+    one simulated instant for minutes; with it every run must stop by ``max_events`` or earlier.
+    """
+    data = draw(scenario_dicts())
+    regimes = draw(st.sets(st.sampled_from(HOSTILE_REGIMES), min_size=1, max_size=3))
+    used = sorted({c["model"] for c in data["columns"] if c.get("model") is not None})
+    stop = dict(data.get("stop", {}))
+    if "zero_latency" in regimes:
+        for m in data["models"]:
+            m["latency"] = {"distribution": "constant", "mean": 0.0}
+            if m["rate_limit"].get("pattern", "never") != "never":
+                m["rate_limit"]["latency"] = 0.0
+        for c in data["columns"]:
+            c.pop("duration", None)
+    if "always_429_tiny_backoff" in regimes and used:
+        victim = draw(st.sampled_from(used))
+        for m in data["models"]:
+            if m["name"] == victim:
+                m["rate_limit"] = {"pattern": "always", "latency": draw(st.sampled_from([0.0, 0.0, 1e-4]))}
+        data["scheduler"]["resalvage_backoff"] = draw(st.sampled_from([1e-4, 1e-4, 1e-3]))
+        stop.setdefault("max_time", draw(st.sampled_from([1.0, 60.0, 1e9])))
+    if "thousands_of_row_groups" in regimes:
+        data["row_groups"] = {"count": draw(st.sampled_from([1000, 2048, 3000])), "size": 1}
+        stop.pop("completed_rows", None)
+    if "short_horizon" in regimes:
+        stop["max_time"] = draw(st.sampled_from([1e-3, 1e-2, 5e-2]))
+    if "no_cooldown" in regimes:
+        data["request_admission"]["enabled"] = True
+        data["request_admission"]["cooldown_seconds"] = 0.0
+    stop["max_events"] = draw(st.sampled_from([300, 1000, 2000]))
+    data["stop"] = stop
     return data
 
 

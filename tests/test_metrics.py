@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import pandas as pd
 import pytest
 
 import sim
@@ -303,3 +304,130 @@ def test_healthy_calls_while_limited_on_the_headline_scenario():
     assert s["healthy_calls_while_limited"] == s["healthy_calls"] > 0
     healthy = sim.simulate(scenario_, policy="localized", overrides=["models.cooling.rate_limit.pattern='never'"])
     assert healthy.summary["healthy_calls"] > 0 and healthy.summary["healthy_calls_while_limited"] == 0
+
+
+# -- bounded recorder --------------------------------------------------------------------------
+
+
+def run_with_caps(
+    scenario: sim.Scenario, series_rows: int, model_rows: int, intervals: int = 10**9, policy: str = "localized"
+) -> sim.Result:
+    """Run ``scenario`` as sim.simulate does, with a recorder capped at the given row counts."""
+    from sim.metrics import Recorder
+    from sim.policies import get_policy
+    from sim.results import result_from_scheduler
+    from sim.scheduler import Scheduler
+    from sim.workload import build_workload
+
+    workload = build_workload(scenario)
+    sched = Scheduler(scenario, workload, get_policy(policy), seed=0)
+    sched.recorder = Recorder(
+        scenario, workload, max_series_rows=series_rows, max_model_series_rows=model_rows, max_intervals=intervals
+    )
+    sched.run()
+    return result_from_scheduler(sched)
+
+
+@pytest.fixture(scope="module")
+def window_runs() -> tuple[sim.Result, sim.Result]:
+    from pathlib import Path
+
+    scenario = sim.load_scenario(Path(__file__).resolve().parent.parent / "scenarios" / "window-recovery.toml")
+    return run_with_caps(scenario, 10**9, 10**9), run_with_caps(scenario, 50, 300)
+
+
+def test_capped_series_keep_every_summary_metric(window_runs) -> None:
+    full, capped = window_runs
+    assert len(full.timeseries) > 50 and len(full.model_timeseries) > 300
+    a, b = dict(full.summary), dict(capped.summary)
+    changed = {"timeseries_rows_aggregated", "model_timeseries_rows_aggregated", "recorder_note"}
+    for key, value in a.items():
+        if key in changed:
+            continue
+        if isinstance(value, float) and not math.isnan(value):
+            assert b[key] == pytest.approx(value, rel=1e-12, abs=1e-12), key
+        else:
+            assert b[key] == value or (value != value and b[key] != b[key]), key
+
+
+def test_capped_scheduler_series_keeps_its_head_and_the_final_state(window_runs) -> None:
+    full, capped = window_runs
+    ts = capped.timeseries
+    assert len(ts) == 51  # 50 samples, then the final one
+    pd.testing.assert_frame_equal(ts.iloc[:50], full.timeseries.iloc[:50])
+    assert ts.iloc[-1].equals(full.timeseries.iloc[-1])
+    s = capped.summary
+    assert s["timeseries_rows_aggregated"] == len(full.timeseries) - 50
+    assert "scheduler time series capped at 50 rows" in s["recorder_note"]
+
+
+def test_capped_model_series_counts_the_rows_it_does_not_store(window_runs) -> None:
+    full, capped = window_runs
+    assert len(capped.model_timeseries) == 300
+    pd.testing.assert_frame_equal(capped.model_timeseries, full.model_timeseries.iloc[:300])
+    s = capped.summary
+    assert s["model_timeseries_rows_aggregated"] == len(full.model_timeseries) - 300
+    assert "model time series capped at 300 rows" in s["recorder_note"]
+    assert "flaky: " in s["recorder_note"] and "of them 429 answers" in s["recorder_note"]
+    # The per-model call counts do not depend on the stored rows.
+    pd.testing.assert_frame_equal(capped.models, full.models)
+
+
+def test_uncapped_runs_have_no_note(window_runs) -> None:
+    full, _ = window_runs
+    assert full.summary["recorder_note"] == ""
+    assert full.summary["timeseries_rows_aggregated"] == full.summary["model_timeseries_rows_aggregated"] == 0
+
+
+def _assert_same_numbers(a: pd.DataFrame, b: pd.DataFrame) -> None:
+    pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("name", "overrides"),
+    [
+        ("window-recovery", []),  # AIMD controller: shared cooldowns, busy periods inside them
+        ("cooling-2048", ["models.0.rate_limit.retry_after=0.01"]),  # no controller: Retry-After cooldowns
+        ("healthy-bottleneck", []),
+    ],
+)
+@pytest.mark.parametrize("policy", ["fixed", "localized"])
+def test_folded_intervals_give_the_same_model_metrics(name: str, overrides: list[str], policy: str) -> None:
+    from pathlib import Path
+
+    scenario = sim.load_scenario(Path(__file__).resolve().parent.parent / "scenarios" / f"{name}.toml", overrides)
+    full = run_with_caps(scenario, 10**9, 10**9, policy=policy)
+    folded_run = run_with_caps(scenario, 10**9, 10**9, intervals=3, policy=policy)
+    _assert_same_numbers(folded_run.models, full.models)
+    for key, value in full.summary.items():
+        if isinstance(value, float):
+            assert folded_run.summary[key] == pytest.approx(value, rel=1e-12, abs=1e-12, nan_ok=True), key
+
+
+def test_folding_splits_a_cooldown_that_straddles_the_fold() -> None:
+    """A cooldown interval cut in two by a fold is still one cooldown period."""
+    scen = scenario(
+        count=3, size=2, latency=0.5, mpr=2, controller=True, rate_limit={"pattern": "window", "start": 0.0, "end": 1.0}
+    )
+    full = run_with_caps(scen, 10**9, 10**9, policy="fixed")
+    from sim.metrics import Recorder
+    from sim.policies import get_policy
+    from sim.results import result_from_scheduler
+    from sim.scheduler import Scheduler
+    from sim.workload import build_workload
+
+    workload = build_workload(scen)
+    sched = Scheduler(scen, workload, get_policy("fixed"), seed=0)
+    rec = sched.recorder = Recorder(scen, workload, max_intervals=10**9)
+    sched.env.process(_fold_every(sched.env, rec, 0.07))
+    sched.run()
+    folded = result_from_scheduler(sched)
+    assert rec.intervals.folds > 10
+    _assert_same_numbers(folded.models, full.models)
+    assert model_row(folded)["cooldown_periods"] == model_row(full)["cooldown_periods"] >= 1
+
+
+def _fold_every(env, rec, step: float):
+    while True:
+        yield env.timeout(step)
+        rec.fold_intervals(env.now)

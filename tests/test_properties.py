@@ -6,6 +6,9 @@ the accounting invariants at the end of the run (``Scheduler.check_invariants``)
 
 * the run ends by completion or by one of its stop rules, within a bounded number of SimPy
   events (a run that spins at one simulated instant fails here instead of hanging CI);
+* in the regimes that used to run away (zero latencies, always-429 with a tiny backoff,
+  thousands of row groups, short horizons, no cooldown) the run budget stops every run, says so,
+  and the end state still passes every invariant;
 * with no stop rule and 429s that stop, every row is completed and every model-backed task
   succeeded exactly once (the model has no non-retryable errors, so nothing may be dropped);
 * the same scenario and seed give the same summary and time series;
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
@@ -36,7 +40,7 @@ from sim.policies import POLICIES, AdmissionView, analyze_deferred, localized_bl
 from sim.scenario import scenario_from_dict
 from sim.workload import build_workload
 
-from .strategies import examples, scenario_dicts, total_rows
+from .strategies import examples, hostile_scenario_dicts, scenario_dicts, total_rows
 
 #: No generated case needs more than a few thousand SimPy events (measured max ~5k); a run
 #: past this budget is taken as one that would never end.
@@ -45,6 +49,7 @@ EVENT_BUDGET = 200_000
 WALL_LIMIT_SECONDS = 60
 
 STOP_REASONS = {"completed", "max_time", "successful_calls", "completed_rows"}
+BUDGET_STOPS = {"max_events", "max_wall_seconds"}
 
 
 class EventBudgetExceeded(Exception):  # deliberately not a RuntimeError: the scheduler maps those
@@ -157,6 +162,64 @@ def test_every_run_ends_by_completion_or_a_stop_rule(data: dict[str, Any]) -> No
             if (models[p]["provider"], models[p]["model_id"]) == (m["provider"], m["model_id"])
         ]
         assert row.max_in_flight <= min(peers), row
+
+
+@examples(25)
+@given(hostile_scenario_dicts())
+def test_runaway_regimes_stop_within_their_run_budget(data: dict[str, Any]) -> None:
+    result, events = run_bounded(data)
+    s = result.summary
+    budget = data["stop"]["max_events"]
+    assert s["max_events"] == budget
+    assert s["stop_reason"] in STOP_REASONS | BUDGET_STOPS
+    # One pass dispatches at most max_in_flight_tasks before the next check of the budget.
+    assert s["scheduler_events"] <= budget + data["scheduler"]["max_in_flight_tasks"] + 1
+    # A scheduler event costs a bounded number of SimPy events (measured: under 4).
+    assert events <= 6 * s["scheduler_events"] + 10 * _groups(data) + 10
+    if s["stop_reason"] in BUDGET_STOPS:
+        assert s["budget_exhausted"] is True
+        assert f"stop.{s['stop_reason']}" in s["budget_message"]
+        assert s["scheduler_events"] > budget or s["stop_reason"] == "max_wall_seconds"
+        if "max_time" in data["stop"]:
+            assert s["sim_time"] <= data["stop"]["max_time"]
+    else:
+        assert s["budget_exhausted"] is False and s["budget_message"] == ""
+        assert s["scheduler_events"] <= budget
+
+
+def test_without_the_budget_a_runaway_regime_trips_the_event_guard(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Zero latencies, always-429 and a 0.1 ms backoff over a 1e9 s horizon, as the hostile strategy
+    draws: with no run budget to speak of, the run pauses and retries until the test's own event
+    guard gives up (it would take weeks); with one it stops cleanly."""
+    data = {
+        "name": "spin",
+        "row_groups": {"count": 16, "size": 1},
+        "models": [
+            {
+                "name": "cooling",
+                "latency": {"distribution": "constant", "mean": 0.0},
+                "rate_limit": {"pattern": "always"},
+            },
+            {"name": "healthy", "latency": {"distribution": "constant", "mean": 0.0}},
+        ],
+        "columns": [
+            {"name": "seed", "strategy": "full_column"},
+            {"name": "cooling", "depends_on": ["seed"], "model": "cooling"},
+            {"name": "healthy", "depends_on": ["seed"], "model": "healthy"},
+        ],
+        "scheduler": {"resalvage_backoff": 1e-4},
+        "request_admission": {"enabled": False},
+        "stop": {"max_time": 1e9, "max_events": 10**12},
+    }
+    monkeypatch.setattr(sys.modules[__name__], "EVENT_BUDGET", 20_000)
+    with pytest.raises(EventBudgetExceeded):
+        run_bounded(data)
+    data["stop"]["max_events"] = 2_000
+    result, events = run_bounded(data)
+    assert result.summary["stop_reason"] == "max_events"
+    assert result.summary["budget_exhausted"] is True
+    assert result.summary["sim_time"] < 1.0
+    assert events < 20_000
 
 
 @examples(200)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import pandas as pd
@@ -9,8 +10,8 @@ import pytest
 
 from sim import SimulationError, load_scenario, simulate
 from sim.policies import get_policy
-from sim.scenario import scenario_from_dict
-from sim.scheduler import Scheduler
+from sim.scenario import DEFAULT_EVENTS_PER_TASK, MIN_DEFAULT_MAX_EVENTS, scenario_from_dict
+from sim.scheduler import WALL_CHECK_EVENTS, Scheduler
 from sim.workload import Task, build_workload
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "sim" / "scenarios"
@@ -290,3 +291,87 @@ def test_stop_on_completed_rows():
     s = simulate(scenario).summary
     assert s["stop_reason"] == "completed_rows"
     assert 40 <= s["completed_rows"] < s["total_rows"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Run budgets (stop.max_events, stop.max_wall_seconds)
+# ---------------------------------------------------------------------------------------------
+
+
+def spinning_headline(**stop) -> dict:
+    """The headline scenario with zero latencies and no call stop: without a budget it retries
+    the always-429 column at t = 0 for minutes while memory grows."""
+    data = tomllib.loads((SCENARIOS / "cooling-2048.toml").read_text())
+    for model in data["models"]:
+        model["latency"] = {"distribution": "constant", "mean": 0.0}
+    data["stop"] = {"max_time": 60.0, **stop}
+    return data
+
+
+def test_zero_latency_spin_stops_on_the_event_budget_and_says_what_grew():
+    result = simulate(scenario_from_dict(spinning_headline(max_events=20_000)))
+    s = result.summary
+    assert s["stop_reason"] == "max_events"
+    assert s["budget_exhausted"] is True
+    assert s["sim_time"] == 0.0  # the spin: no simulated time passes
+    assert s["rate_limited_calls"] > 5_000
+    message = s["budget_message"]
+    assert "stop.max_events = 20000 scheduler events" in message
+    assert "retries grew" in message and "answered 429" in message
+    assert "raise stop.max_events" in message
+    # Past the budget by at most one pass's dispatches (max_in_flight_tasks = 1024).
+    assert s["max_events"] == 20_000
+    assert 20_000 < s["scheduler_events"] <= 20_000 + 1024 + 1
+    assert s["scheduler_events"] >= s["main_loop_iterations"] + s["dispatches"]
+
+
+def test_budget_stop_can_be_raised_with_an_override():
+    scenario = scenario_from_dict(spinning_headline(max_events=5_000))
+    small = simulate(scenario).summary
+    large = simulate(scenario, overrides=["stop.max_events=15000"]).summary
+    assert small["stop_reason"] == large["stop_reason"] == "max_events"
+    assert large["dispatches"] > 2 * small["dispatches"]
+
+
+def test_outage_over_a_huge_horizon_stops_on_the_budget_not_after_weeks():
+    data = tomllib.loads((SCENARIOS / "cooling-2048.toml").read_text())
+    data["row_groups"]["count"] = 16
+    data["scheduler"]["resalvage_backoff"] = 1e-4
+    data["stop"] = {"max_time": 1e9, "max_events": 30_000}
+    s = simulate(scenario_from_dict(data)).summary
+    assert s["stop_reason"] == "max_events" and s["budget_exhausted"] is True
+    assert 0.0 < s["sim_time"] < 1e9
+
+
+def test_wall_clock_budget_is_checked_every_4096_scheduler_events():
+    result = simulate(scenario_from_dict(spinning_headline(max_wall_seconds=1e-9)))
+    s = result.summary
+    assert s["stop_reason"] == "max_wall_seconds"
+    assert s["budget_exhausted"] is True
+    assert "stop.max_wall_seconds = 1e-09 s of wall time" in s["budget_message"]
+    assert WALL_CHECK_EVENTS < s["scheduler_events"] <= WALL_CHECK_EVENTS + 1025
+
+
+def test_default_event_budget_scales_with_the_plan(cooling):
+    small = Scheduler(cooling, build_workload(cooling), get_policy("global"), seed=0)
+    assert small.planned_tasks == 2048 * 4 + 2048
+    assert small.max_events == MIN_DEFAULT_MAX_EVENTS  # 20 x 10240 is below the floor
+    big = cooling.model_copy(update={"row_groups": cooling.row_groups.model_copy(update={"count": 40_000})})
+    sched = Scheduler(big, build_workload(big), get_policy("global"), seed=0)
+    assert sched.max_events == DEFAULT_EVENTS_PER_TASK * 40_000 * 5
+
+
+def test_bundled_runs_never_touch_their_budgets(headline):
+    for result in headline.values():
+        assert result.summary["budget_exhausted"] is False
+        assert result.summary["budget_message"] == ""
+        assert result.summary["recorder_note"] == ""
+
+
+def test_a_budget_too_small_for_healthy_work_says_the_work_itself_grew():
+    scenario = load_scenario(SCENARIOS / "healthy-bottleneck.toml", ["stop.max_events=500"])
+    s = simulate(scenario, policy="fixed").summary
+    assert s["stop_reason"] == "max_events"
+    assert s["rate_limited_calls"] == 0
+    assert "the work itself:" in s["budget_message"] and "planned tasks dispatched" in s["budget_message"]
+    assert s["completed_rows"] < s["total_rows"]
