@@ -258,6 +258,37 @@ class RowGroupConfig(_Strict):
         return self.buffer_size if self.buffer_size is not None else self.size
 
 
+#: Names of the event-loop cost profiles shipped in ``sim/profiles`` (``<name>.toml``).
+SHIPPED_LOOP_PROFILES = ("reference-2core",)
+
+
+class LoopConfig(_Strict):
+    """The scheduler's own event loop (``docs/event-loop.md``).
+
+    ``none`` is the idealized model: scheduler work takes no time and same-instant wakes merge
+    into one main-loop iteration. ``calibrated`` runs every piece of scheduler work as a callback
+    on one simulated asyncio loop, with the CPU cost of ``profile`` (a shipped profile name or a
+    path to a profile TOML) multiplied by ``scale`` (for a faster or slower machine).
+    """
+
+    model: Literal["calibrated", "none"] = "none"
+    profile: str = Field(default="reference-2core", min_length=1, max_length=1000)
+    scale: Float = Field(default=1.0, gt=0.0, le=1000.0)
+
+    _check_profile = field_validator("profile")(_printable)
+
+    @field_validator("profile")
+    @classmethod
+    def _known_profile(cls, value: str) -> str:
+        is_path = value.endswith(".toml") or "/" in value or "\\" in value
+        if not is_path and value not in SHIPPED_LOOP_PROFILES:
+            raise ValueError(
+                f"'{value}' is not a shipped profile {_short_list(list(SHIPPED_LOOP_PROFILES))} "
+                "nor a path to a .toml profile"
+            )
+        return value
+
+
 class SchedulerConfig(_Strict):
     """Scheduler constructor knobs (spec 2.3, 2.4, 4.4, 5.4). Defaults are the spec's."""
 
@@ -272,6 +303,7 @@ class SchedulerConfig(_Strict):
     resalvage_backoff: Float = Field(default=0.05, ge=MIN_RESALVAGE_BACKOFF, le=3600.0)
     request_pressure_advisory: Bool = False
     borrow_reserve_fraction: Float = Field(default=0.0, ge=0.0, le=1.0)
+    loop: LoopConfig = LoopConfig()
 
 
 class RequestAdmissionConfig(_Strict):
