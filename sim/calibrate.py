@@ -67,7 +67,9 @@ class MicroScenario:
     #: max_in_flight_tasks = max_model_task_admission
     budgets: int = 1024
 
-    def scenario(self, loop_model: str = "calibrated", profile: str = "reference-2core", scale: float = 1.0) -> Scenario:
+    def scenario(
+        self, loop_model: str = "calibrated", profile: str = "reference-2core", scale: float = 1.0
+    ) -> Scenario:
         models = [
             {
                 "name": name,
@@ -486,7 +488,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     out = Path(args.out)
     meta = dict(measured_on_from(measurements, args.measurements))
-    write_profile(out, fit, name=args.name or out.stem, measured_on=meta, description=f"fitted by sim.calibrate")
+    write_profile(out, fit, name=args.name or out.stem, measured_on=meta, description="fitted by sim.calibrate")
     for quantity, (measured, simulated) in fit.comparison.items():
         print(f"{quantity}: measured {measured:.4f}  simulated {simulated:.4f}")
     if fit.unconstrained:

@@ -147,6 +147,7 @@ def load_profile(name_or_path: str) -> LoopProfile:
         raise ProfileError(f"{source}: invalid TOML: {err}") from None
     return profile_from_dict(data, source)
 
+
 #: Marks a queue entry as a coroutine turn (its payload is the SimPy event to trigger).
 _TURN = None
 
