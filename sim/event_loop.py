@@ -162,6 +162,7 @@ class EventLoop:
         "_running",
         "_owned",
         "_extension",
+        "_debt",
         "_batch_left",
         "busy_time",
         "callbacks_run",
@@ -176,6 +177,8 @@ class EventLoop:
         #: True while a coroutine turn (not a callback) holds the CPU
         self._owned = False
         self._extension: tuple[float, Callback, tuple[Any, ...]] | None = None
+        #: CPU time the owning coroutine has used but not yet waited out (see :meth:`charge`)
+        self._debt = 0.0
         self._batch_left = 0
         #: simulated seconds of CPU spent (sum of every cost and hold)
         self.busy_time = 0.0
@@ -230,9 +233,19 @@ class EventLoop:
         return ev
 
     def hold(self, cost: float) -> simpy.Timeout:
-        """The owning coroutine keeps the CPU for ``cost`` seconds (yield the returned timeout)."""
+        """The owning coroutine keeps the CPU for ``cost`` seconds (yield the returned timeout),
+        plus any time it :meth:`charge`-d since its last hold."""
         self.busy_time += cost
-        return self.env.timeout(cost)
+        total = cost + self._debt
+        self._debt = 0.0
+        return self.env.timeout(total)
+
+    def charge(self, cost: float) -> None:
+        """The owning coroutine used ``cost`` of CPU whose effect nobody can observe before its
+        next hold or release (a dispatch pass that dispatched nothing): it is waited out then,
+        saving a SimPy event."""
+        self.busy_time += cost
+        self._debt += cost
 
     def extend(self, cost: float, fn: Callback, *args: Any) -> None:
         """From inside a running callback: keep the CPU ``cost`` longer, then run ``fn`` (the same
@@ -243,8 +256,17 @@ class EventLoop:
         """The owning coroutine suspends on something that is not a loop turn: free the CPU."""
         if self._owned:
             self._owned = False
+            debt = self._debt
+            if debt > 0.0:  # the CPU stays busy until the charged time has passed
+                self._debt = 0.0
+                self.env.timeout(debt).callbacks.append(self._after_debt)
+                return
             self._running = False
             self._run_next()
+
+    def _after_debt(self, _ev: simpy.Event) -> None:
+        self._running = False
+        self._run_next()
 
     # -- running ---------------------------------------------------------------------------------
 

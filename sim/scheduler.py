@@ -310,8 +310,8 @@ class Scheduler:
             self.iterations += 1
             self._wake_ev = self.env.event()
             dispatched, blocked = yield from self._dispatch_pass()
-            if loop is not None:
-                yield loop.hold(self._checkpoint_cost() + self._evaluation_cost())
+            if loop is not None and (cost := self._checkpoint_cost() + self._evaluation_cost()) > 0:
+                yield loop.hold(cost)
             self._checkpoint_pass()
             self._evaluate_target()
             self.recorder.sample(self)
@@ -367,7 +367,10 @@ class Scheduler:
             self.in_flight_by_gen[task.gen.index] += 1
             started.append(task)
         if self.loop is not None:  # the pass's CPU time, then the workers start after one yield
-            yield self.loop.hold(self.costs.main_loop_pass + len(started) * self.costs.dispatch)
+            if started:
+                yield self.loop.hold(self.costs.main_loop_pass + len(started) * self.costs.dispatch)
+            else:
+                self.loop.charge(self.costs.main_loop_pass)
         if started:
             self.recorder.dispatched(self, len(started))
             for task in started:
