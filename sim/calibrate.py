@@ -113,6 +113,9 @@ class Measurement:
     rows_per_s: float
     #: target value -> seconds from the start of the run until the target first reached it
     target_reached_s: dict[int, float] = field(default_factory=dict)
+    #: target evaluations that found a block reason other than no_pending_row_groups (not fitted:
+    #: a check of the evaluation cadence)
+    blocked_evaluations: int | None = None
 
 
 def measurements_from_dicts(items: Iterable[Mapping[str, Any]], source: str) -> list[Measurement]:
@@ -129,6 +132,7 @@ def measurements_from_dicts(items: Iterable[Mapping[str, Any]], source: str) -> 
                     float(item["wall_s"]),
                     float(item["rows_per_s"]),
                     {int(k): float(v) for k, v in item.get("target_reached_s", {}).items()},
+                    None if item.get("blocked_evaluations") is None else int(item["blocked_evaluations"]),
                 )
             )
         except (KeyError, TypeError, ValueError) as err:
@@ -185,9 +189,10 @@ def measurements_from_harness(runs_jsonl: str | Path, timelines: str | Path | No
                 if hit is not None:
                     reached[value] = float(hit)
         wall = float(run["wall_s"])
-        out.append(
-            Measurement(f"{tag}#{i}", micro, float(run["cpu_s"]), wall, int(run["completed_rows"]) / wall, reached)
-        )
+        reasons = run.get("row_group_admission", {}).get("blocked_reasons_scheduler", {})
+        blocked = sum(n for reason, n in reasons.items() if reason != "no_pending_row_groups") if adaptive else None
+        rows_per_s = int(run["completed_rows"]) / wall
+        out.append(Measurement(f"{tag}#{i}", micro, float(run["cpu_s"]), wall, rows_per_s, reached, blocked))
     return out
 
 
@@ -199,6 +204,7 @@ def measurement_to_dict(m: Measurement) -> dict[str, Any]:
         "wall_s": m.wall_s,
         "rows_per_s": m.rows_per_s,
         "target_reached_s": {str(k): v for k, v in sorted(m.target_reached_s.items())},
+        "blocked_evaluations": m.blocked_evaluations,
     }
 
 
