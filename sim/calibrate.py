@@ -477,6 +477,32 @@ def write_profile(
     return load_profile(str(path))
 
 
+def calibrate(
+    measurements_path: str | Path,
+    out: str | Path,
+    *,
+    prior: str = "reference-2core",
+    name: str | None = None,
+    iterations: int = 4,
+) -> FitResult:
+    """Fit a profile to a measurements file and write it to ``out`` (what ``calibrate`` runs).
+
+    The profile's ``measured_on`` is the measurements file's own table if it has one (the machine
+    the real scheduler ran on), else this machine. Raises :class:`InputError` subclasses on bad
+    input, before anything is written."""
+    path = Path(measurements_path)
+    measurements = load_measurements(path)
+    start = load_profile(prior)
+    fit = fit_costs(measurements, start.costs_us, iterations=iterations)
+    meta = json.loads(path.read_text(encoding="utf-8")).get("measured_on")
+    measured_on = {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else machine_description()
+    out = Path(out)
+    write_profile(
+        out, fit, name=name or out.stem, measured_on=measured_on, description=f"fitted by sim.calibrate to {path.name}"
+    )
+    return fit
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sim.calibrate", description=__doc__.splitlines()[0])
     parser.add_argument("--measurements", required=True, help="measurements JSON (see sim/profiles)")
@@ -486,33 +512,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--iterations", type=int, default=4)
     args = parser.parse_args(argv)
     try:
-        measurements = load_measurements(args.measurements)
-        prior = load_profile(args.prior)
-        fit = fit_costs(measurements, prior.costs_us, iterations=args.iterations)
+        fit = calibrate(args.measurements, args.out, prior=args.prior, name=args.name, iterations=args.iterations)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    out = Path(args.out)
-    meta = dict(measured_on_from(measurements, args.measurements))
-    write_profile(out, fit, name=args.name or out.stem, measured_on=meta, description="fitted by sim.calibrate")
     for quantity, (measured, simulated) in fit.comparison.items():
         print(f"{quantity}: measured {measured:.4f}  simulated {simulated:.4f}")
     if fit.unconstrained:
         print(f"not exercised by the measurements (prior kept): {', '.join(fit.unconstrained)}")
-    print(f"wrote {out}")
+    print(f"wrote {args.out}")
     return 0
-
-
-def measured_on_from(measurements: Sequence[Measurement], source: str) -> dict[str, str]:
-    """The machine a measurements file describes (its ``measured_on`` table), else this one."""
-    try:
-        data = json.loads(Path(source).read_text(encoding="utf-8"))
-        meta = data.get("measured_on")
-        if isinstance(meta, dict):
-            return {str(k): str(v) for k, v in meta.items()}
-    except (OSError, ValueError):
-        pass
-    return machine_description()
 
 
 if __name__ == "__main__":
