@@ -268,7 +268,8 @@ class LoopConfig(_Strict):
     ``none`` is the idealized model: scheduler work takes no time and same-instant wakes merge
     into one main-loop iteration. ``calibrated`` runs every piece of scheduler work as a callback
     on one simulated asyncio loop, with the CPU cost of ``profile`` (a shipped profile name or a
-    path to a profile TOML) multiplied by ``scale`` (for a faster or slower machine).
+    path to a profile TOML, relative to the working directory) multiplied by ``scale`` (for a
+    faster or slower machine).
     """
 
     model: Literal["calibrated", "none"] = "none"
