@@ -1,42 +1,52 @@
-"""Command line: a thin shell over the public API.
+"""Command line: a thin typer shell over the public API.
 
-Commands: ``run``, ``compare``, ``sweep``, ``check``, ``plot``, ``scenarios``. Every command
-validates its inputs first; a bad scenario or option prints one clear message (no traceback).
+Commands: ``run``, ``compare``, ``sweep``, ``check``, ``plot``, ``scenarios``. Every command is
+registered with :func:`command`, which maps exceptions to exit codes by their base class
+(:mod:`sim.errors`), so one bad input is one line on stderr and never a traceback. Every command
+validates what it can before anything runs. Tables, JSON and CSV come from :mod:`sim.output`.
 
-Exit codes: 0 success; 1 something ran and failed (a failed run in a sweep, a failed check, a
-simulation error); 2 usage error, nothing was run (bad scenario, option, grid key, thresholds
-file, plugin, executor); 130 interrupted (a sweep prints how to resume).
+Exit codes (:data:`EXIT_CODES`, also in ``--help`` and the README): 0 success; 1 something ran and
+failed; 2 bad input, nothing ran; 130 interrupted (Ctrl-C), 143 terminated (SIGTERM); an
+interrupted sweep prints how to resume it.
 """
 
 from __future__ import annotations
 
-import argparse
+import functools
 import os
+import signal
 import sys
-import textwrap
-from collections.abc import Sequence
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
+from typing import Annotated, Any
 
 import pandas as pd
+import typer
 
 from . import __version__, simulate
-from .check import DEFAULT_THRESHOLDS, ThresholdsError, default_thresholds, format_results, run_checks
-from .comparison import COMPARE_METRICS, compare_table, format_number, format_table, seed_statistics
-from .executors import EXECUTORS, Executor, ExecutorUnavailable, make_executor
-from .policies import POLICIES, PluginError, UnknownPolicyError, get_policy, load_plugin
+from .catalog import NAME_RULE, bundled_scenarios, did_you_mean, resolve_scenario
+from .check import DEFAULT_THRESHOLDS, CheckResult, ThresholdsError, default_thresholds, evaluate, load_thresholds
+from .check import plan_checks as plan_threshold_checks
+from .comparison import STATISTICS, compare_table, seed_statistics
+from .errors import InputError, RunFailed
+from .executors import EXECUTORS, Executor, make_executor
+from .metric_info import GROUPS, better_mark, metric_info, summary_metric_names
+from .output import Column, OutputFormat, Report, Table, emit, format_value
+from .policies import POLICIES, get_policy, load_plugin
 from .results import Result, write_result
-from .scenario import ScenarioError, load_scenario
+from .row_group_admission import REASONS
+from .scenario import Scenario, ScenarioError, load_scenario
 from .scheduler import SimulationError
 from .sweep import (
-    BUNDLED_SCENARIOS,
-    SweepError,
     SweepInterrupted,
     SweepPlan,
     SweepReport,
     parse_grid,
     plan_from_manifest,
     plan_sweep,
-    resolve_scenario_path,
     resume_sweep,
     run_sweep,
     seed_list,
@@ -46,14 +56,318 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+
+EXIT_CODES = {
+    EXIT_OK: "success",
+    EXIT_FAILED: "something ran and failed (a run, a check, writing the results)",
+    EXIT_USAGE: "bad input: one line names the file or option, the key and the reason; nothing ran",
+    EXIT_INTERRUPTED: "interrupted by Ctrl-C (SIGINT); a sweep prints how to resume it",
+    EXIT_TERMINATED: "terminated by SIGTERM; a sweep prints how to resume it",
+}
 
 DEFAULT_POLICIES = "fixed,global,localized"
+#: Most seeds one command may ask for (the thresholds file has the same limit).
+MAX_SEEDS = 1000
+PROG = "admission-sim"
 
-__all__ = ["BUNDLED_SCENARIOS", "build_parser", "main", "resolve_scenario_path"]
+__all__ = ["EXIT_CODES", "app", "build_command", "command", "main"]
 
 
-class CliError(Exception):
+class CliError(InputError):
     """A usage problem reported as one line on stderr with exit code 2."""
+
+
+def _exit_code_text() -> str:
+    return "\n".join(f"  {code:>3}  {text}" for code, text in EXIT_CODES.items())
+
+
+def _examples(*lines: str) -> str:
+    return "[bold]Examples[/bold]\n" + "\n".join(f"  {PROG} {line}" for line in lines)
+
+
+app = typer.Typer(
+    name=PROG,
+    help="Simulate DataDesigner's async scheduler admission policies under rate limits (HTTP 429).",
+    epilog=_examples(
+        "scenarios",
+        "run cooling-2048 --policy localized",
+        "compare cooling-2048 --policies fixed,global,localized --seeds 5",
+        "sweep window-recovery --grid scheduler.initial_target=1,8 --seeds 3",
+        "check results/thresholds.toml --junit check.xml",
+    )
+    + f"\n\n[bold]Scenarios[/bold]\n  {NAME_RULE}.\n\n[bold]Exit codes[/bold]\n"
+    + _exit_code_text()
+    + f"\n\nShell completion: {PROG} --install-completion (bash, zsh, fish, PowerShell).",
+    rich_markup_mode="rich",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    pretty_exceptions_enable=False,
+)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        print(f"{PROG} {__version__}")
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Simulate DataDesigner's async scheduler admission policies under rate limits (HTTP 429)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Error mapping: one wrapper for every command
+# ---------------------------------------------------------------------------------------------
+
+_signal_received: list[int] = []
+
+
+def _say(message: str) -> None:
+    print(f"{PROG}: {message}", file=sys.stderr)
+
+
+def _interrupted_code() -> int:
+    return EXIT_TERMINATED if signal.SIGTERM in _signal_received else EXIT_INTERRUPTED
+
+
+def _interrupted_text() -> str:
+    return "terminated (SIGTERM)" if signal.SIGTERM in _signal_received else "interrupted"
+
+
+def run_mapped(body: Callable[[], int]) -> int:
+    """Run a command body; map what it raises to a one-line message and an exit code."""
+    try:
+        return body()
+    except SweepInterrupted as err:
+        _say(f"{_interrupted_text()}: {err}")
+        _say(f"resume with: {PROG} sweep --resume {err.partial_dir}")
+        return _interrupted_code()
+    except KeyboardInterrupt:
+        _say(_interrupted_text())
+        return _interrupted_code()
+    except InputError as err:
+        _say(f"error: {err}")
+        return EXIT_USAGE
+    except (RunFailed, SimulationError) as err:
+        _say(f"failed: {err}")
+        return EXIT_FAILED
+    except SystemExit as err:  # raised by a policy or plug-in inside a run: never a success
+        _say(f"failed: user code (a policy or plug-in) called sys.exit({err.code!r}); the command did not finish")
+        return EXIT_FAILED
+    except BrokenPipeError:  # output piped into `head`: not an error worth a traceback
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keep interpreter shutdown from failing to flush
+        return EXIT_OK
+    except OSError as err:
+        where = f": {err.filename}" if err.filename else ""
+        _say(f"failed: {err.strerror or err}{where}")
+        return EXIT_FAILED
+
+
+def command(name: str, help: str, epilog: str) -> Callable[[Callable[..., int]], Callable[..., int]]:
+    """Register ``fn`` as the command ``name`` of :data:`app`, under :func:`run_mapped`."""
+
+    def decorator(fn: Callable[..., int]) -> Callable[..., int]:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> int:
+            return run_mapped(lambda: fn(*args, **kwargs))
+
+        app.command(name, help=help, epilog=epilog)(wrapper)
+        return fn
+
+    return decorator
+
+
+@contextmanager
+def _signals_as_interrupts() -> Iterator[None]:
+    """SIGTERM is handled like Ctrl-C (a sweep keeps its finished runs and says how to resume)."""
+    _signal_received.clear()
+    try:
+        previous = signal.getsignal(signal.SIGTERM)
+
+        def on_sigterm(signum: int, frame: object) -> None:
+            _signal_received.append(signum)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, on_sigterm)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def build_command() -> Any:
+    """The click command behind :data:`app` (for tests and documentation tools)."""
+    return typer.main.get_command(app)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
+    cmd = build_command()
+    with _signals_as_interrupts():
+        try:
+            result = cmd.main(args=list(argv) if argv is not None else None, prog_name=PROG, standalone_mode=False)
+        except typer.Abort:
+            _say("interrupted")
+            return EXIT_INTERRUPTED
+        except typer.TyperException as err:  # click's usage errors (typer ships its own click)
+            ctx = getattr(err, "ctx", None)
+            if type(err).__name__ == "NoArgsIsHelpError" and ctx is not None:
+                print(ctx.get_help())
+                return EXIT_USAGE
+            where = ctx.command_path if ctx is not None else PROG
+            message = err.format_message() if hasattr(err, "format_message") else str(err)
+            print(f"{where}: error: {' '.join(message.split())} (see {where} --help)", file=sys.stderr)
+            return int(getattr(err, "exit_code", EXIT_USAGE))
+    return result if isinstance(result, int) else EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared options
+# ---------------------------------------------------------------------------------------------
+
+ScenarioArg = Annotated[
+    str,
+    typer.Argument(
+        metavar="SCENARIO",
+        help=f"A bundled scenario's name (see `{PROG} scenarios`) or a scenario file: {NAME_RULE}.",
+        show_default=False,
+    ),
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        metavar="KEY=VALUE",
+        help="Override a scenario value by dotted key; repeatable, e.g. --set scheduler.max_concurrent_row_groups=64.",
+        show_default=False,
+    ),
+]
+SeedOpt = Annotated[
+    int | None,
+    typer.Option("--seed", min=0, help="Random seed, >= 0 (default: the scenario's seed).", show_default=False),
+]
+SeedsOpt = Annotated[
+    int,
+    typer.Option(
+        "--seeds",
+        min=1,
+        max=MAX_SEEDS,
+        metavar="N",
+        help=f"Run N seeds per policy (and grid point): --seed .. --seed+N-1, at most {MAX_SEEDS}; e.g. --seeds 10.",
+    ),
+]
+PoliciesOpt = Annotated[
+    str,
+    typer.Option("--policies", metavar="P1,P2,...", help="Comma-separated policies, e.g. --policies global,localized."),
+]
+PluginOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--plugin",
+        metavar="MODULE:FUNCTION",
+        help="Import MODULE (or a path/to/file.py; the current directory is searched) and call FUNCTION() to "
+        "register custom policies; repeatable, e.g. --plugin mypolicies:register. "
+        "Scenario files are never imported or evaluated.",
+        show_default=False,
+    ),
+]
+JobsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--jobs",
+        "-j",
+        min=1,
+        help="Parallel worker processes (default: the CPU count; 1 runs in this process), e.g. --jobs 4.",
+        show_default=False,
+    ),
+]
+#: The executors as a choice type for ``--executor``.
+ExecutorName = StrEnum("ExecutorName", {name: name for name in EXECUTORS})
+ExecutorOpt = Annotated[
+    ExecutorName,
+    typer.Option(
+        "--executor",
+        help="Where runs execute: serial (this process), local (processes), dask (a Dask cluster; "
+        "needs pip install -e '.\\[distributed]').",
+    ),
+]
+SchedulerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--scheduler",
+        metavar="tcp://HOST:PORT",
+        help="Dask scheduler address for --executor dask (default: start a local cluster).",
+        show_default=False,
+    ),
+]
+OutOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--out",
+        metavar="DIR",
+        help="Results folder to create; it must not exist (default: results/<scenario>/<kind>-<UTC time>-<hash>), "
+        "e.g. --out results/my-sweep.",
+        show_default=False,
+    ),
+]
+FiguresOpt = Annotated[
+    bool, typer.Option("--figures/--no-figures", help="Write figures/*.png into the results folder.")
+]
+ProgressOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--progress/--no-progress",
+        help="Progress bar on stderr (default: shown when stderr is a terminal and not --quiet).",
+        show_default=False,
+    ),
+]
+FormatOpt = Annotated[
+    OutputFormat,
+    typer.Option(
+        "--format",
+        "-f",
+        help="table (for people), json or csv (for programs; notes go to stderr).",
+        case_sensitive=False,
+    ),
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no notes; only the results.")]
+VerboseOpt = Annotated[
+    bool, typer.Option("--verbose", "-v", help="Every metric, all-zero block counts included (run: also per column).")
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers shared by the commands
+# ---------------------------------------------------------------------------------------------
+
+
+def _note(text: str, fmt: OutputFormat = OutputFormat.table, quiet: bool = False) -> None:
+    """An informational line: stdout with tables, stderr with json/csv; nothing with --quiet."""
+    if quiet:
+        return
+    print(text, file=sys.stdout if fmt is OutputFormat.table else sys.stderr)
+
+
+def _load_plugins(plugins: Sequence[str] | None) -> list[str]:
+    for plugin in plugins or []:
+        load_plugin(plugin)
+    return list(plugins or [])
+
+
+def _load(scenario: str, overrides: Sequence[str] | None) -> tuple[Path, Scenario]:
+    source = resolve_scenario(scenario)
+    return source, load_scenario(source, list(overrides or []))
 
 
 def _policy_names(text: str) -> list[str]:
@@ -62,158 +376,61 @@ def _policy_names(text: str) -> list[str]:
         raise CliError("--policies needs at least one policy name")
     for name in names:
         get_policy(name)
+    if len(set(names)) != len(names):
+        raise CliError(f"--policies {text}: a policy is listed twice")
     return names
 
 
-def format_summary(result: Result) -> str:
-    """A readable two-column table of one run's summary (headline metrics first), then calls per
-    column and model."""
-    s = dict(result.summary)
-    lines = [f"scenario {s['scenario']}  policy {s['policy']}  seed {s['seed']}  (wall {result.wall_seconds:.2f}s)"]
-    headline = [k for k in COMPARE_METRICS if k in s]
-    keys = headline + [k for k in s if k not in headline and k not in ("scenario", "policy", "seed")]
-    width = max(len(k) for k in keys)
-    for key in keys:
-        lines.append(f"  {key:<{width}}  {format_number(s[key])}")
-    lines.append("")
-    lines.append(result.columns.to_string(index=False))
-    lines.append("")
-    lines.append(result.models.to_string(index=False))
-    return "\n".join(lines)
-
-
-def _executor(args: argparse.Namespace, runs: int) -> Executor:
+def _executor(choice: str, jobs: int | None, scheduler: str | None, runs: int) -> Executor:
     """The executor the options ask for; a single run or ``--jobs 1`` runs in this process."""
-    name = getattr(args, "executor", "local")
-    if name == "local" and (runs <= 1 or args.jobs == 1):
+    name = str(choice)
+    if name == "local" and (runs <= 1 or jobs == 1):
         name = "serial"
-    return make_executor(name, args.jobs, getattr(args, "scheduler", None))
+    return make_executor(name, jobs, scheduler)
 
 
-def _report_out(report: SweepReport) -> None:
-    if report.figures_note:
+def _name_max(folder: Path) -> int:
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        return 255
+
+
+def check_new_folder(option: str, path: Path) -> Path:
+    """``path`` can become a new folder: it does not exist, its names fit, its parent is writable."""
+    if path.exists() or path.is_symlink():
+        kind = "folder" if path.is_dir() else "file"
+        raise CliError(f"{option} {path}: a {kind} of that name already exists; remove it or choose another name")
+    ancestor = path.absolute().parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise CliError(f"{option} {path}: {ancestor} is a file, not a folder")
+    limit = _name_max(ancestor)
+    for part in path.parts:
+        if len(os.fsencode(part)) > limit:
+            raise CliError(f"{option} {path}: the name '{part[:40]}...' is longer than {limit} bytes")
+    if len(os.fsencode(str(path.absolute()))) >= 4096:
+        raise CliError(f"{option} {path}: the path is longer than 4095 bytes")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise CliError(f"{option} {path}: cannot create it: {ancestor} is not writable")
+    return path
+
+
+def _check_results_root() -> None:
+    """The default results root (``results/`` here) can be written, before anything runs."""
+    root = Path("results")
+    if root.exists() and not root.is_dir():
+        raise CliError(f"{root} is a file; give --out DIR for the results folder")
+    probe = root if root.exists() else Path.cwd()
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise CliError(f"cannot write the results folder: {probe.absolute()} is not writable; give --out DIR")
+
+
+def _report_out(report: SweepReport, fmt: OutputFormat, quiet: bool) -> None:
+    if report.figures_note and not quiet:
         print(report.figures_note, file=sys.stderr)
-    print(f"results: {report.out}")
-
-
-def _check_out(args: argparse.Namespace) -> None:
-    if args.out and Path(args.out).exists():
-        raise CliError(f"--out {args.out} already exists; remove it or choose another folder")
-
-
-# ---------------------------------------------------------------------------------------------
-# Commands
-# ---------------------------------------------------------------------------------------------
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    scenario = load_scenario(resolve_scenario_path(args.scenario), args.set)
-    result = simulate(scenario, policy=args.policy, seed=args.seed)
-    print(format_summary(result))
-    if args.out:
-        path = write_result(result, args.out, {"command": sys.argv})
-        print(f"\nwrote {path}")
-    return EXIT_OK
-
-
-def cmd_compare(args: argparse.Namespace) -> int:
-    source = resolve_scenario_path(args.scenario)
-    scenario = load_scenario(source, args.set)
-    policies = _policy_names(args.policies)
-    baseline = args.baseline or ("fixed" if "fixed" in policies else policies[0])
-    if baseline not in policies:
-        raise CliError(f"--baseline {baseline} is not among --policies {','.join(policies)}")
-    seeds = seed_list(scenario.seed if args.seed is None else args.seed, args.seeds)
-    _check_out(args)
-    plan = plan_sweep(
-        scenario,
-        policies=policies,
-        seeds=seeds,
-        kind="compare",
-        scenario_source=str(source),
-        plugins=args.plugin,
-        command=_command(),
-    )
-    executor = _executor(args, len(plan.runs))
-    try:
-        report = run_sweep(plan, args.out, executor=executor, progress=args.progress, figures=args.figures)
-    finally:
-        executor.close()
-    runs = report.runs
-    seed_text = ", ".join(str(s) for s in seeds)
-    print(f"compare {scenario.name}: policies {', '.join(policies)}; seeds {seed_text}; baseline {baseline}")
-    if len(seeds) > 1:
-        print(f"mean over {len(seeds)} seeds; ratios are <policy mean>/<baseline mean>")
-    print(format_table(compare_table(runs, policies, baseline)))
-    if len(seeds) > 1:
-        print()
-        print(f"over seeds ({len(seeds)} runs per policy)")
-        print(format_table(seed_statistics(runs, policies)))
-    _print_failures(runs)
-    _report_out(report)
-    return EXIT_FAILED if report.failed else EXIT_OK
-
-
-def cmd_sweep(args: argparse.Namespace) -> int:
-    if args.resume:
-        if args.scenario or args.grid or args.from_manifest:
-            raise CliError(
-                "--resume DIR takes the plan from DIR/manifest.json; give no SCENARIO, --grid or --from-manifest"
-            )
-        plan = plan_from_manifest(Path(args.resume) / "manifest.json", plugins=args.plugin)
-        executor = _executor(args, len(plan.runs))
-        try:
-            report = resume_sweep(
-                args.resume,
-                out=args.out,
-                executor=executor,
-                plugins=args.plugin,
-                progress=args.progress,
-                figures=args.figures,
-            )
-        finally:
-            executor.close()
-        return _sweep_summary(plan, report)
-    _check_out(args)
-    if args.from_manifest:
-        if args.scenario or args.grid or args.set:
-            raise CliError("--from-manifest re-runs the manifest's plan; give no SCENARIO, --grid or --set")
-        plan = plan_from_manifest(args.from_manifest, plugins=args.plugin, command=_command())
-    else:
-        if not args.scenario:
-            raise CliError("give a SCENARIO (or --from-manifest FILE, or --resume DIR)")
-        source = resolve_scenario_path(args.scenario)
-        scenario = load_scenario(source, args.set)
-        grid = parse_grid(args.grid)
-        seeds = seed_list(scenario.seed if args.seed is None else args.seed, args.seeds)
-        plan = plan_sweep(
-            scenario,
-            grid=grid,
-            policies=_policy_names(args.policies),
-            seeds=seeds,
-            kind="sweep",
-            scenario_source=str(source),
-            plugins=args.plugin,
-            command=_command(),
-        )
-    executor = _executor(args, len(plan.runs))
-    try:
-        report = run_sweep(plan, args.out, executor=executor, progress=args.progress, figures=args.figures)
-    finally:
-        executor.close()
-    return _sweep_summary(plan, report)
-
-
-def _sweep_summary(plan: SweepPlan, report: SweepReport) -> int:
-    runs = report.runs
-    points = len(runs) // (len(plan.policies) * len(plan.seeds))
-    print(
-        f"{plan.kind} {plan.scenario.name}: {len(runs)} runs ({points} grid points x {len(plan.policies)} "
-        f"policies x {len(plan.seeds)} seeds), {report.failed} failed"
-    )
-    _print_failures(runs)
-    _report_out(report)
-    return EXIT_FAILED if report.failed else EXIT_OK
+    _note(f"results: {report.out}", fmt)
 
 
 def _print_failures(runs: pd.DataFrame) -> None:
@@ -222,325 +439,728 @@ def _print_failures(runs: pd.DataFrame) -> None:
         print(f"FAILED {row.run_id} policy={row.policy} seed={row.seed}: {row.error}", file=sys.stderr)
 
 
-def cmd_check(args: argparse.Namespace) -> int:
-    path = Path(args.thresholds) if args.thresholds else default_thresholds()
-    executor = _executor(args, 2)
+def _progress(progress: bool | None, quiet: bool) -> bool | None:
+    return False if quiet else progress
+
+
+def _command_line() -> list[str]:
+    return list(sys.argv)
+
+
+def _unit(metric: str) -> str:
+    info = metric_info(metric)
+    return info.unit if info is not None else ""
+
+
+def _group(metric: str) -> str:
+    info = metric_info(metric)
+    return info.group if info is not None else "tasks"
+
+
+def _grouped(metrics: Sequence[str]) -> list[tuple[str, list[str]]]:
+    """Metrics in :data:`GROUPS` order, keeping their order inside each group."""
+    return [(g, [m for m in metrics if _group(m) == g]) for g in GROUPS if any(_group(m) == g for m in metrics)]
+
+
+# ---------------------------------------------------------------------------------------------
+# run
+# ---------------------------------------------------------------------------------------------
+
+#: Summary keys shown by ``run`` without --verbose (all others with it).
+RUN_BRIEF = (
+    "stop_reason",
+    "sim_time",
+    "total_rows",
+    "completed_rows",
+    "rows_per_second",
+    "successful_calls",
+    "healthy_calls",
+    "healthy_calls_while_limited",
+    "rate_limited_calls",
+    "time_to_all_rows",
+    "mode",
+    "hard_cap",
+    "observed_max_target",
+    "final_target",
+    "max_row_groups_in_flight",
+    "adaptive_evaluations",
+    "deferred_at_end",
+    "max_deferred",
+    "salvage_cycles",
+)
+
+MODEL_COLUMNS = (
+    Column("model", numeric=False),
+    Column("429s", numeric=False),
+    Column("ok", "calls"),
+    Column("429", "calls"),
+    Column("unfinished", "calls"),
+    Column("max in flight", "calls"),
+    Column("final limit", "calls"),
+    Column("busy", "0-1"),
+    Column("idle with work", "s"),
+    Column("cooldown", "s"),
+)
+MODEL_FIELDS = (
+    "model",
+    "rate_limit_pattern",
+    "successful_calls",
+    "rate_limited_calls",
+    "unfinished_calls",
+    "max_in_flight",
+    "final_limit",
+    "busy_fraction",
+    "idle_with_work_left",
+    "cooldown_time",
+)
+
+
+def run_report(result: Result, verbose: bool = False, out: Path | None = None) -> Report:
+    """One run: grouped summary tables, the per-model table; the whole summary as JSON and CSV."""
+    s = dict(result.summary)
+    lines = [
+        f"run {s['scenario']}: policy {s['policy']}, seed {s['seed']}; stop: {s['stop_reason']} at "
+        f"{format_value(s['sim_time'])} s (wall {result.wall_seconds:.2f} s)"
+    ]
+    shown = [
+        k
+        for k in s
+        if k not in ("scenario", "policy", "seed")
+        and _group(k) != "per model"
+        and (verbose or (k in RUN_BRIEF or (k.startswith("blocked_") and s[k])))
+    ]
+    tables = []
+    for group, metrics in _grouped(shown):
+        table = Table(group, [Column("metric", numeric=False), Column("value"), Column("unit", numeric=False)])
+        table.rows = [[m, s[m], _unit(m)] for m in metrics]
+        tables.append(table)
+    models = Table("per model (429s: the rate-limit pattern)", list(MODEL_COLUMNS), stacked_units=True)
+    models.rows = [[row[f] for f in MODEL_FIELDS] for row in result.models.to_dict("records")]
+    tables.append(models)
+    if verbose:
+        cols = Table(
+            "per column",
+            [
+                Column("column", numeric=False),
+                Column("kind", numeric=False),
+                Column("model", numeric=False),
+                Column("ok", "calls"),
+                Column("429", "calls"),
+                Column("deferred at end", "tasks"),
+            ],
+        )
+        cols.rows = [
+            [r["column"], r["kind"], r["model"], r["successful_calls"], r["rate_limited_calls"], r["deferred_at_end"]]
+            for r in result.columns.to_dict("records")
+        ]
+        tables.append(cols)
+    data = {
+        "summary": s,
+        "models": result.models.to_dict("records"),
+        "columns": result.columns.to_dict("records"),
+        "blocked_reasons": dict(result.blocked_reasons),
+        "wall_seconds": result.wall_seconds,
+        "out": str(out) if out is not None else None,
+    }
+    return Report(data=data, rows=[s], tables=tables, lines=lines)
+
+
+@command(
+    "run",
+    help="Run one scenario with one policy and print its summary.",
+    epilog=_examples(
+        "run cooling-2048 --policy global --seed 3",
+        "run my-scenario.toml --set row_groups.count=64 --out results/one-run",
+        "run window-recovery --format json | jq .summary.completed_rows",
+    ),
+)
+def run(
+    scenario: ScenarioArg,
+    policy: Annotated[
+        str | None,
+        typer.Option(
+            "--policy",
+            help=f"Admission policy (default: the scenario's scheduler.policy): {', '.join(sorted(POLICIES))} "
+            "or one registered by --plugin.",
+            show_default=False,
+        ),
+    ] = None,
+    set_: SetOpt = None,
+    seed: SeedOpt = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            metavar="DIR",
+            help="Also write the run (manifest, summary, time series) to this new folder; it must not exist.",
+            show_default=False,
+        ),
+    ] = None,
+    plugin: PluginOpt = None,
+    fmt: FormatOpt = OutputFormat.table,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> int:
+    _load_plugins(plugin)
+    _, loaded = _load(scenario, set_)
+    if policy is not None:
+        chosen = get_policy(policy).name
+    else:
+        try:
+            chosen = get_policy(loaded.scheduler.policy).name
+        except InputError as err:
+            raise ScenarioError(f"scenario {loaded.name}: scheduler.policy: {err}") from None
+    if out is not None:
+        check_new_folder("--out", out)
     try:
-        results = run_checks(path, executor=executor, plugins=args.plugin)
+        result = simulate(loaded, policy=chosen, seed=seed)
+    except (InputError, RunFailed, SimulationError):
+        raise
+    except Exception as err:  # noqa: BLE001 - a policy's own bug: one line, exit 1
+        text = " ".join(f"{type(err).__name__}: {err}".split())
+        raise RunFailed(f"run {loaded.name} with policy {chosen} raised {text}") from None
+    written = None
+    if out is not None:
+        try:
+            written = write_result(result, out, {"command": _command_line()})
+        except OSError as err:
+            raise RunFailed(f"cannot write --out {out}: {err.strerror or err}") from None
+    emit(run_report(result, verbose, written), fmt)
+    if written is not None:
+        _note(f"wrote {written}", fmt, quiet)
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------
+# compare
+# ---------------------------------------------------------------------------------------------
+
+
+def compare_report(
+    runs: pd.DataFrame,
+    scenario: str,
+    policies: Sequence[str],
+    seeds: Sequence[int],
+    baseline: str,
+    verbose: bool = False,
+    out: Path | None = None,
+) -> Report:
+    """Policies side by side (means over seeds) with ratios to ``baseline``, grouped, units and direction."""
+    table = compare_table(runs, policies, baseline)
+    ratio_cols = [c for c in table.columns if c not in policies]
+    keep = [
+        m
+        for m in table.index
+        if m != "stop_reason"
+        and (verbose or not m.startswith("blocked_") or any((table.loc[m, p] or 0) != 0 for p in policies))
+    ]
+    seed_text = ", ".join(str(s) for s in seeds)
+    lines = [f"compare {scenario}: policies {', '.join(policies)}; seeds {seed_text}; baseline {baseline}"]
+    if "stop_reason" in table.index:
+        stops = [f"{p} {format_value(table.loc['stop_reason', p])}" for p in policies]
+        lines.append(f"stop: {'; '.join(stops)}")
+    lines.append(
+        (f"means over {len(seeds)} seeds; " if len(seeds) > 1 else "")
+        + f"ratios are <policy>/{baseline}; 'better' says which direction is better"
+    )
+    header = [Column("metric", numeric=False), Column("unit", numeric=False), Column("better", numeric=False)]
+    header += [Column(p) for p in policies]
+    # Ratio headers on two lines ("localized" over "/global") keep the table within 100 columns.
+    header += [Column(c.replace("/", "\n/", 1)) for c in ratio_cols]
+    tables = []
+    rows = []
+    for group, metrics in _grouped(keep):
+        t = Table(group, header)
+        for m in metrics:
+            values = [table.loc[m, c] for c in [*policies, *ratio_cols]]
+            t.rows.append([m, _unit(m), better_mark(metric_info(m)), *values])
+            rows.append(
+                {"metric": m, "group": group, "unit": _unit(m), "better": better_mark(metric_info(m))}
+                | dict(zip([*policies, *ratio_cols], values, strict=True))
+            )
+        tables.append(t)
+    over_seeds: list[dict[str, Any]] = []
+    if len(seeds) > 1:
+        stats = seed_statistics(runs, policies)
+        t = Table(
+            f"over seeds ({len(seeds)} runs per policy)",
+            [Column("metric (unit)", numeric=False), Column("policy", numeric=False)]
+            + [Column(name) for name in STATISTICS],
+        )
+        for (metric, policy), row in stats.iterrows():
+            label = f"{metric} ({_unit(metric)})" if _unit(metric) else metric
+            t.rows.append([label, policy, *(row[name] for name in STATISTICS)])
+            over_seeds.append({"metric": metric, "policy": policy} | {k: row[k] for k in [*STATISTICS, "runs"]})
+        tables.append(t)
+    data = {
+        "scenario": scenario,
+        "policies": list(policies),
+        "seeds": list(seeds),
+        "baseline": baseline,
+        "metrics": [
+            {k: r[k] for k in ("metric", "group", "unit", "better")}
+            | {"values": {p: r[p] for p in policies}, "ratios": {c: r[c] for c in ratio_cols}}
+            for r in rows
+        ],
+        "over_seeds": over_seeds,
+        "failed_runs": int((runs["status"] != "ok").sum()),
+        "out": str(out) if out is not None else None,
+    }
+    return Report(data=data, rows=rows, tables=tables, lines=lines)
+
+
+@command(
+    "compare",
+    help="Run several policies on the same scenario and seeds; print their metrics side by side with ratios "
+    "against the baseline (and mean, p50, p95, min, max, std over seeds); write a results folder.",
+    epilog=_examples(
+        "compare cooling-2048",
+        "compare window-recovery --policies global,localized --seeds 5 --jobs 2",
+        "compare cooling-2048 --set row_groups.count=256 --out results/cmp --no-figures --format csv",
+    ),
+)
+def compare(
+    scenario: ScenarioArg,
+    policies: PoliciesOpt = DEFAULT_POLICIES,
+    baseline: Annotated[
+        str | None,
+        typer.Option(
+            "--baseline",
+            help="Policy the ratios divide by (default: global when listed, else the first listed).",
+            show_default=False,
+        ),
+    ] = None,
+    set_: SetOpt = None,
+    seed: SeedOpt = None,
+    seeds: SeedsOpt = 1,
+    out: OutOpt = None,
+    figures: FiguresOpt = True,
+    progress: ProgressOpt = None,
+    jobs: JobsOpt = None,
+    executor: ExecutorOpt = ExecutorName.local,
+    scheduler: SchedulerOpt = None,
+    plugin: PluginOpt = None,
+    fmt: FormatOpt = OutputFormat.table,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> int:
+    plugins = _load_plugins(plugin)
+    source, loaded = _load(scenario, set_)
+    names = _policy_names(policies)
+    base = baseline or ("global" if "global" in names else names[0])
+    if base not in names:
+        raise CliError(f"--baseline {base} is not among --policies {','.join(names)}")
+    seed_values = seed_list(loaded.seed if seed is None else seed, seeds)
+    if out is not None:
+        check_new_folder("--out", out)
+    else:
+        _check_results_root()
+    plan = plan_sweep(
+        loaded,
+        policies=names,
+        seeds=seed_values,
+        kind="compare",
+        scenario_source=str(source),
+        plugins=plugins,
+        command=_command_line(),
+    )
+    ex = _executor(executor, jobs, scheduler, len(plan.runs))
+    try:
+        report = run_sweep(plan, out, executor=ex, progress=_progress(progress, quiet), figures=figures)
     finally:
-        executor.close()
-    print(f"check {path}")
-    print(format_results(results))
+        ex.close()
+    emit(compare_report(report.runs, loaded.name, names, seed_values, base, verbose, report.out), fmt)
+    _print_failures(report.runs)
+    _report_out(report, fmt, quiet)
+    return EXIT_FAILED if report.failed else EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------
+# sweep
+# ---------------------------------------------------------------------------------------------
+
+
+@command(
+    "sweep",
+    help="Run the factorial grid of --grid overrides x --policies x --seeds in parallel and write a results "
+    "folder (manifest.json, runs.csv, time series, figures). The folder is built as .partial-<name>-<random> "
+    "and renamed when complete. A grid key none of whose values gives a valid scenario is bad input (exit 2, "
+    "nothing runs); a grid point that is invalid or a run that raises is a failed row and the sweep goes on "
+    "(exit 1). Ctrl-C or SIGTERM keeps finished runs in the partial folder; --resume finishes it.",
+    epilog=_examples(
+        "sweep window-recovery --grid scheduler.initial_target=1,8,64 --seeds 3",
+        "sweep cooling-2048 --grid row_groups.count=256,1024 --grid models.cooling.latency.mean=0.001,0.01 "
+        "--policies global,localized --jobs 2",
+        "sweep --from-manifest results/cooling-2048/sweep-.../manifest.json --out results/again",
+        "sweep --resume results/cooling-2048/.partial-sweep-...-abcd1234",
+        "sweep rpm-capacity --grid models.0.rate_limit.requests_per_minute=300,600 --executor dask "
+        "--scheduler tcp://10.0.0.5:8786",
+    ),
+)
+def sweep(
+    scenario: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="SCENARIO",
+            help=f"A bundled scenario's name or a scenario file ({NAME_RULE}); not with --from-manifest/--resume.",
+            show_default=False,
+        ),
+    ] = None,
+    grid: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--grid",
+            metavar="KEY=V1,V2,...",
+            help="A dotted scenario key and its values (TOML values, comma-separated); repeatable, the grid is "
+            "the product of all keys, e.g. --grid scheduler.initial_target=1,8,64.",
+            show_default=False,
+        ),
+    ] = None,
+    policies: PoliciesOpt = DEFAULT_POLICIES,
+    set_: SetOpt = None,
+    seed: SeedOpt = None,
+    seeds: SeedsOpt = 1,
+    from_manifest: Annotated[
+        Path | None,
+        typer.Option(
+            "--from-manifest",
+            metavar="FILE",
+            help="Re-run exactly the runs of an earlier manifest.json (same ids, overrides, seeds) into --out.",
+            show_default=False,
+        ),
+    ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            "--resume",
+            metavar="PARTIAL_DIR",
+            help="Finish an interrupted sweep: run only the runs missing from PARTIAL_DIR, then rename it.",
+            show_default=False,
+        ),
+    ] = None,
+    out: OutOpt = None,
+    figures: FiguresOpt = True,
+    progress: ProgressOpt = None,
+    jobs: JobsOpt = None,
+    executor: ExecutorOpt = ExecutorName.local,
+    scheduler: SchedulerOpt = None,
+    plugin: PluginOpt = None,
+    quiet: QuietOpt = False,
+) -> int:
+    plugins = _load_plugins(plugin)
+    show = _progress(progress, quiet)
+    if resume is not None:
+        if scenario or grid or from_manifest:
+            raise CliError(
+                "--resume DIR takes the plan from DIR/manifest.json; give no SCENARIO, --grid or --from-manifest"
+            )
+        if out is not None:
+            check_new_folder("--out", out)
+        plan = plan_from_manifest(resume / "manifest.json", plugins=plugins)
+        ex = _executor(executor, jobs, scheduler, len(plan.runs))
+        try:
+            report = resume_sweep(resume, out=out, executor=ex, plugins=plugins, progress=show, figures=figures)
+        finally:
+            ex.close()
+        return _sweep_summary(plan, report, quiet)
+    if out is not None:
+        check_new_folder("--out", out)
+    else:
+        _check_results_root()
+    if from_manifest is not None:
+        if scenario or grid or set_:
+            raise CliError("--from-manifest re-runs the manifest's plan; give no SCENARIO, --grid or --set")
+        plan = plan_from_manifest(from_manifest, plugins=plugins, command=_command_line())
+    else:
+        if not scenario:
+            raise CliError("give a SCENARIO (or --from-manifest FILE, or --resume DIR)")
+        source, loaded = _load(scenario, set_)
+        parsed = parse_grid(grid or [])
+        seed_values = seed_list(loaded.seed if seed is None else seed, seeds)
+        plan = plan_sweep(
+            loaded,
+            grid=parsed,
+            policies=_policy_names(policies),
+            seeds=seed_values,
+            kind="sweep",
+            scenario_source=str(source),
+            plugins=plugins,
+            command=_command_line(),
+        )
+    ex = _executor(executor, jobs, scheduler, len(plan.runs))
+    try:
+        report = run_sweep(plan, out, executor=ex, progress=show, figures=figures)
+    finally:
+        ex.close()
+    return _sweep_summary(plan, report, quiet)
+
+
+def _sweep_summary(plan: SweepPlan, report: SweepReport, quiet: bool) -> int:
+    runs = report.runs
+    points = len(runs) // (len(plan.policies) * len(plan.seeds))
+    print(
+        f"{plan.kind} {plan.scenario.name}: {len(runs)} runs ({points} grid points x {len(plan.policies)} "
+        f"policies x {len(plan.seeds)} seeds), {report.failed} failed"
+    )
+    _print_failures(runs)
+    _report_out(report, OutputFormat.table, quiet)
+    return EXIT_FAILED if report.failed else EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------
+# check
+# ---------------------------------------------------------------------------------------------
+
+
+def validate_check_metrics(path: Path) -> None:
+    """Every check's metric exists and is numeric for its scenario, before anything runs."""
+    thresholds = load_thresholds(path)
+    for i, check in enumerate(thresholds.check):
+        scenario = load_scenario(resolve_scenario(check.scenario, path.parent), check.overrides)
+        known = summary_metric_names([m.name for m in scenario.models], list(REASONS))
+        if check.metric not in known:
+            hint = did_you_mean(check.metric, known)
+            raise ThresholdsError(
+                f"{path}: check.{i} ({check.label}): metric: unknown metric '{check.metric}'{hint}; "
+                "the metrics are listed in docs/metrics.md"
+            )
+        info = metric_info(check.metric)
+        if info is not None and not info.numeric:
+            raise ThresholdsError(f"{path}: check.{i} ({check.label}): metric: '{check.metric}' is not numeric")
+
+
+def check_report(path: Path, results: Sequence[CheckResult]) -> Report:
+    failed = sum(not r.passed for r in results)
+    rows = [
+        {
+            "check": r.check.label,
+            "scenario": r.check.scenario,
+            "metric": r.check.metric,
+            "unit": "ratio" if r.check.ratio is not None else _unit(r.check.metric),
+            "value": r.value,
+            "min": r.check.min,
+            "max": r.check.max,
+            "bound": r.check.bound_text,
+            "result": "PASS" if r.passed else "FAIL",
+            "detail": r.detail or ("" if r.passed else f"value is not {r.check.bound_text}"),
+        }
+        for r in results
+    ]
+    table = Table(
+        f"check {path}",
+        [
+            Column("check", numeric=False, wrap=True),
+            Column("value"),
+            Column("unit", numeric=False),
+            Column("bound", numeric=False),
+            Column("result", numeric=False),
+        ],
+    )
+    table.rows = [[r["check"], r["value"], r["unit"], r["bound"], r["result"]] for r in rows]
+    footer = [f"FAIL {r['check']} ({r['metric']} {r['bound']}): {r['detail']}" for r in rows if r["result"] == "FAIL"]
+    footer.append(f"{len(results) - failed} passed, {failed} failed")
+    data = {"thresholds": str(path), "passed": len(results) - failed, "failed": failed, "checks": rows}
+    return Report(data=data, rows=rows, tables=[table], footer=footer)
+
+
+def check_junit_target(path: Path) -> Path:
+    """``--junit FILE`` may be written: a new file, or an earlier JUnit report (replaced)."""
+    if path.is_dir():
+        raise CliError(f"--junit {path}: is a folder; give a file name, e.g. --junit check.xml")
+    if path.exists():
+        try:
+            with path.open("rb") as handle:
+                head = handle.read(4096)
+        except OSError as err:
+            raise CliError(f"--junit {path}: cannot read the existing file: {err.strerror or err}") from None
+        if b"<testsuite" not in head:
+            raise CliError(f"--junit {path}: exists and is not a JUnit report; it is left alone, choose another name")
+        if not os.access(path, os.W_OK):
+            raise CliError(f"--junit {path}: is not writable")
+        return path
+    return check_new_folder("--junit", path)
+
+
+def write_junit(path: Path, report: Report) -> Path:
+    """The checks as a JUnit XML report (one testcase per check), written atomically."""
+    checks = report.data["checks"]
+    suite = ET.Element(
+        "testsuite",
+        name=f"{PROG} check",
+        tests=str(len(checks)),
+        failures=str(report.data["failed"]),
+        errors="0",
+        skipped="0",
+    )
+    for c in checks:
+        case = ET.SubElement(suite, "testcase", classname=f"{PROG}.{c['scenario']}", name=c["check"])
+        props = ET.SubElement(case, "properties")
+        for key in ("metric", "value", "bound"):
+            ET.SubElement(props, "property", name=key, value="" if c[key] is None else str(c[key]))
+        if c["result"] == "FAIL":
+            failure = ET.SubElement(case, "failure", message=c["detail"])
+            failure.text = f"{c['metric']} = {c['value']}, expected {c['bound']}: {c['detail']}"
+    root = ET.Element("testsuites", tests=str(len(checks)), failures=str(report.data["failed"]))
+    root.append(suite)
+    ET.indent(root)
+    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    try:
+        ET.ElementTree(root).write(tmp, encoding="utf-8", xml_declaration=True)
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise RunFailed(f"cannot write --junit {path}: {err.strerror or err}") from None
+    return path
+
+
+@command(
+    "check",
+    help="Run every \\[\\[check]] of a thresholds file (scenario, policy or ratio of two policies, overrides, "
+    "seeds, metric, min/max) and print a pass/fail table. Exit 1 if any check fails, 2 if the file is malformed "
+    "(checked, metric names included, before anything runs).",
+    epilog=_examples(
+        "check",
+        "check results/thresholds.toml --jobs 2",
+        "check --format json",
+        "check my-thresholds.toml --plugin mypolicies:register --junit reports/check.xml",
+    ),
+)
+def check(
+    thresholds: Annotated[
+        Path | None,
+        typer.Argument(
+            metavar="THRESHOLDS",
+            help=f"Thresholds TOML file (default: {DEFAULT_THRESHOLDS}, or the shipped one if there is none here).",
+            show_default=False,
+        ),
+    ] = None,
+    junit: Annotated[
+        Path | None,
+        typer.Option(
+            "--junit",
+            metavar="FILE",
+            help="Also write a JUnit XML report for CI (a new file, or replaces an earlier JUnit report).",
+            show_default=False,
+        ),
+    ] = None,
+    jobs: JobsOpt = None,
+    executor: ExecutorOpt = ExecutorName.local,
+    scheduler: SchedulerOpt = None,
+    plugin: PluginOpt = None,
+    fmt: FormatOpt = OutputFormat.table,
+    quiet: QuietOpt = False,
+) -> int:
+    plugins = _load_plugins(plugin)
+    path = thresholds if thresholds is not None else default_thresholds()
+    loaded = load_thresholds(path)
+    specs, run_ids = plan_threshold_checks(loaded, path, plugins)
+    validate_check_metrics(path)
+    if junit is not None:
+        check_junit_target(junit)
+    ex = _executor(executor, jobs, scheduler, len(specs))
+    try:
+        outcomes = {o.run_id: o for o in ex.run(specs)}
+    finally:
+        ex.close()
+    results = evaluate(loaded, run_ids, outcomes, path)
+    report = check_report(path, results)
+    emit(report, fmt)
+    if junit is not None:
+        write_junit(junit, report)
+        _note(f"wrote {junit}", fmt, quiet)
     return EXIT_OK if all(r.passed for r in results) else EXIT_FAILED
 
 
-def cmd_plot(args: argparse.Namespace) -> int:
-    folder = Path(args.folder)
-    if not (folder / "runs.csv").is_file():
-        raise CliError(f"{folder}: not a results folder (no runs.csv)")
+# ---------------------------------------------------------------------------------------------
+# plot
+# ---------------------------------------------------------------------------------------------
+
+
+def is_results_folder(folder: Path) -> bool:
+    """A ``compare``/``sweep`` folder (``runs.csv``) or a ``run --out`` folder (its time series)."""
+    return (folder / "runs.csv").is_file() or (
+        (folder / "timeseries.csv").is_file() and (folder / "model_timeseries.csv").is_file()
+    )
+
+
+@command(
+    "plot",
+    help="Write figures/*.png for a results folder written by compare, sweep or run --out.",
+    epilog=_examples(
+        "plot results/cooling-2048/compare-20260101-120000-0123abcd",
+        "plot results/one-run",
+        "plot results/cooling-2048   # lists the results folders inside",
+    ),
+)
+def plot(
+    folder: Annotated[Path, typer.Argument(metavar="FOLDER", help="A results folder (compare, sweep or run --out).")],
+    quiet: QuietOpt = False,
+) -> int:
+    if not folder.exists():
+        raise CliError(f"{folder}: no such folder")
+    if not folder.is_dir():
+        raise CliError(f"{folder}: is a file, not a results folder")
+    if not is_results_folder(folder):
+        inside = sorted(p.name for p in folder.iterdir() if p.is_dir() and is_results_folder(p))
+        if inside:
+            listed = ", ".join(inside[:20]) + (f" and {len(inside) - 20} more" if len(inside) > 20 else "")
+            raise CliError(f"{folder}: not a results folder itself; results folders inside: {listed}")
+        raise CliError(f"{folder}: not a results folder (no runs.csv, and no timeseries.csv of a run --out)")
     try:
         from .plots import plot_results_dir
     except ImportError as err:
         raise CliError(f"plotting is not available: {err}") from None
-    for path in plot_results_dir(folder):
-        print(path)
-    return EXIT_OK
-
-
-def cmd_scenarios(args: argparse.Namespace) -> int:
-    folder = Path(args.folder) if args.folder else BUNDLED_SCENARIOS
-    paths = sorted(folder.glob("*.toml"))
-    if not paths:
-        raise CliError(f"no scenario files in {folder}")
-    for path in paths:
-        scenario = load_scenario(path)
-        first_line = " ".join(scenario.description.split())
-        print(f"{scenario.name:<28} {path}")
-        if first_line:
-            print(f"    {first_line}")
-    return EXIT_OK
-
-
-def _command() -> list[str]:
-    return list(sys.argv)
-
-
-# ---------------------------------------------------------------------------------------------
-# Parser
-# ---------------------------------------------------------------------------------------------
-
-
-def _wrap(text: str) -> str:
-    return textwrap.fill(text, width=100)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    raw = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(
-        prog="admission-sim",
-        description="Simulate DataDesigner's async scheduler admission policies under rate limits.",
-        formatter_class=raw,
-        epilog="examples:\n"
-        "  admission-sim run scenarios/cooling-2048.toml --policy localized\n"
-        "  admission-sim compare cooling-2048 --policies fixed,global,localized --seeds 5\n"
-        "  admission-sim sweep window-recovery --grid scheduler.initial_target=1,8 --seeds 3\n"
-        "  admission-sim check results/thresholds.toml\n"
-        "  admission-sim scenarios\n"
-        "exit codes: 0 ok, 1 a run or check failed, 2 usage error (nothing ran), 130 interrupted",
-    )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def scenario_args(p: argparse.ArgumentParser, required: bool = True) -> None:
-        p.add_argument(
-            "scenario",
-            nargs=None if required else "?",
-            help="scenario TOML file, or the name of a bundled scenario (e.g. cooling-2048)",
-        )
-        p.add_argument(
-            "--set",
-            action="append",
-            default=[],
-            metavar="KEY=VALUE",
-            help="override a scenario value by dotted key; repeatable "
-            "(e.g. --set scheduler.max_concurrent_row_groups=64 --set models.cooling.latency.mean=0.2)",
-        )
-        p.add_argument("--seed", type=int, default=None, help="random seed (default: the scenario's seed)")
-
-    def policy_seed_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument(
-            "--policies",
-            default=DEFAULT_POLICIES,
-            help=f"comma-separated policies (default: {DEFAULT_POLICIES}), e.g. --policies global,localized",
-        )
-        p.add_argument(
-            "--seeds",
-            type=int,
-            default=1,
-            metavar="N",
-            help="run N seeds (per grid point and policy): --seed (or the scenario's seed) .. +N-1 (default 1), "
-            "e.g. --seeds 10",
-        )
-
-    def plugin_arg(p: argparse.ArgumentParser) -> None:
-        p.add_argument(
-            "--plugin",
-            action="append",
-            default=[],
-            metavar="MODULE:FUNCTION",
-            help="import MODULE and call FUNCTION() to register custom policies; repeatable "
-            "(e.g. --plugin mypolicies:register). Scenario files are never imported or evaluated.",
-        )
-
-    def exec_args(p: argparse.ArgumentParser, executors: bool = True) -> None:
-        p.add_argument(
-            "--jobs",
-            "-j",
-            type=int,
-            default=None,
-            help="parallel worker processes (default: the CPU count; 1 runs in this process), e.g. --jobs 4",
-        )
-        if executors:
-            p.add_argument(
-                "--executor",
-                choices=EXECUTORS,
-                default="local",
-                help="where runs execute: serial (this process), local (processes, default), "
-                "dask (a Dask cluster; needs pip install -e '.[distributed]')",
-            )
-            p.add_argument(
-                "--scheduler",
-                default=None,
-                metavar="tcp://HOST:PORT",
-                help="Dask scheduler address for --executor dask (default: start a local cluster)",
-            )
-
-    def output_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument(
-            "--out",
-            default=None,
-            metavar="DIR",
-            help="results folder to create (must not exist; default: "
-            "results/<scenario>/<kind>-<UTC time>-<hash>), e.g. --out results/my-sweep",
-        )
-        p.add_argument(
-            "--no-figures", dest="figures", action="store_false", help="do not write figures/*.png into the folder"
-        )
-        p.add_argument(
-            "--no-progress",
-            dest="progress",
-            action="store_const",
-            const=False,
-            default=None,
-            help="no progress bar on stderr (default: shown when stderr is a terminal)",
-        )
-
-    run = sub.add_parser(
-        "run",
-        help="run one scenario with one policy and print its summary",
-        description="Run one scenario with one policy and print its summary.",
-        formatter_class=raw,
-        epilog="examples:\n"
-        "  admission-sim run scenarios/cooling-2048.toml --policy global --seed 3\n"
-        "  admission-sim run cooling-2048 --set row_groups.count=64 --out /tmp/one-run",
-    )
-    scenario_args(run)
-    run.add_argument(
-        "--policy",
-        default=None,
-        help=f"admission policy (default: the scenario's scheduler.policy); one of {', '.join(sorted(POLICIES))}",
-    )
-    run.add_argument("--out", default=None, help="also write the run (manifest, summary, time series) to this folder")
-    plugin_arg(run)
-    run.set_defaults(func=cmd_run)
-
-    compare = sub.add_parser(
-        "compare",
-        help="run several policies on the same scenario and seeds, side by side",
-        description=_wrap(
-            "Run several policies on the same scenario and seeds; print their metrics side by side with "
-            "ratios against the baseline (and mean, p50, p95, min, max, std over seeds); write a results folder."
-        ),
-        formatter_class=raw,
-        epilog="examples:\n"
-        "  admission-sim compare cooling-2048\n"
-        "  admission-sim compare window-recovery --policies global,localized --seeds 5 --jobs 2\n"
-        "  admission-sim compare cooling-2048 --set row_groups.count=256 --out results/cmp --no-figures",
-    )
-    scenario_args(compare)
-    policy_seed_args(compare)
-    compare.add_argument(
-        "--baseline",
-        default=None,
-        help="policy the ratios divide by (default: fixed when listed, else the first listed)",
-    )
-    output_args(compare)
-    exec_args(compare)
-    plugin_arg(compare)
-    compare.set_defaults(func=cmd_compare)
-
-    sweep = sub.add_parser(
-        "sweep",
-        help="run a factorial grid of overrides x policies x seeds into a results folder",
-        description=_wrap(
-            "Run the factorial grid of --grid overrides x --policies x --seeds in parallel and write a "
-            "results folder (manifest.json, runs.csv, time series, figures). The folder is built as "
-            ".partial-<name>-<random> and renamed when complete. A grid key none of whose values gives a "
-            "valid scenario is a usage error (exit 2, nothing runs); a grid point that is invalid or a run "
-            "that raises is recorded as a failed row and the sweep goes on (exit 1). Ctrl-C keeps finished "
-            "runs in the partial folder; --resume finishes it."
-        ),
-        formatter_class=raw,
-        epilog="examples:\n"
-        "  admission-sim sweep window-recovery --grid scheduler.initial_target=1,8,64 --seeds 3\n"
-        "  admission-sim sweep cooling-2048 --grid row_groups.count=256,1024 "
-        "--grid models.cooling.latency.mean=0.001,0.01 --policies global,localized --jobs 2\n"
-        "  admission-sim sweep --from-manifest results/cooling-2048/sweep-.../manifest.json --out results/again\n"
-        "  admission-sim sweep --resume results/cooling-2048/.partial-sweep-...-abcd1234\n"
-        "  admission-sim sweep rpm-capacity --grid models.0.rate_limit.requests_per_minute=300,600 "
-        "--executor dask --scheduler tcp://10.0.0.5:8786",
-    )
-    scenario_args(sweep, required=False)
-    sweep.add_argument(
-        "--grid",
-        action="append",
-        default=[],
-        metavar="KEY=V1,V2,...",
-        help="a dotted scenario key and its values (TOML values, comma-separated); repeatable, the grid is "
-        "the product of all keys, e.g. --grid scheduler.initial_target=1,8,64",
-    )
-    policy_seed_args(sweep)
-    sweep.add_argument(
-        "--from-manifest",
-        default=None,
-        metavar="FILE",
-        help="re-run exactly the runs of an earlier manifest.json (same ids, overrides, seeds) into --out",
-    )
-    sweep.add_argument(
-        "--resume",
-        default=None,
-        metavar="PARTIAL_DIR",
-        help="finish an interrupted sweep: run only the runs missing from PARTIAL_DIR, then rename it",
-    )
-    output_args(sweep)
-    exec_args(sweep)
-    plugin_arg(sweep)
-    sweep.set_defaults(func=cmd_sweep)
-
-    check = sub.add_parser(
-        "check",
-        help="run the regression checks of a thresholds file; exit 1 if a bound fails",
-        description=_wrap(
-            "Run every [[check]] of a thresholds file (scenario, policy or ratio of two policies, "
-            "overrides, seeds, metric, min/max) and print a pass/fail table. Exit 1 if any check fails, "
-            "2 if the file is malformed."
-        ),
-        formatter_class=raw,
-        epilog="examples:\n"
-        "  admission-sim check\n"
-        "  admission-sim check results/thresholds.toml --jobs 2\n"
-        "  admission-sim check my-thresholds.toml --plugin mypolicies:register",
-    )
-    check.add_argument(
-        "thresholds",
-        nargs="?",
-        default=None,
-        help=f"thresholds TOML file (default: {DEFAULT_THRESHOLDS}, or the shipped one if there is none here)",
-    )
-    exec_args(check)
-    plugin_arg(check)
-    check.set_defaults(func=cmd_check)
-
-    plot = sub.add_parser(
-        "plot",
-        help="(re)draw the figures of a results folder",
-        description="Write figures/*.png for a results folder written by compare or sweep.",
-        formatter_class=raw,
-        epilog="example: admission-sim plot results/cooling-2048/compare-20260101-120000-0123abcd",
-    )
-    plot.add_argument("folder", help="a results folder (with manifest.json and runs.csv)")
-    plot.set_defaults(func=cmd_plot)
-
-    scenarios = sub.add_parser(
-        "scenarios",
-        help="list bundled scenarios with their descriptions",
-        description="List scenario files with their descriptions.",
-        formatter_class=raw,
-        epilog="examples:\n  admission-sim scenarios\n  admission-sim scenarios --folder my-scenarios/",
-    )
-    scenarios.add_argument("--folder", default=None, help="folder to list (default: the bundled scenarios/)")
-    scenarios.set_defaults(func=cmd_scenarios)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
     try:
-        for plugin in getattr(args, "plugin", []):
-            load_plugin(plugin)
-        return args.func(args)
-    except (
-        ScenarioError,
-        CliError,
-        UnknownPolicyError,
-        SweepError,
-        PluginError,
-        ThresholdsError,
-        ExecutorUnavailable,
-    ) as err:
-        print(f"admission-sim: error: {err}", file=sys.stderr)
-        return EXIT_USAGE
-    except SimulationError as err:
-        print(f"admission-sim: simulation failed: {err}", file=sys.stderr)
-        return EXIT_FAILED
-    except SweepInterrupted as err:
-        print(f"admission-sim: {err}", file=sys.stderr)
-        print(f"resume with: admission-sim sweep --resume {err.partial_dir}", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except KeyboardInterrupt:
-        print("admission-sim: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except BrokenPipeError:  # output piped into `head`: not an error worth a traceback
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keep interpreter shutdown from failing to flush
-        return EXIT_OK
+        written = plot_results_dir(folder)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, KeyError, ValueError) as err:
+        raise CliError(f"{folder}: cannot read its tables: {type(err).__name__}: {err}") from None
+    for path in written:
+        print(path)
+    if not written:
+        _note(f"{folder}: nothing to plot (no finished runs with time series)", OutputFormat.csv, quiet)
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------
+# scenarios
+# ---------------------------------------------------------------------------------------------
+
+
+@command(
+    "scenarios",
+    help="List the bundled scenarios (or the scenario files of a folder) with their descriptions.",
+    epilog=_examples("scenarios", "scenarios --folder my-scenarios/", "scenarios --format json"),
+)
+def scenarios(
+    folder: Annotated[
+        Path | None,
+        typer.Option(
+            "--folder", help="A folder of scenario files to list (default: the bundled ones).", show_default=False
+        ),
+    ] = None,
+    fmt: FormatOpt = OutputFormat.table,
+) -> int:
+    rows: list[dict[str, Any]] = []
+    if folder is None:
+        rows = [{"name": s.name, "file": str(s.path), "description": s.description} for s in bundled_scenarios()]
+    else:
+        if not folder.is_dir():
+            raise CliError(f"--folder {folder}: no such folder")
+        paths = sorted(folder.glob("*.toml"))
+        if not paths:
+            raise CliError(f"--folder {folder}: no scenario files (*.toml) in it")
+        for path in paths:
+            try:
+                loaded = load_scenario(path)
+                text = " ".join(loaded.description.split())
+                rows.append({"name": loaded.name, "file": str(path), "description": text})
+            except ScenarioError as err:  # one bad file must not hide the others
+                rows.append({"name": path.stem, "file": str(path), "description": f"INVALID: {err}"})
+    table = Table(
+        "bundled scenarios" if folder is None else f"scenarios in {folder}",
+        [Column("name", numeric=False), Column("what it asks", numeric=False, wrap=True)],
+    )
+    table.rows = [[r["name"], r["description"]] for r in rows]
+    footer = [] if folder is not None else [f"use a name wherever a scenario is expected ({NAME_RULE})"]
+    emit(Report(data={"scenarios": rows}, rows=rows, tables=[table], footer=footer), fmt)
+    return EXIT_OK

@@ -20,11 +20,17 @@ Adding one takes a few lines::
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import inspect
+import os
 import re
+import sys
+import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 from .errors import InputError
 from .workload import Workload
@@ -135,26 +141,101 @@ _LOADED_PLUGINS: set[str] = set()
 
 
 def load_plugin(spec: str) -> None:
-    """Import ``module`` and call ``function()`` once, e.g. ``"mypkg.policies:register"``.
+    """Import a plug-in and call its register function once: ``module:function`` or ``file.py:function``.
 
-    The function is expected to register policies with :func:`sim.register_policy`. Loading the
-    same spec again is a no-op, so worker processes can call it for every run. Nothing from a
-    scenario file or manifest is ever imported: plugins come from the command line or the API.
+    ``module`` is imported normally, or from the current directory if it is not importable
+    (``--plugin mypolicies:register`` finds ``./mypolicies.py``); a target ending in ``.py`` or
+    containing a path separator is loaded from that file. The function takes no arguments and
+    registers policies with :func:`sim.register_policy`. Loading the same spec again is a no-op,
+    so worker processes can call it for every run. Anything that goes wrong (the import raises,
+    even ``SyntaxError`` or ``SystemExit``; the target is missing, takes arguments, raises, or
+    registers nothing) is a :class:`PluginError` with one line. Nothing from a scenario file or
+    manifest is ever imported: plug-ins come from the command line or the API.
     """
     if spec in _LOADED_PLUGINS:
         return
-    module_name, sep, func_name = spec.partition(":")
-    if not sep or not module_name or not func_name:
-        raise PluginError(f"plugin '{spec}': expected module:function, e.g. mypkg.policies:register")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise PluginError(f"plugin '{spec}': cannot import module '{module_name}': {err}") from None
+    target, sep, func_name = spec.rpartition(":")
+    if not sep or not target or not func_name or not func_name.isidentifier():
+        raise PluginError(
+            f"plugin '{spec}': expected module:function or path/to/file.py:function, e.g. mypolicies:register"
+        )
+    before = set(POLICIES)
+    module = _import_plugin(spec, target)
     func = getattr(module, func_name, None)
     if not callable(func):
-        raise PluginError(f"plugin '{spec}': module '{module_name}' has no callable '{func_name}'")
-    func()
+        raise PluginError(f"plugin '{spec}': '{target}' has no callable '{func_name}'")
+    required = _required_parameters(func)
+    if required:
+        raise PluginError(
+            f"plugin '{spec}': '{func_name}' takes arguments ({', '.join(required)}); --plugin needs a function "
+            "called with none that registers policies, e.g. def register(): ..."
+        )
+    _guarded(spec, f"{func_name}()", func)
+    if set(POLICIES) == before:
+        raise PluginError(f"plugin '{spec}': importing '{target}' and calling {func_name}() registered no policy")
     _LOADED_PLUGINS.add(spec)
+
+
+def _is_file_target(target: str) -> bool:
+    return target.endswith(".py") or "/" in target or os.sep in target
+
+
+def _import_plugin(spec: str, target: str) -> types.ModuleType:
+    if _is_file_target(target):
+        path = Path(target)
+        if not path.is_file():
+            raise PluginError(f"plugin '{spec}': no such file {path}")
+        name = path.stem
+        if name in sys.modules and getattr(sys.modules[name], "__file__", None) == str(path.resolve()):
+            return sys.modules[name]
+        module_spec = importlib.util.spec_from_file_location(name, path.resolve())
+        if module_spec is None or module_spec.loader is None:
+            raise PluginError(f"plugin '{spec}': cannot load {path} as a Python module")
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[name] = module
+        try:
+            _guarded(spec, f"importing {path}", lambda: module_spec.loader.exec_module(module))
+        except PluginError:
+            sys.modules.pop(name, None)
+            raise
+        return module
+    top = target.split(".")[0]
+    try:
+        return _guarded(spec, f"importing '{target}'", lambda: importlib.import_module(target))
+    except PluginError as err:
+        missing = isinstance(err.__cause__, ModuleNotFoundError) and err.__cause__.name == top
+        here = Path.cwd()
+        if not missing or not ((here / f"{top}.py").is_file() or (here / top / "__init__.py").is_file()):
+            raise
+    sys.path.insert(0, str(here))  # the documented path: a plug-in file in the current directory
+    try:
+        return _guarded(spec, f"importing '{target}' from {here}", lambda: importlib.import_module(target))
+    finally:
+        sys.path.remove(str(here))
+
+
+def _guarded(spec: str, what: str, action: Callable[[], Any]) -> Any:
+    """Run plug-in code; turn any failure, including ``sys.exit()``, into a one-line PluginError."""
+    try:
+        return action()
+    except KeyboardInterrupt:
+        raise
+    except SystemExit as err:
+        raise PluginError(f"plugin '{spec}': {what} called sys.exit({err.code!r})") from None
+    except ModuleNotFoundError as err:
+        raise PluginError(f"plugin '{spec}': {what}: {err}") from err
+    except Exception as err:  # noqa: BLE001 - user code: report it, whatever it raised
+        text = " ".join(str(err).split())
+        raise PluginError(f"plugin '{spec}': {what} raised {type(err).__name__}: {text}") from None
+
+
+def _required_parameters(func: Callable[..., Any]) -> list[str]:
+    try:
+        params = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return [p.name for p in params if p.kind in kinds and p.default is inspect.Parameter.empty]
 
 
 # ---------------------------------------------------------------------------------------------
