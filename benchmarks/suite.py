@@ -33,7 +33,7 @@ from sim.scheduler import Scheduler
 from sim.workload import build_workload
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIO_DIR = ROOT / "scenarios"
+SCENARIO_DIR = ROOT / "sim" / "scenarios"
 DEFAULT_OUT = Path(__file__).resolve().parent / "out" / "benchmark.json"
 
 HEADLINE = "cooling-2048"

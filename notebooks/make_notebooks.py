@@ -2,9 +2,10 @@
 
 Run ``.venv/bin/python notebooks/make_notebooks.py`` after editing; commit the .ipynb files as
 written (no outputs). The notebooks use only the public API (``sim``, ``sim.plots``,
-``sim.executors``) and are executed by ``tests/test_notebooks.py``. Numbers quoted in the markdown
-are for seed 0 and are asserted by the notebook's own code, so a change in the model that makes
-the text wrong fails the test.
+``sim.executors``); ``make notebooks`` executes them. The story cells hold no test assertions:
+each notebook ends with one hidden cell (tagged ``facts``) that prints the numbers its text
+quotes as JSON, and ``tests/test_notebooks.py`` executes the notebook and checks them, so a
+change in the model that makes the text wrong fails the test. Numbers are for seed 0.
 """
 
 from __future__ import annotations
@@ -18,27 +19,45 @@ HERE = Path(__file__).resolve().parent
 
 SETUP = '''\
 from pathlib import Path
+import json
 import tempfile
 
 import pandas as pd
 from IPython.display import Image, display
 
 import sim
-from sim.plots import comparison_figure
+import sim.catalog
+from sim.plots import POLICY_COLORS, comparison_figure, human_number
 
-# Works from the repository root or from notebooks/.
-ROOT = Path.cwd() if (Path.cwd() / "scenarios").is_dir() else Path.cwd().parent
-SCENARIOS = ROOT / "scenarios"
+# The bundled scenarios ship inside the package, so this works from any directory.
+SCENARIOS = sim.catalog.BUNDLED_DIR
 FIGURES = Path(tempfile.mkdtemp(prefix="admission-sim-figures-"))  # keeps the repository clean
-pd.set_option("display.precision", 3)
 pd.set_option("display.width", 160)
 
 
 def show(fig, name):
-    """Save a matplotlib Figure as PNG and display it (works headless and in Jupyter)."""
+    \"\"\"Save a matplotlib Figure as PNG and display it (works headless and in Jupyter).\"\"\"
     path = FIGURES / f"{name}.png"
     fig.savefig(path, dpi=80)
-    display(Image(filename=str(path)))'''
+    display(Image(filename=str(path)))
+
+
+def tidy(frame):
+    \"\"\"The table as people read it: 2,048 and 0.183, never 0.000e+00; '-' where a value was not reached.\"\"\"
+    return frame.map(human_number)'''
+
+#: The last cell of every notebook: hidden, tagged, prints what the text quotes for the tests.
+FACTS_METADATA = {"tags": ["facts"], "jupyter": {"source_hidden": True, "outputs_hidden": True}}
+
+
+def facts_cell(source: str) -> nbformat.NotebookNode:
+    cell = new_code_cell(
+        "# Numbers the text above quotes, for tests/test_notebooks.py (a hidden cell; nothing to read here).\n"
+        + source
+        + '\nprint("FACTS " + json.dumps(FACTS, default=float))'
+    )
+    cell.metadata.update(FACTS_METADATA)
+    return cell
 
 
 def notebook(cells: list) -> nbformat.NotebookNode:
@@ -65,7 +84,10 @@ Three row-group admission policies (see the README):
   work independent of it (PR #743).
 
 We run each on two bundled scenarios, seed 0, and read the metrics that explain a run
-(`docs/metrics.md`): when rows came out, how far the target grew, and where each model's time went."""
+(`docs/metrics.md`): when rows came out, how far the target grew, and where each model's time went.
+
+Every figure draws a policy in the same colour (`sim.plots.POLICY_COLORS`: fixed grey, global red, localized
+blue); models have a palette of their own. Times are simulated seconds."""
     ),
     new_code_cell(SETUP),
     new_code_cell(
@@ -85,7 +107,10 @@ def run_all(scenario):
     runs = {p: sim.simulate(scenario, policy=p, seed=0) for p in POLICIES}
     summary = pd.DataFrame({p: {k: r.summary[k] for k in HEADLINE} for p, r in runs.items()})
     models = pd.concat({p: r.models.set_index("model")[MODEL_COLUMNS] for p, r in runs.items()})
-    return runs, summary, models"""
+    return runs, summary, models
+
+
+POLICY_COLORS"""
     ),
     new_markdown_cell(
         """\
@@ -98,35 +123,13 @@ and three healthy columns on three other models. The run stops at 300 healthy ca
         """\
 cooling = sim.load_scenario(SCENARIOS / "cooling-2048.toml")
 cooling_runs, cooling_summary, cooling_models = run_all(cooling)
-cooling_summary"""
+tidy(cooling_summary)"""
     ),
-    new_code_cell("cooling_models"),
+    new_code_cell("tidy(cooling_models)"),
     new_code_cell(
         """\
-# global runs the full 60 s; fixed and localized stop within 0.2 s, so zoom on the start.
-show(comparison_figure(list(cooling_runs.values()), title="cooling-2048, seed 0 (first 0.25 s)", until=0.25),
-     "cooling-2048")"""
-    ),
-    new_code_cell(
-        """\
-s = {p: r.summary for p, r in cooling_runs.items()}
-# localized reaches the 300 healthy calls; global freezes at target 1 and starves the healthy models
-assert s["localized"]["stop_reason"] == "successful_calls" and s["localized"]["healthy_calls"] == 300
-assert s["global"]["stop_reason"] == "max_time" and s["global"]["observed_max_target"] == 1
-assert s["global"]["healthy_calls"] == 3
-assert s["global"]["blocked_deferred_tasks"] >= s["global"]["adaptive_evaluations"] - 2
-assert 95 <= s["localized"]["observed_max_target"] <= 110 and s["localized"]["max_deferred"] == 100
-assert s["fixed"]["max_row_groups_in_flight"] == 2048
-# the global run's diagnostics name the work that localized admits
-independent = cooling_runs["global"].deferred_admission["independent_candidate_columns"]
-assert independent == ["healthy_1", "healthy_2", "healthy_3"]
-busy = cooling_models.loc["global", "busy_fraction"]
-assert busy[["healthy-a", "healthy-b", "healthy-c"]].max() < 0.001
-print(f"HEADLINE cooling-2048: localized {s['localized']['healthy_calls']} healthy calls in "
-      f"{s['localized']['sim_time']:.3f} s at target {s['localized']['observed_max_target']}; "
-      f"global {s['global']['healthy_calls']} in {s['global']['sim_time']:.0f} s at target "
-      f"{s['global']['observed_max_target']}; fixed {s['fixed']['healthy_calls']} in {s['fixed']['sim_time']:.3f} s "
-      f"with {s['fixed']['max_row_groups_in_flight']} row groups active")"""
+# global runs the full 60 s; fixed and localized stop within 0.2 s, so zoom on the start (the figure says so).
+show(comparison_figure(list(cooling_runs.values()), until=0.25), "cooling-2048")"""
     ),
     new_markdown_cell(
         """\
@@ -156,36 +159,11 @@ recovers. Request admission (AIMD) is on. Every run goes to completion."""
         """\
 window = sim.load_scenario(SCENARIOS / "window-recovery.toml")
 window_runs, window_summary, window_models = run_all(window)
-window_summary"""
+tidy(window_summary)"""
     ),
-    new_code_cell("window_models"),
+    new_code_cell("tidy(window_models)"),
     new_code_cell(
-        'show(comparison_figure(list(window_runs.values()), title="window-recovery, seed 0"), "window-recovery")'
-    ),
-    new_code_cell(
-        """\
-w = {p: r.summary for p, r in window_runs.items()}
-wm = window_models
-assert all(w[p]["completed_rows"] == 960 for p in POLICIES)
-# flaky cools down for the whole window: 15 Retry-After periods of 2 s; its AIMD limit falls to 1
-assert all(abs(wm.loc[(p, "flaky"), "cooldown_time"] - 30.0) < 1e-6 for p in POLICIES)
-assert all(wm.loc[(p, "flaky"), "min_limit"] == 1 for p in POLICIES)
-# fixed: everything admitted at once, so the first row waits for flaky's recovery
-assert w["fixed"]["time_to_first_row"] > 90 and w["fixed"]["row_group_latency_p50"] > 90
-for p in ("global", "localized"):
-    assert w[p]["time_to_first_row"] < 65 and w[p]["row_group_latency_p50"] < 20
-    assert w[p]["sim_time"] < 1.05 * w["fixed"]["sim_time"]
-# global is blocked by deferred work; localized is not, but the next guardrail binds near the same target
-assert w["global"]["blocked_deferred_tasks"] > 0 and w["localized"]["blocked_deferred_tasks"] == 0
-assert w["localized"]["blocked_queued_llm_demand"] > 50
-assert abs(w["localized"]["observed_max_target"] - w["global"]["observed_max_target"]) <= 10
-# healthy models: never idle with work left under fixed, ~50 s under the adaptive policies
-assert wm.loc[("fixed", "healthy-a"), "idle_with_work_left"] < 1
-assert wm.loc[("localized", "healthy-a"), "idle_with_work_left"] > 40
-print(f"HEADLINE window-recovery: first row fixed {w['fixed']['time_to_first_row']:.1f} s, "
-      f"global {w['global']['time_to_first_row']:.1f} s, localized {w['localized']['time_to_first_row']:.1f} s; "
-      f"all rows fixed {w['fixed']['sim_time']:.1f} s, global {w['global']['sim_time']:.1f} s, "
-      f"localized {w['localized']['sim_time']:.1f} s")"""
+        'show(comparison_figure(list(window_runs.values())), "window-recovery")'
     ),
     new_markdown_cell(
         """\
@@ -206,6 +184,21 @@ print(f"HEADLINE window-recovery: first row fixed {w['fixed']['time_to_first_row
   count as queued LLM demand. So the next guardrail stops growth at nearly the same target (70 vs 66). The
   localized clause pays off when the cooling model's cells do *not* pile up as queued demand, as in cooling-2048,
   where there is no request-admission controller and the deferred cells leave the queue."""
+    ),
+    facts_cell(
+        """\
+def facts_of(runs):
+    return {
+        p: {
+            "summary": dict(r.summary),
+            "models": r.models.set_index("model").to_dict("index"),
+            "deferred_admission": dict(r.deferred_admission),
+        }
+        for p, r in runs.items()
+    }
+
+
+FACTS = {"cooling-2048": facts_of(cooling_runs), "window-recovery": facts_of(window_runs)}"""
     ),
 ]
 
@@ -245,8 +238,8 @@ sorted(p.name for p in report.out.iterdir())"""
     new_code_cell(
         """\
 runs = pd.read_csv(report.out / "runs.csv")
-assert (runs["status"] == "ok").all()
-runs[["run_id", "policy", "seed", f"param:{KEY}", "sim_time", "observed_max_target", "time_to_50pct_rows"]].head(8)"""
+print(runs["status"].value_counts().to_dict())
+tidy(runs[["run_id", "policy", "seed", f"param:{KEY}", "sim_time", "observed_max_target", "time_to_50pct_rows"]].head(8))"""
     ),
     new_code_cell(
         """\
@@ -255,8 +248,11 @@ pivot = runs.pivot_table(index=f"param:{KEY}", columns="policy", values="sim_tim
 pivot["localized_gain_vs_global"] = 1 - pivot["localized"] / pivot["global"]
 pivot["localized_vs_fixed"] = pivot["localized"] / pivot["fixed"]
 target = runs.pivot_table(index=f"param:{KEY}", columns="policy", values="observed_max_target", aggfunc="mean")
-display(pivot)
-target"""
+shown = tidy(pivot[["fixed", "global", "localized"]]).rename(columns=lambda p: f"{p} sim_time (s)")
+shown["localized gain vs global"] = pivot["localized_gain_vs_global"].map("{:.1%}".format)
+shown["localized / fixed"] = pivot["localized_vs_fixed"].map("{:.2f}".format)
+display(shown)
+tidy(target).rename_axis(columns="observed_max_target (row groups)")"""
     ),
     new_code_cell(
         """\
@@ -266,51 +262,37 @@ show(sweep_figure(runs, "observed_max_target", KEY), "sweep-target")"""
     new_code_cell(
         """\
 gain = pivot["localized_gain_vs_global"]
-no_gain_caps = [int(c) for c in gain.index if gain[c] < 0.02]           # localized under 2% better than global
-helping_caps = [int(c) for c in gain.index if gain[c] >= 0.05]          # at least 5% faster
-plateau = pivot["localized"].loc[16] / pivot["localized"].loc[64]        # does a bigger cap still help?
-# Small caps: the hard cap binds before deferred work holds global back, so the policies nearly coincide.
-assert no_gain_caps == [2, 4], no_gain_caps
-# From cap 8 on, localized finishes sooner than global (global freezes while flaky's cells are deferred).
-assert helping_caps == [8, 16, 64], helping_caps
-assert all(pivot.loc[c, "localized"] <= pivot.loc[c, "global"] + 1e-9 for c in CAPS)
-# Beyond 16 localized gets no faster: its target ramps +1 per two evaluations and tops out below the cap,
-# while fixed admits everything at once and keeps gaining.
-assert abs(plateau - 1) < 0.02
-assert target.loc[64, "localized"] < 64 and pivot.loc[64, "fixed"] < 0.85 * pivot.loc[64, "localized"]
-print(f"HEADLINE sweep: localized gains over global {', '.join(f'cap {int(c)}: {g:.1%}' for c, g in gain.items())}; "
-      f"no gain at caps {no_gain_caps}; localized plateaus at {pivot.loc[64, 'localized']:.1f} s "
-      f"(target {target.loc[64, 'localized']:.0f}) while fixed reaches {pivot.loc[64, 'fixed']:.1f} s at cap 64")"""
+no_gain_caps = [int(c) for c in gain.index if gain[c] < 0.02]   # localized under 2% faster than global
+helping_caps = [int(c) for c in gain.index if gain[c] >= 0.05]  # at least 5% faster
+print(f"localized is under 2% faster than global at caps {no_gain_caps}, at least 5% faster at caps {helping_caps}")
+print(f"localized: {pivot.loc[16, 'localized']:.1f} s at cap 16, {pivot.loc[64, 'localized']:.1f} s at cap 64 "
+      f"(target {target.loc[64, 'localized']:.0f}); fixed: {pivot.loc[64, 'fixed']:.1f} s at cap 64")"""
     ),
     new_markdown_cell(
         "Why does a bigger cap stop paying off for localized? Ask the metrics: how long were the healthy models idle "
         "while they still had work left, and how far had the target grown by the end of the 20 s window?"
     ),
     new_code_cell(
-        """\\
+        """\
 healthy_idle = [c for c in runs.columns if c.startswith("idle_with_work_left[healthy")]
 idle = (runs.assign(healthy_idle=runs[healthy_idle].mean(axis=1))
         .pivot_table(index=f"param:{KEY}", columns="policy", values="healthy_idle", aggfunc="mean"))
-display(idle.rename_axis(columns="healthy models idle with work left (s)"))
+display(tidy(idle).rename_axis(columns="healthy models idle with work left (s)"))
 
 # The localized run at cap 64, seed 0, from the folder's time series: the target at the end of the window
 run_id = runs.query(f"policy == 'localized' and seed == 0 and `param:{KEY}` == 64")["run_id"].item()
 ts = pd.read_csv(report.out / "timeseries" / f"{run_id}.csv")
 target_at_20 = int(ts.loc[ts["time"] <= 20.0, "target"].iloc[-1])
-assert runs.query("policy == 'localized'")["blocked_deferred_tasks"].eq(0).all()
-assert idle.loc[64, "fixed"] < 1 and idle.loc[64, "global"] > idle.loc[64, "localized"] > 5
-assert target_at_20 < 16 and 8 < idle.loc[64, "localized"] < 12 and 18 < idle.loc[64, "global"] < 22
-print(f"HEADLINE idle at cap 64: healthy models idle with work left fixed {idle.loc[64, 'fixed']:.1f} s, "
-      f"localized {idle.loc[64, 'localized']:.1f} s, global {idle.loc[64, 'global']:.1f} s; "
-      f"localized target at t=20 s: {target_at_20}")"""
+localized_deferred_blocks = int(runs.query("policy == 'localized'")["blocked_deferred_tasks"].sum())
+print(f"localized target at t = 20 s (cap 64, seed 0): {target_at_20}; "
+      f"localized evaluations blocked by deferred_tasks over the whole sweep: {localized_deferred_blocks}")"""
     ),
     new_markdown_cell(
-        """\\
+        """\
 **Reading it** (means over seeds 0 and 1).
 
 * **caps 2-4: no real gain.** The hard cap binds before deferred work holds global back, so global and localized admit
-  the same groups (`observed_max_target` equals the cap) and finish within 2% of each other (0.7% and 1.5%; at cap 1
-  they are identical).
+  the same groups (`observed_max_target` equals the cap) and finish within 2% of each other (0.7% and 1.5%).
 * **cap 8 and up: localized helps, by ~8%.** Global's target is frozen while `flaky`'s 429s are deferred. Localized
   keeps admitting groups whose healthy cells are independent of them (57.4 s vs 52.9 s at cap 16).
 * **beyond 16, localized stops helping.** What holds it back is no longer deferred work (it is never blocked by
@@ -321,9 +303,27 @@ print(f"HEADLINE idle at cap 64: healthy models idle with work left fixed {idle.
   run: 52.9 s at both 16 and 64. The fixed cap starts every group at t = 0 and keeps gaining (40.8 s at cap 64),
   because this model charges nothing for many active row groups (no memory model).
 
-`sim.plots.plot_results_dir(folder)` draws these sweep figures for every headline metric into `folder/figures/`
-(here we passed `figures=False` to keep the notebook fast); `admission-sim sweep` and `admission-sim plot DIR`
-call it."""
+`sim.plots.plot_results_dir(folder)` draws these sweep figures into `folder/figures/`, for each headline metric
+that varies across the sweep (`sim.plots.informative_sweep_metrics`; here we passed `figures=False` to keep the
+notebook fast); `admission-sim sweep` and `admission-sim plot DIR` call it."""
+    ),
+    facts_cell(
+        """\
+def by_cap(frame):
+    return {str(int(cap)): {str(k): float(v) for k, v in row.items()} for cap, row in frame.iterrows()}
+
+
+FACTS = {
+    "runs": len(runs),
+    "failed": int((runs["status"] != "ok").sum()),
+    "sim_time": by_cap(pivot),
+    "target": by_cap(target),
+    "healthy_idle": by_cap(idle),
+    "no_gain_caps": no_gain_caps,
+    "helping_caps": helping_caps,
+    "localized_target_at_20s": target_at_20,
+    "localized_deferred_blocks": localized_deferred_blocks,
+}"""
     ),
 ]
 
@@ -373,22 +373,11 @@ def compare(scenario):
 
 cooling = sim.load_scenario(SCENARIOS / "cooling-2048.toml", ["stop.max_time=5.0"])
 cooling_runs, cooling_table = compare(cooling)
-cooling_table"""
+tidy(cooling_table)"""
     ),
     new_code_cell(
         """\
-show(comparison_figure(list(cooling_runs.values()), title="cooling-2048 (first 0.5 s of 5 s)", until=0.5),
-     "custom-cooling")"""
-    ),
-    new_code_cell(
-        """\
-c = {p: r.summary for p, r in cooling_runs.items()}
-assert c["localized-budget"]["max_deferred"] == BUDGET and c["localized-budget"]["observed_max_target"] == BUDGET
-assert c["localized-budget"]["healthy_calls"] == 3 * BUDGET    # 3 healthy calls per admitted one-row group
-assert c["global"]["healthy_calls"] < c["localized-budget"]["healthy_calls"] < c["localized"]["healthy_calls"] == 300
-print(f"HEADLINE custom policy on cooling-2048: healthy calls global {c['global']['healthy_calls']}, "
-      f"localized-budget {c['localized-budget']['healthy_calls']} (at most {BUDGET} deferred), "
-      f"localized {c['localized']['healthy_calls']} ({c['localized']['max_deferred']} deferred)")"""
+show(comparison_figure(list(cooling_runs.values()), until=0.5), "custom-cooling")"""
     ),
     new_markdown_cell(
         """\
@@ -403,23 +392,33 @@ When little work is deferred, the budget never binds and the policy behaves exac
 bottleneck = sim.load_scenario(SCENARIOS / "healthy-bottleneck.toml",
                                ["row_groups.count=64", "models.flaky.rate_limit.end=20.0"])
 bottleneck_runs, bottleneck_table = compare(bottleneck)
-b = {p: r.summary for p, r in bottleneck_runs.items()}
-assert b["localized-budget"]["max_deferred"] < BUDGET
-assert b["localized-budget"]["sim_time"] == b["localized"]["sim_time"] < b["global"]["sim_time"]
-print(f"HEADLINE custom policy on healthy-bottleneck: sim_time localized-budget "
-      f"{b['localized-budget']['sim_time']:.1f} s "
-      f"= localized, global {b['global']['sim_time']:.1f} s")
-bottleneck_table"""
+tidy(bottleneck_table)"""
+    ),
+    new_markdown_cell(
+        """\
+Here at most 11 tasks are ever deferred, under the budget of 32, so localized-budget makes the same decisions as
+localized and finishes at the same instant (54.4 s), ahead of global (56.6 s)."""
+    ),
+    facts_cell(
+        """\
+FACTS = {
+    "budget": BUDGET,
+    "cooling-2048": {p: dict(r.summary) for p, r in cooling_runs.items()},
+    "healthy-bottleneck": {p: dict(r.summary) for p, r in bottleneck_runs.items()},
+}"""
     ),
 ]
 
 
+NOTEBOOKS = {
+    "01_policy_comparison.ipynb": NB01,
+    "02_sweep_explorer.ipynb": NB02,
+    "03_custom_policy.ipynb": NB03,
+}
+
+
 def main() -> None:
-    for name, cells in (
-        ("01_policy_comparison.ipynb", NB01),
-        ("02_sweep_explorer.ipynb", NB02),
-        ("03_custom_policy.ipynb", NB03),
-    ):
+    for name, cells in NOTEBOOKS.items():
         nb = notebook(cells)
         nbformat.validate(nb)
         nbformat.write(nb, HERE / name)

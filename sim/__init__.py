@@ -3,7 +3,7 @@
 Public API::
 
     from sim import load_scenario, simulate
-    scenario = load_scenario("scenarios/cooling-2048.toml")
+    scenario = load_scenario("cooling-2048")
     result = simulate(scenario, policy="localized", seed=0)
     result.summary["healthy_calls"], result.timeseries
 """
@@ -71,6 +71,6 @@ def simulate(
         chosen = get_policy(policy)
     run_seed = scenario.seed if seed is None else int(seed)
     started = time.perf_counter()
-    sched = Scheduler(scenario, build_workload(scenario), chosen, run_seed)
+    sched = Scheduler(scenario, build_workload(scenario, run_seed), chosen, run_seed)
     sched.run()
     return result_from_scheduler(sched, wall_seconds=time.perf_counter() - started)

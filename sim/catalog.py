@@ -22,7 +22,7 @@ from pathlib import Path
 from .scenario import ScenarioError, read_scenario_file
 
 #: Where the bundled scenario files live (package data).
-BUNDLED_DIR = Path(__file__).resolve().parent.parent / "scenarios"
+BUNDLED_DIR = Path(__file__).resolve().parent / "scenarios"
 
 #: The rule in one sentence, for ``--help`` texts and error messages.
 NAME_RULE = "a path ending in .toml or containing '/' is a file; any other text names a bundled scenario"
@@ -82,7 +82,7 @@ def resolve_scenario(text: str | Path, base_dir: str | Path | None = None) -> Pa
         if base_dir is not None and not path.is_absolute() and (Path(base_dir) / path).exists():
             path = Path(base_dir) / path
         if path.is_dir():
-            raise UnknownScenarioError(f"{path}: is a directory, not a scenario file")
+            raise UnknownScenarioError(f"{path}: cannot read: it is a directory, not a scenario file")
         return path
     name = str(text)
     path = BUNDLED_DIR / f"{name}.toml"
@@ -90,6 +90,6 @@ def resolve_scenario(text: str | Path, base_dir: str | Path | None = None) -> Pa
         return path
     names = bundled_names()
     raise UnknownScenarioError(
-        f"'{name}': no bundled scenario of that name{did_you_mean(name, names)}; bundled: {', '.join(names)} "
-        f"({NAME_RULE})"
+        f"{name}: no such scenario file or bundled scenario{did_you_mean(name, names)}; bundled: {', '.join(names)}"
+        f" ({NAME_RULE})"
     )

@@ -8,9 +8,11 @@ either one ``policy``'s value or the ``ratio`` of two policies' values. Over sev
 value is the ``aggregate`` of the per-seed values (mean by default; a ratio divides the two
 aggregates). Identical runs shared by several checks run once.
 
-The file is validated before anything runs (pydantic); a problem is a :class:`ThresholdsError`
-whose message names the file, the key and the reason (CLI exit 2). A bound that fails, or a run
-that fails, is a failed check (CLI exit 1).
+The file is validated before anything runs, as strictly as a scenario (pydantic in strict mode:
+``min = "5"`` or ``seeds = true`` are errors, not conversions), and so is every check's scenario,
+policy and metric name; a problem is a :class:`ThresholdsError` whose message names the file, the
+key and the reason (CLI exit 2). A bound that fails, or a run that fails, is a failed check (CLI
+exit 1).
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .comparison import STATISTICS, format_number
-from .errors import InputError
+from .errors import InputError, RunFailed
+from .files import read_user_text
 from .policies import POLICIES
+from .results import TEXT_SUMMARY_KEYS, summary_metric_names
 from .scenario import ScenarioError, load_scenario
 from .sweep import RunOutcome, RunSpec, resolve_scenario_path, seed_list
 
@@ -45,12 +49,22 @@ def default_thresholds() -> Path:
     return DEFAULT_THRESHOLDS if DEFAULT_THRESHOLDS.exists() else SHIPPED_THRESHOLDS
 
 
+#: A thresholds file is a few dozen checks; anything larger is the wrong file.
+MAX_THRESHOLDS_BYTES = 1_000_000
+
+
 class ThresholdsError(InputError):
     """The thresholds file is malformed (file, key, reason). CLI exit 2."""
 
 
+class CheckRunFailed(RunFailed):
+    """The runs of a check ran, but their outcome cannot be evaluated. CLI exit 1."""
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: TOML already gives typed values, so a string or a boolean where a number belongs is
+    # a mistake to report, never a value to convert (as in scenarios).
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class Ratio(_Strict):
@@ -67,7 +81,7 @@ class Check(_Strict):
     scenario: str = Field(min_length=1)
     overrides: dict[str, Any] = Field(default_factory=dict)
     seeds: int = Field(default=1, ge=1, le=1000)
-    seed: int | None = Field(default=None, ge=0)
+    seed: int | None = Field(default=None, ge=0, le=2**63 - 1000)
     metric: str = Field(min_length=1)
     policy: str | None = None
     ratio: Ratio | None = None
@@ -121,16 +135,17 @@ class CheckResult:
 def load_thresholds(path: str | Path) -> ThresholdsFile:
     """Read and validate a thresholds file; errors name the file, the key and the reason."""
     path = Path(path)
+    text = read_user_text(path, "thresholds file", MAX_THRESHOLDS_BYTES, ThresholdsError)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ThresholdsError(f"{path}: no such thresholds file") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ThresholdsError(f"{path}: cannot read: {err}") from None
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ThresholdsError(f"{path}: invalid TOML: {err}") from None
+    except RecursionError:
+        raise ThresholdsError(f"{path}: invalid TOML: values are nested too deeply") from None
     try:
         return ThresholdsFile.model_validate(data)
+    except RecursionError:
+        raise ThresholdsError(f"{path}: values are nested too deeply") from None
     except ValidationError as err:
         lines = []
         for item in err.errors():
@@ -147,8 +162,9 @@ def plan_checks(
 ) -> tuple[list[RunSpec], dict[int, list[list[str]]]]:
     """Resolve every check into runs; return the unique specs and, per check, its run ids per policy.
 
-    Raises :class:`ThresholdsError` (naming ``check.<i>``) for an unknown scenario, a bad override
-    or an unknown policy, before anything runs.
+    Raises :class:`ThresholdsError` (naming ``check.<i>``) for an unknown scenario, a bad override,
+    an unknown policy or a metric that the scenario's runs do not report as a number, before
+    anything runs.
     """
     specs: dict[str, RunSpec] = {}
     run_ids: dict[int, list[list[str]]] = {}
@@ -163,6 +179,14 @@ def plan_checks(
                     f"{path}: check.{i} ({check.label}): unknown policy '{name}'; "
                     f"registered: {', '.join(sorted(POLICIES))}"
                 )
+        known = summary_metric_names(scenario)
+        if check.metric not in known:
+            raise ThresholdsError(
+                f"{path}: check.{i} ({check.label}): metric: unknown metric '{check.metric}'; "
+                f"known: {', '.join(sorted(known))}"
+            )
+        if check.metric in TEXT_SUMMARY_KEYS:
+            raise ThresholdsError(f"{path}: check.{i} ({check.label}): metric: '{check.metric}' is not numeric")
         seeds = seed_list(scenario.seed if check.seed is None else check.seed, check.seeds)
         dumped = scenario.model_dump(mode="json")
         scenario_key = json.dumps(dumped, sort_keys=True)
@@ -200,17 +224,17 @@ def evaluate(
             if failed:
                 problem = f"run failed: {failed[0].error}"
                 break
+            # plan_checks validated the metric name; a run without it is a bug, not bad input.
             missing = [r for r in ids if check.metric not in outcomes[r].summary]
             if missing:
-                known = ", ".join(sorted(outcomes[ids[0]].summary))
-                raise ThresholdsError(
-                    f"{path}: check.{i} ({check.label}): metric: unknown metric '{check.metric}'; known: {known}"
+                raise CheckRunFailed(
+                    f"{path}: check.{i} ({check.label}): run {missing[0]} reported no metric '{check.metric}'"
                 )
             try:
                 values.append(_aggregate([float(outcomes[r].summary[check.metric]) for r in ids], check.aggregate))
             except (TypeError, ValueError):
-                raise ThresholdsError(
-                    f"{path}: check.{i} ({check.label}): metric: '{check.metric}' is not numeric"
+                raise CheckRunFailed(
+                    f"{path}: check.{i} ({check.label}): run {ids[0]} reported a non-numeric '{check.metric}'"
                 ) from None
         if problem:
             results.append(CheckResult(check, None, False, problem))

@@ -27,17 +27,16 @@ import pandas as pd
 import typer
 
 from . import __version__, simulate
-from .catalog import NAME_RULE, bundled_scenarios, did_you_mean, resolve_scenario
-from .check import DEFAULT_THRESHOLDS, CheckResult, ThresholdsError, default_thresholds, evaluate, load_thresholds
+from .catalog import NAME_RULE, bundled_scenarios, resolve_scenario
+from .check import DEFAULT_THRESHOLDS, CheckResult, default_thresholds, evaluate, load_thresholds
 from .check import plan_checks as plan_threshold_checks
 from .comparison import STATISTICS, compare_table, seed_statistics
 from .errors import InputError, RunFailed
 from .executors import EXECUTORS, Executor, make_executor
-from .metric_info import GROUPS, better_mark, metric_info, summary_metric_names
+from .metric_info import GROUPS, better_mark, metric_info
 from .output import Column, OutputFormat, Report, Table, emit, format_value
 from .policies import POLICIES, get_policy, load_plugin
 from .results import Result, write_result
-from .row_group_admission import REASONS
 from .scenario import Scenario, ScenarioError, load_scenario
 from .scheduler import SimulationError
 from .sweep import (
@@ -146,8 +145,8 @@ def run_mapped(body: Callable[[], int]) -> int:
     try:
         return body()
     except SweepInterrupted as err:
-        _say(f"{_interrupted_text()}: {err}")
-        _say(f"resume with: {PROG} sweep --resume {err.partial_dir}")
+        _say(f"terminated (SIGTERM), {err}" if signal.SIGTERM in _signal_received else str(err))
+        print(f"resume with: {PROG} sweep --resume {err.partial_dir}", file=sys.stderr)
         return _interrupted_code()
     except KeyboardInterrupt:
         _say(_interrupted_text())
@@ -188,10 +187,15 @@ def command(name: str, help: str, epilog: str) -> Callable[[Callable[..., int]],
 def _signals_as_interrupts() -> Iterator[None]:
     """SIGTERM is handled like Ctrl-C (a sweep keeps its finished runs and says how to resume)."""
     _signal_received.clear()
+    main_pid = os.getpid()
     try:
         previous = signal.getsignal(signal.SIGTERM)
 
         def on_sigterm(signum: int, frame: object) -> None:
+            if os.getpid() != main_pid:  # a forked worker inherited this handler: end as by default
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
             _signal_received.append(signum)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
             raise KeyboardInterrupt
@@ -398,20 +402,20 @@ def _name_max(folder: Path) -> int:
 
 def check_new_folder(option: str, path: Path) -> Path:
     """``path`` can become a new folder: it does not exist, its names fit, its parent is writable."""
-    if path.exists() or path.is_symlink():
-        kind = "folder" if path.is_dir() else "file"
-        raise CliError(f"{option} {path}: a {kind} of that name already exists; remove it or choose another name")
+    if len(os.fsencode(str(path.absolute()))) >= 4096:
+        raise CliError(f"{option} {path.name[:40]}...: the path is longer than 4095 bytes")
     ancestor = path.absolute().parent
     while not ancestor.exists():
         ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise CliError(f"{option} {path}: {ancestor} is a file, not a folder")
-    limit = _name_max(ancestor)
+    limit = _name_max(ancestor if ancestor.is_dir() else ancestor.parent)
     for part in path.parts:
         if len(os.fsencode(part)) > limit:
-            raise CliError(f"{option} {path}: the name '{part[:40]}...' is longer than {limit} bytes")
-    if len(os.fsencode(str(path.absolute()))) >= 4096:
-        raise CliError(f"{option} {path}: the path is longer than 4095 bytes")
+            raise CliError(f"{option} {part[:40]}...: the name is longer than {limit} bytes")
+    if path.exists() or path.is_symlink():
+        kind = "folder" if path.is_dir() else "file"
+        raise CliError(f"{option} {path}: a {kind} of that name already exists; remove it or choose another name")
+    if not ancestor.is_dir():
+        raise CliError(f"{option} {path}: {ancestor} is a file, not a folder")
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise CliError(f"{option} {path}: cannot create it: {ancestor} is not writable")
     return path
@@ -912,23 +916,6 @@ def _sweep_summary(plan: SweepPlan, report: SweepReport, quiet: bool) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-def validate_check_metrics(path: Path) -> None:
-    """Every check's metric exists and is numeric for its scenario, before anything runs."""
-    thresholds = load_thresholds(path)
-    for i, check in enumerate(thresholds.check):
-        scenario = load_scenario(resolve_scenario(check.scenario, path.parent), check.overrides)
-        known = summary_metric_names([m.name for m in scenario.models], list(REASONS))
-        if check.metric not in known:
-            hint = did_you_mean(check.metric, known)
-            raise ThresholdsError(
-                f"{path}: check.{i} ({check.label}): metric: unknown metric '{check.metric}'{hint}; "
-                "the metrics are listed in docs/metrics.md"
-            )
-        info = metric_info(check.metric)
-        if info is not None and not info.numeric:
-            raise ThresholdsError(f"{path}: check.{i} ({check.label}): metric: '{check.metric}' is not numeric")
-
-
 def check_report(path: Path, results: Sequence[CheckResult]) -> Report:
     failed = sum(not r.passed for r in results)
     rows = [
@@ -1005,6 +992,7 @@ def write_junit(path: Path, report: Report) -> Path:
     ET.indent(root)
     tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         ET.ElementTree(root).write(tmp, encoding="utf-8", xml_declaration=True)
         os.replace(tmp, path)
     except OSError as err:
@@ -1054,7 +1042,6 @@ def check(
     path = thresholds if thresholds is not None else default_thresholds()
     loaded = load_thresholds(path)
     specs, run_ids = plan_threshold_checks(loaded, path, plugins)
-    validate_check_metrics(path)
     if junit is not None:
         check_junit_target(junit)
     ex = _executor(executor, jobs, scheduler, len(specs))

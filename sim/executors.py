@@ -10,10 +10,19 @@ that did not finish is simply run again on resume.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import multiprocessing
 import os
 import signal
-from collections.abc import Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Protocol
 
 from .errors import InputError
@@ -53,58 +62,241 @@ class SerialExecutor:
         self.close()
 
 
-def _ignore_sigint() -> None:
-    """Workers leave Ctrl-C to the parent, which stops them; no traceback from every worker."""
+#: How often a run whose worker process died is started again before it is recorded as failed
+#: (the Dask executor's rule: retry once). A run that *raises* is not retried: it is deterministic.
+WORKER_DEATH_RETRIES = 1
+#: How often a worker checks that its parent is still alive (the fallback where the kernel does
+#: not kill it with its parent).
+PARENT_WATCH_SECONDS = 0.5
+#: ``prctl`` option that asks Linux to signal a process when its parent dies.
+_PR_SET_PDEATHSIG = 1
+#: Tests switch this off to prove the parent watchdog works on its own.
+_USE_PDEATHSIG = True
+
+
+def _die_with_parent(parent_pid: int, use_pdeathsig: bool) -> None:
+    """Make this worker exit when the process that started it dies, even by ``kill -9``.
+
+    On Linux the kernel does it: ``prctl(PR_SET_PDEATHSIG, SIGKILL)``. It fires when the *thread*
+    that forked the worker ends, so the parent asks for it only when it starts workers from its
+    main thread. Everywhere, a daemon thread also polls ``getppid()``: an orphan is re-parented,
+    so a changed parent pid means the parent is gone. A worker holds no files, so being killed
+    loses nothing: the run is simply run again on resume.
+    """
+    if use_pdeathsig and sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # no prctl: the watchdog below still applies
+    if os.getppid() != parent_pid:  # the parent died before the request took effect
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent_pid,), name="parent-watchdog", daemon=True).start()
+
+
+def _watch_parent(parent_pid: int) -> None:
+    while True:
+        time.sleep(PARENT_WATCH_SECONDS)
+        if os.getppid() != parent_pid:
+            os._exit(1)
+
+
+def _failed(spec: RunSpec, error: str) -> RunOutcome:
+    from .sweep import RunOutcome
+
+    return RunOutcome(spec.run_id, "failed", " ".join(error.split()), {}, None, None, 0.0)
+
+
+def _worker_main(conn: Connection, parent_pid: int, use_pdeathsig: bool, fn: Callable[[RunSpec], RunOutcome]) -> None:
+    """A local worker: receive a spec, send back its outcome, until told to stop (``None``).
+
+    Ctrl-C is left to the parent, which stops the workers (no traceback from every worker).
+    ``SystemExit`` or ``KeyboardInterrupt`` raised by user code in a run (a plugin calling
+    ``sys.exit``) fails that run instead of ending the worker.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent(parent_pid, use_pdeathsig)
+    while True:
+        try:
+            spec = conn.recv()
+        except (EOFError, OSError):
+            return  # the parent closed its end
+        if spec is None:
+            return
+        try:
+            outcome = fn(spec)
+        except BaseException as err:  # noqa: BLE001 - any failure of one run is that run's outcome
+            outcome = _failed(spec, f"{type(err).__name__}: {err}")
+        try:
+            conn.send(outcome)
+        except (BrokenPipeError, EOFError):
+            return
+        except Exception as err:  # noqa: BLE001 - e.g. an outcome that does not pickle
+            conn.send(_failed(spec, f"the outcome could not be sent back: {type(err).__name__}: {err}"))
+
+
+def _death(exitcode: int | None) -> str:
+    if exitcode is None:
+        return "it stopped answering"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        hint = " (an out-of-memory kill looks like this)" if -exitcode == signal.SIGKILL else ""
+        return f"killed by {name}{hint}"
+    return f"exit code {exitcode}"
+
+
+@dataclass
+class _Worker:
+    process: BaseProcess
+    conn: Connection
+    spec: RunSpec | None = None  # the run it is executing
 
 
 class LocalExecutor:
-    """Runs in ``jobs`` local processes (``concurrent.futures.ProcessPoolExecutor``).
+    """Runs in ``jobs`` local worker processes, one run at a time each.
+
+    Each worker is a process with its own pipe, so the executor always knows which run a worker
+    holds: a worker that dies (``os._exit``, an out-of-memory kill) costs exactly that run, which
+    is started again once (:data:`WORKER_DEATH_RETRIES`) in a fresh worker and then recorded as
+    failed; every other run goes on, and each outcome is yielded (and journaled by the sweep) as
+    soon as it arrives. (``concurrent.futures.ProcessPoolExecutor`` cannot do this: one dead
+    worker breaks the whole pool and every pending run with it.) Workers die with this process
+    (:func:`_die_with_parent`), so ``kill -9`` of a sweep leaves no workers running.
 
     Workers are forked where the platform does so (Linux), so policies registered in this process
-    are known to them; plugins named in a spec are loaded in the worker either way.
+    are known to them; plugins named in a spec are loaded in the worker either way. ``fn`` is the
+    per-run function (default :func:`sim.sweep.execute_run`, looked up when :meth:`run` is called);
+    it must be picklable where workers are spawned rather than forked.
     """
 
-    def __init__(self, jobs: int | None = None) -> None:
+    def __init__(
+        self,
+        jobs: int | None = None,
+        *,
+        fn: Callable[[RunSpec], RunOutcome] | None = None,
+        retries: int = WORKER_DEATH_RETRIES,
+    ) -> None:
+        if retries < 0:
+            raise ValueError(f"retries must be >= 0, got {retries}")
         self.jobs = max(1, int(jobs) if jobs else (os.cpu_count() or 1))
-        self._pool: ProcessPoolExecutor | None = None
-        self._pending: set[Future[RunOutcome]] = set()
+        self.fn = fn
+        self.retries = retries
+        self._workers: list[_Worker] = []
+        self._context = multiprocessing.get_context()
+
+    @property
+    def worker_pids(self) -> list[int]:
+        """Process ids of the live workers (for monitoring, and to prove they die with us)."""
+        return [w.process.pid for w in self._workers if w.process.pid is not None and w.process.is_alive()]
 
     def run(self, specs: Sequence[RunSpec]) -> Iterator[RunOutcome]:
-        from .sweep import execute_run
+        """Start the workers and their first runs now (before the caller's progress bar), then
+        yield outcomes as runs finish, in any order."""
+        from . import sweep
 
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(max_workers=min(self.jobs, max(1, len(specs))), initializer=_ignore_sigint)
-        # Submit everything now (not lazily in the generator) so workers start before a progress bar.
-        futures = {self._pool.submit(execute_run, spec) for spec in specs}
-        self._pending |= futures
-        return self._collect(futures)
+        fn = self.fn if self.fn is not None else sweep.execute_run
+        queue = deque(specs)
+        while len(self._workers) < min(self.jobs, len(queue)):
+            self._workers.append(self._start(fn))
+        self._assign(queue, fn)
+        return self._collect(queue, fn)
 
-    def _collect(self, futures: set[Future[RunOutcome]]) -> Iterator[RunOutcome]:
-        remaining = set(futures)
-        while remaining:
-            finished, remaining = wait(remaining, return_when=FIRST_COMPLETED)
-            for future in finished:
-                self._pending.discard(future)
-                yield future.result()
+    def _start(self, fn: Callable[[RunSpec], RunOutcome]) -> _Worker:
+        parent_end, child_end = self._context.Pipe(duplex=True)
+        use_pdeathsig = _USE_PDEATHSIG and threading.current_thread() is threading.main_thread()
+        process = self._context.Process(
+            target=_worker_main,
+            args=(child_end, os.getpid(), use_pdeathsig, fn),
+            name="admission-sim-worker",
+            daemon=True,
+        )
+        process.start()
+        child_end.close()
+        return _Worker(process, parent_end)
+
+    def _assign(self, queue: deque[RunSpec], fn: Callable[[RunSpec], RunOutcome]) -> None:
+        for i, worker in enumerate(self._workers):
+            if not queue:
+                return
+            if worker.spec is not None:
+                continue
+            if not worker.process.is_alive():
+                self._retire(worker)
+                worker = self._workers[i] = self._start(fn)
+            spec = queue.popleft()
+            try:
+                worker.conn.send(spec)
+            except (BrokenPipeError, EOFError, OSError):
+                queue.appendleft(spec)  # it died while idle: replace it and try again
+                self._retire(worker)
+                self._workers[i] = self._start(fn)
+                continue
+            worker.spec = spec
+
+    def _collect(self, queue: deque[RunSpec], fn: Callable[[RunSpec], RunOutcome]) -> Iterator[RunOutcome]:
+        attempts: dict[str, int] = {}
+        while True:
+            busy = [w for w in self._workers if w.spec is not None]
+            if not busy:
+                if not queue:
+                    return
+                self._assign(queue, fn)
+                continue
+            ready = set(wait([w.conn for w in busy] + [w.process.sentinel for w in busy]))
+            finished: list[RunOutcome] = []
+            for worker in busy:
+                spec = worker.spec
+                if worker.conn in ready or worker.process.sentinel in ready:
+                    try:
+                        outcome = worker.conn.recv() if worker.conn.poll() else None
+                    except (EOFError, OSError):
+                        outcome = None
+                    if outcome is None and worker.process.sentinel not in ready and worker.process.is_alive():
+                        continue  # woken by the other worker's event; nothing from this one yet
+                    worker.spec = None
+                    if outcome is not None:
+                        finished.append(outcome)
+                        continue
+                    worker.process.join(timeout=5)
+                    why = _death(worker.process.exitcode)
+                    self._retire(worker)
+                    n = attempts[spec.run_id] = attempts.get(spec.run_id, 0) + 1
+                    if n <= self.retries:
+                        queue.appendleft(spec)
+                    else:
+                        finished.append(_failed(spec, f"the worker process died in each of {n} attempts ({why})"))
+            self._assign(queue, fn)  # keep the workers busy while the caller journals
+            yield from finished
+
+    @staticmethod
+    def _retire(worker: _Worker) -> None:
+        worker.spec = None
+        with contextlib.suppress(OSError):
+            worker.conn.close()
+        if worker.process.is_alive():
+            worker.process.kill()
+        worker.process.join(timeout=5)
 
     def close(self) -> None:
-        pool, self._pool = self._pool, None
-        if pool is None:
-            return
-        if any(not f.done() for f in self._pending):
-            # Interrupted: cancel queued runs and stop the running ones now.
-            for future in self._pending:
-                future.cancel()
-            processes = list(getattr(pool, "_processes", {}).values())
-            for proc in processes:
-                proc.terminate()
-            pool.shutdown(wait=False, cancel_futures=True)
-            for proc in processes:
-                proc.join(timeout=5)
-        else:
-            pool.shutdown(wait=True)
-        self._pending.clear()
+        """Stop the workers: at once if runs are still going (interrupted), else politely."""
+        workers, self._workers = self._workers, []
+        interrupted = any(w.spec is not None for w in workers)
+        for worker in workers:
+            if interrupted or not worker.process.is_alive():
+                worker.process.terminate()
+            else:
+                with contextlib.suppress(OSError):
+                    worker.conn.send(None)
+        for worker in workers:
+            worker.process.join(timeout=5)
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join(timeout=5)
+            with contextlib.suppress(OSError):
+                worker.conn.close()
 
     def __enter__(self) -> LocalExecutor:
         return self

@@ -110,11 +110,3 @@ def metric_info(name: str) -> MetricInfo | None:
 def better_mark(info: MetricInfo | None) -> str:
     """``higher`` / ``lower`` / empty, for a table's 'better' column."""
     return info.better if info is not None else ""
-
-
-def summary_metric_names(model_names: list[str], block_reasons: list[str]) -> list[str]:
-    """Every key a run's summary has for these models and block reasons (for validating names)."""
-    names = list(METRICS)
-    names += [f"blocked_{reason}" for reason in block_reasons]
-    names += [f"{prefix}[{model}]" for model in model_names for prefix in PER_MODEL]
-    return names

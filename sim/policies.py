@@ -223,7 +223,7 @@ def _guarded(spec: str, what: str, action: Callable[[], Any]) -> Any:
     except SystemExit as err:
         raise PluginError(f"plugin '{spec}': {what} called sys.exit({err.code!r})") from None
     except ModuleNotFoundError as err:
-        raise PluginError(f"plugin '{spec}': {what}: {err}") from err
+        raise PluginError(f"plugin '{spec}': cannot import module '{err.name}' ({what}): {err}") from err
     except Exception as err:  # noqa: BLE001 - user code: report it, whatever it raised
         text = " ".join(str(err).split())
         raise PluginError(f"plugin '{spec}': {what} raised {type(err).__name__}: {text}") from None

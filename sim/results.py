@@ -8,11 +8,13 @@ folder that looks finished.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -20,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from .errors import InputError, RunFailed
 from .metrics import MODEL_SERIES_COLUMNS, SCHEDULER_SERIES_COLUMNS
 from .row_group_admission import REASONS, DeferredBlock
 from .scenario import Scenario
@@ -151,7 +154,7 @@ def result_from_scheduler(sched: Scheduler, wall_seconds: float = 0.0) -> Result
         summary[f"calls_ok[{m.name}]"] = rec.model_ok[i]
         summary[f"calls_429[{m.name}]"] = rec.model_429[i]
     for m, extra in zip(scenario.models, per_model, strict=True):
-        for key in ("busy_fraction", "idle_with_work_left", "idle_in_cooldown", "cooldown_time"):
+        for key in _PER_MODEL_SUMMARY:
             summary[f"{key}[{m.name}]"] = extra[key]
     summary.update(run_metrics(rec, sim_time, total_rows))
 
@@ -183,6 +186,73 @@ def result_from_scheduler(sched: Scheduler, wall_seconds: float = 0.0) -> Result
         deferred_admission=MappingProxyType(deferred_admission),
         wall_seconds=wall_seconds,
     )
+
+
+#: Summary columns that are text, not numbers (a check cannot bound them).
+TEXT_SUMMARY_KEYS = frozenset(
+    {
+        "scenario",
+        "policy",
+        "stop_reason",
+        "mode",
+        "deferred_admission_candidate_columns",
+        "deferred_admission_independent_columns",
+    }
+)
+_PER_MODEL_SUMMARY = ("busy_fraction", "idle_with_work_left", "idle_in_cooldown", "cooldown_time")
+
+
+def summary_metric_names(scenario: Scenario) -> list[str]:
+    """Every key of a run's ``summary`` for ``scenario``, in order, known before anything runs.
+
+    ``check`` validates its metric names with it, so a typo fails before the runs start. A test
+    pins it to the keys :func:`result_from_scheduler` actually writes, so the two cannot drift.
+    """
+    from .metrics import TIME_MEAN_COLUMNS
+
+    names = [
+        "scenario",
+        "policy",
+        "seed",
+        "stop_reason",
+        "sim_time",
+        "total_rows",
+        "completed_rows",
+        "completed_row_groups",
+        "rows_per_second",
+        "successful_calls",
+        "rate_limited_calls",
+        "healthy_calls",
+        "healthy_calls_while_limited",
+        "healthy_calls_per_second",
+        "mode",
+        "hard_cap",
+        "final_target",
+        "observed_max_target",
+        "max_row_groups_in_flight",
+        "max_admitted_rows",
+        "adaptive_evaluations",
+        "main_loop_iterations",
+        *(f"blocked_{reason}" for reason in REASONS),
+        "deferred_at_end",
+        "max_deferred",
+        "salvage_cycles",
+        "salvage_rounds",
+        "salvage_drain_time",
+        "dispatches",
+        "max_in_flight_tasks",
+        "max_queued_tasks",
+        "request_pressure_advisory_skips",
+    ]
+    for m in scenario.models:
+        names += [f"calls_ok[{m.name}]", f"calls_429[{m.name}]"]
+    for m in scenario.models:
+        names += [f"{key}[{m.name}]" for key in _PER_MODEL_SUMMARY]
+    names += ["time_to_first_row", "time_to_50pct_rows", "time_to_all_rows"]
+    names += ["row_group_latency_p50", "row_group_latency_p95", "row_group_latency_max"]
+    names += [f"{column}_time_mean" for column in TIME_MEAN_COLUMNS]
+    names += ["deferred_admission_candidate_columns", "deferred_admission_independent_columns"]
+    return names
 
 
 def deferred_admission_diagnostics(block: DeferredBlock | None, workload: Workload) -> dict[str, Any]:
@@ -234,35 +304,128 @@ def _key_of(model):
 # ---------------------------------------------------------------------------------------------
 
 
-def atomic_directory(final: Path) -> tuple[Path, callable]:
-    """Create a sibling temporary folder; return it and a ``commit()`` that renames it to ``final``.
+#: Longest file name most file systems take (bytes); a longer --out fails before anything runs.
+NAME_MAX = 255
+#: Prefix of a folder being written; it is never mistaken for a finished one.
+PARTIAL_PREFIX = ".partial-"
+#: errno values that say the path itself is wrong (bad input), not that the disk refused a write.
+_BAD_PATH_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.ENOTDIR, errno.EEXIST, errno.EISDIR})
 
-    The temporary name starts with ``.partial-`` so that an interrupted write is recognisable and
-    never mistaken for a finished one.
+
+class OutputPathError(InputError):
+    """The results folder cannot be created at that path (it exists, a name is too long, a parent
+    is a file). Raised before anything is written; nothing at the path is touched. CLI exit 2."""
+
+
+class ResultsWriteError(RunFailed):
+    """The file system refused to write results (read-only, full, no permission). CLI exit 1.
+
+    ``kept`` is the ``.partial-*`` folder still holding what was written, if any.
+    """
+
+    def __init__(self, message: str, kept: Path | None = None) -> None:
+        super().__init__(message)
+        self.kept = kept
+
+
+def describe_os_error(err: OSError) -> str:
+    """``No space left on device (errno 28)``: the reason, in one line, without the path twice."""
+    reason = err.strerror or str(err)
+    return f"{reason} (errno {err.errno})" if err.errno is not None else reason
+
+
+def check_new_folder(final: str | Path) -> Path:
+    """``final`` as a :class:`Path`, or :class:`OutputPathError` if it exists or cannot be a name.
+
+    ``lexists``: a dangling symlink counts as existing, so nothing is ever written through it.
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".partial-{final.name}-", dir=final.parent))
+    if os.path.lexists(final):
+        raise OutputPathError(f"{final} already exists; remove it or choose another folder")
+    if final.name in ("", ".", ".."):
+        raise OutputPathError(f"{final}: not a folder name")
+    size = len(os.fsencode(final.name))
+    if size > NAME_MAX:
+        raise OutputPathError(f"{final}: the folder name is {size} bytes long; the limit is {NAME_MAX}")
+    return final
+
+
+def _path_error(path: Path, err: OSError, doing: str, kept: Path | None = None) -> InputError | RunFailed:
+    if err.errno in _BAD_PATH_ERRNOS:
+        return OutputPathError(f"{path}: cannot {doing}: {describe_os_error(err)}")
+    return ResultsWriteError(f"{path}: cannot {doing}: {describe_os_error(err)}", kept)
+
+
+def atomic_directory(final: Path) -> tuple[Path, Callable[[], Path]]:
+    """Create a sibling temporary folder; return it and a ``commit()`` that renames it to ``final``.
+
+    ``final`` must not exist (:class:`OutputPathError`, nothing touched). The temporary name starts
+    with ``.partial-`` so that an interrupted write is recognisable and never mistaken for a
+    finished one. ``commit()`` never replaces or deletes anything it did not create: it first
+    *reserves* ``final`` with ``os.mkdir`` (atomic, and it fails if anything at all is there), then
+    renames the temporary folder onto that empty reservation (POSIX ``rename`` replaces an empty
+    folder atomically; a folder that someone filled in between makes it fail with "not empty").
+    A plain ``os.rename``/``os.replace`` would silently replace an *empty* folder someone else
+    made, and ``rmtree`` first would delete user data. If the commit fails, the temporary folder
+    is kept and :class:`ResultsWriteError` names it.
+    """
+    final = check_new_folder(final)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        short = os.fsencode(final.name)[:64].decode("utf-8", "ignore") or "out"
+        tmp = Path(tempfile.mkdtemp(prefix=f"{PARTIAL_PREFIX}{short}-", dir=final.parent))
+    except OSError as err:
+        raise _path_error(final, err, "create the results folder") from None
     # mkdtemp makes the folder 0700; the finished folder should get the usual permissions.
     umask = os.umask(0)
     os.umask(umask)
     tmp.chmod(0o777 & ~umask)
 
-    def commit() -> Path:
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        return final
+    return tmp, lambda: commit_folder(tmp, final)
 
-    return tmp, commit
+
+def commit_folder(tmp: Path, final: Path) -> Path:
+    """Rename the finished folder ``tmp`` to ``final``, which must not exist; never replaces anything.
+
+    ``os.mkdir(final)`` reserves the name (atomic; it fails if anything is there); the rename then
+    replaces only that empty reservation. On failure ``tmp`` is kept and named in the
+    :class:`ResultsWriteError`; the reservation is removed with ``rmdir``, which cannot remove a
+    folder with anything in it.
+    """
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.mkdir(final)
+    except FileExistsError:
+        raise ResultsWriteError(
+            f"{final} appeared while the results were written; they are kept in {tmp}", tmp
+        ) from None
+    except OSError as err:
+        raise _as_commit_error(final, tmp, err) from None
+    try:
+        os.rename(tmp, final)
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            os.rmdir(final)
+        raise _as_commit_error(final, tmp, err) from None
+    return final
+
+
+def _as_commit_error(final: Path, tmp: Path, err: OSError) -> ResultsWriteError:
+    return ResultsWriteError(
+        f"{final}: cannot rename the results into place: {describe_os_error(err)}; they are kept in {tmp}", tmp
+    )
 
 
 def write_result(result: Result, out_dir: str | Path, extra_manifest: Mapping[str, Any] | None = None) -> Path:
-    """Write one run as ``manifest.json``, ``summary.csv`` and its tables, atomically."""
+    """Write one run as ``manifest.json``, ``summary.csv`` and its tables, atomically.
+
+    ``out_dir`` must not exist (:class:`OutputPathError`); a write the file system refuses (full,
+    read-only) removes the temporary folder and raises :class:`ResultsWriteError`.
+    """
     from . import __version__
 
     out_dir = Path(out_dir)
-    tmp, commit = atomic_directory(out_dir)
+    tmp, commit = atomic_directory(out_dir)  # an existing out_dir is an error; nothing there is touched
     try:
         manifest = {
             "package_version": __version__,
@@ -282,7 +445,9 @@ def write_result(result: Result, out_dir: str | Path, extra_manifest: Mapping[st
         result.columns.to_csv(tmp / "columns.csv", index=False)
         result.models.to_csv(tmp / "models.csv", index=False)
         result.row_groups.to_csv(tmp / "row_groups.csv", index=False)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException as err:
+        shutil.rmtree(tmp, ignore_errors=True)  # the temporary folder made above, nothing else
+        if isinstance(err, OSError):
+            raise ResultsWriteError(f"{out_dir}: cannot write the results: {describe_os_error(err)}") from None
         raise
     return commit()

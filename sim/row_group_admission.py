@@ -68,7 +68,7 @@ def max_admitted_rows(scenario: Scenario) -> int:
     buffer_size = scenario.row_groups.guard_buffer_size
     if num_records > 0 and buffer_size > 0:
         return min(num_records, max(ROW_GUARD_BUFFER_MULTIPLIER * buffer_size, ROW_GUARD_FLOOR))
-    return max(1, sum(scenario.row_groups.sizes()))
+    return max(1, scenario.row_groups.total_rows)
 
 
 @dataclass(frozen=True)

@@ -1,21 +1,26 @@
 """What was asked: the typed, validated scenario.
 
-A scenario is a TOML file validated by pydantic v2. Every tunable that the specification
-(`shared/reference/scheduler-model.md`) names is a field here with the spec's default, so that a
-scenario file only states what differs from the real scheduler. Errors are raised as
-:class:`ScenarioError`, whose message names the file, the dotted key and the reason; the CLI prints
-it without a traceback.
+A scenario is a TOML file validated by pydantic v2. Every tunable of the modelled scheduler is a
+field here with the real scheduler's default, so that a scenario file only states what differs.
+Each field carries its meaning, unit and the DataDesigner setting it mirrors; the reference
+``docs/scenario-format.md`` and the JSON Schema are generated from them (:mod:`sim.scenario_docs`).
+Errors are raised as :class:`ScenarioError`, whose message names the file or the ``--set``
+override, the dotted key (list items by name) and the reason; the CLI prints it without a
+traceback.
 
 This module knows nothing about SimPy.
 """
 
 from __future__ import annotations
 
+import difflib
+import functools
 import re
 import tomllib
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -29,6 +34,7 @@ from pydantic import (
 )
 
 from .errors import InputError
+from .files import read_user_text
 
 #: Upper bounds that keep a single run within memory; they are validated up front so a typo
 #: such as ``count = 1e12`` fails with a clear message instead of exhausting the machine.
@@ -96,19 +102,45 @@ def _printable(value: str | None) -> str | None:
 
 _Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME_LENGTH)]
 
+#: JSON Schema keywords (extensions) that carry a field's unit and the real setting it mirrors.
+UNIT_KEY = "x-unit"
+MIRRORS_KEY = "x-datadesigner"
+
+
+def _doc(text: str, *, unit: str | None = None, mirrors: str | None = None) -> dict[str, Any]:
+    """``Field`` keywords documenting a key: its meaning, its unit and the DataDesigner setting it
+    mirrors. They feed ``docs/scenario-format.md`` and the JSON Schema, so they are the reference."""
+    extra = {k: v for k, v in ((UNIT_KEY, unit), (MIRRORS_KEY, mirrors)) if v is not None}
+    return {"description": text, "json_schema_extra": extra or None}
+
 
 class LatencyConfig(_Strict):
     """Service time of one successful provider call, in simulated seconds.
 
     ``constant`` uses ``mean``; ``exponential`` has mean ``mean``; ``uniform`` draws from
     ``[low, high]``; ``lognormal`` has the given ``mean`` and coefficient of variation ``cv``.
+    Draws come from the model's own random stream, seeded by the run's seed.
     """
 
-    distribution: Literal["constant", "exponential", "uniform", "lognormal"] = "constant"
-    mean: Float = Field(default=0.5, ge=0.0, le=86_400.0)
-    low: Float = Field(default=0.0, ge=0.0, le=86_400.0)
-    high: Float = Field(default=1.0, ge=0.0, le=86_400.0)
-    cv: Float = Field(default=0.5, gt=0.0, le=100.0)
+    distribution: Literal["constant", "exponential", "uniform", "lognormal"] = Field(
+        default="constant", **_doc("Shape of the service-time distribution of a successful call.")
+    )
+    mean: Float = Field(
+        default=0.5,
+        ge=0.0,
+        le=86_400.0,
+        **_doc("Mean service time (the value itself for `constant`); unused by `uniform`.", unit="s"),
+    )
+    low: Float = Field(default=0.0, ge=0.0, le=86_400.0, **_doc("Lower end of a `uniform` latency.", unit="s"))
+    high: Float = Field(
+        default=1.0, ge=0.0, le=86_400.0, **_doc("Upper end of a `uniform` latency; must be >= `low`.", unit="s")
+    )
+    cv: Float = Field(
+        default=0.5,
+        gt=0.0,
+        le=100.0,
+        **_doc("Coefficient of variation (standard deviation / mean) of a `lognormal` latency.", unit="ratio"),
+    )
 
     @model_validator(mode="after")
     def _bounds(self) -> LatencyConfig:
@@ -121,7 +153,7 @@ class RateLimitConfig(_Strict):
     """When the endpoint answers HTTP 429 instead of serving the call.
 
     * ``never``: always serves;
-    * ``always``: every call is a 429 (the #743 headline's cooling mock);
+    * ``always``: every call is a 429 (the cooling mock of the PR #743 headline);
     * ``window``: 429 for calls sent in ``[start, end)`` simulated seconds, served otherwise;
     * ``probability``: each call is a 429 with probability ``probability``;
     * ``capacity``: a token bucket refilled at ``requests_per_minute / 60`` per second holding at
@@ -132,14 +164,54 @@ class RateLimitConfig(_Strict):
     for ``request_admission.cooldown_seconds``). ``latency`` is how long the 429 answer takes.
     """
 
-    pattern: Literal["never", "always", "window", "probability", "capacity"] = "never"
-    start: Float = Field(default=0.0, ge=0.0, le=MAX_SIM_TIME)
-    end: Float | None = Field(default=None, ge=0.0, le=MAX_SIM_TIME)
-    probability: Float = Field(default=0.0, ge=0.0, le=1.0)
-    requests_per_minute: Float = Field(default=60.0, ge=1e-6, le=1e9)
-    burst: Float | None = Field(default=None, ge=1.0, le=1e9)
-    retry_after: Float = Field(default=0.0, ge=0.0, le=86_400.0)
-    latency: Float = Field(default=0.0, ge=0.0, le=86_400.0)
+    pattern: Literal["never", "always", "window", "probability", "capacity"] = Field(
+        default="never", **_doc("Which calls the endpoint answers with HTTP 429 (see the list above).")
+    )
+    start: Float = Field(
+        default=0.0, ge=0.0, le=MAX_SIM_TIME, **_doc("Start of the 429 window (`window` pattern).", unit="s")
+    )
+    end: Float | None = Field(
+        default=None,
+        ge=0.0,
+        le=MAX_SIM_TIME,
+        **_doc(
+            "End of the 429 window, exclusive (`window` pattern); must be > `start`. Unset: the window never "
+            "ends, so the scenario needs `stop.max_time`.",
+            unit="s",
+        ),
+    )
+    probability: Float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        **_doc("Chance that a call is a 429 (`probability` pattern).", unit="probability"),
+    )
+    requests_per_minute: Float = Field(
+        default=60.0,
+        ge=1e-6,
+        le=1e9,
+        **_doc("Refill rate of the token bucket (`capacity` pattern): the provider's real capacity.", unit="req/min"),
+    )
+    burst: Float | None = Field(
+        default=None,
+        ge=1.0,
+        le=1e9,
+        **_doc("Token-bucket size (`capacity` pattern). Unset: one second's worth of requests.", unit="requests"),
+    )
+    retry_after: Float = Field(
+        default=0.0,
+        ge=0.0,
+        le=86_400.0,
+        **_doc(
+            "Retry-After sent with each 429; 0 means no header, so the client cools down for "
+            "`request_admission.cooldown_seconds`.",
+            unit="s",
+            mirrors="HTTP `Retry-After` header",
+        ),
+    )
+    latency: Float = Field(
+        default=0.0, ge=0.0, le=86_400.0, **_doc("How long the endpoint takes to answer a 429.", unit="s")
+    )
 
     @model_validator(mode="after")
     def _window(self) -> RateLimitConfig:
@@ -158,15 +230,44 @@ class RateLimitConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    """One model alias: a (provider, model id, domain) endpoint and how it behaves."""
+    """One model alias: a (provider, model id, domain) endpoint and how it behaves. Columns refer
+    to it by ``name``; aliases that share provider and model id share one request resource
+    (docs/model.md, "Request admission")."""
 
-    name: _Name
-    provider: _Name = "provider"
-    model_id: _Name | None = None
-    domain: Literal["chat", "embedding", "image", "healthcheck"] = "chat"
-    max_parallel_requests: Int = Field(default=4, ge=1, le=100_000)
-    latency: LatencyConfig = LatencyConfig()
-    rate_limit: RateLimitConfig = RateLimitConfig()
+    name: _Name = Field(
+        **_doc("The model alias that columns name in `model`; unique among models.", mirrors="`ModelConfig.alias`")
+    )
+    provider: _Name = Field(
+        default="provider", **_doc("Provider name; part of the request resource key.", mirrors="`ModelConfig.provider`")
+    )
+    model_id: _Name | None = Field(
+        default=None,
+        **_doc(
+            "Model identifier at the provider. Unset: the alias `name`. Aliases with the same provider and model id "
+            "share the `request:<provider>/<model_id>` resource and the provider/model request cap.",
+            mirrors="`ModelConfig.model`",
+        ),
+    )
+    domain: Literal["chat", "embedding", "image", "healthcheck"] = Field(
+        default="chat",
+        **_doc(
+            "Generation kind; one AIMD controller per (provider, model id, domain).",
+            mirrors="the generation type implied by `ModelConfig.inference_parameters`",
+        ),
+    )
+    max_parallel_requests: Int = Field(
+        default=4,
+        ge=1,
+        le=100_000,
+        **_doc(
+            "Concurrent requests allowed to this model: the weight of its columns in the fair queue, the limit of its "
+            "`request:` resource and the start and ceiling of its AIMD limit.",
+            unit="requests",
+            mirrors="`inference_parameters.max_parallel_requests`",
+        ),
+    )
+    latency: LatencyConfig = Field(default=LatencyConfig(), **_doc("Service time of a successful call."))
+    rate_limit: RateLimitConfig = Field(default=RateLimitConfig(), **_doc("When calls are answered with HTTP 429."))
 
     _check_names = field_validator("name", "provider", "model_id")(_printable)
 
@@ -179,19 +280,66 @@ class ColumnConfig(_Strict):
     """One column of the DAG.
 
     ``model`` binds a cell to a model alias (a ``model`` kind task that takes a ``request:`` slot);
-    ``kind = "custom_model"`` makes it a custom-model column (no request resource key, spec 4.1).
-    ``generator`` groups columns produced by one multi-output generator (default: the column's
-    own name). ``duration`` is the service time of a local (non-model) task.
+    ``kind = "custom_model"`` makes it a custom-model column (no request resource key;
+    docs/model.md, "Task admission"). ``generator`` groups columns produced by one multi-output
+    generator (default: the column's own name). ``duration`` is the service time of a local
+    (non-model) task.
     """
 
-    name: _Name
-    strategy: Literal["cell_by_cell", "full_column"] = "cell_by_cell"
-    depends_on: tuple[_Name, ...] = Field(default=(), max_length=MAX_COLUMNS)
-    model: _Name | None = None
-    kind: Literal["local", "model", "custom_model"] | None = None
-    generator: _Name | None = None
-    duration: Float = Field(default=0.0, ge=0.0, le=86_400.0)
-    weight: Int | None = Field(default=None, ge=1, le=100_000)
+    name: _Name = Field(**_doc("Column name; unique among columns.", mirrors="the column config's `name`"))
+    strategy: Literal["cell_by_cell", "full_column"] = Field(
+        default="cell_by_cell",
+        **_doc(
+            "`cell_by_cell`: one task per row; `full_column`: one task for the whole row group (a from-scratch "
+            "task for a root column, a batch task otherwise).",
+            mirrors="the generator's generation strategy",
+        ),
+    )
+    depends_on: tuple[_Name, ...] = Field(
+        default=(),
+        max_length=MAX_COLUMNS,
+        **_doc(
+            "Columns this one reads. A cell waits for the same row of cell-by-cell upstreams and for full-column "
+            "upstreams to finish the whole row group.",
+            mirrors="required columns and template references",
+        ),
+    )
+    model: _Name | None = Field(
+        default=None,
+        **_doc(
+            "Model alias (a `models.name`) this column calls once per task. Unset: a local column.",
+            mirrors="`model_alias` of an LLM column",
+        ),
+    )
+    kind: Literal["local", "model", "custom_model"] | None = Field(
+        default=None,
+        **_doc(
+            "Scheduling kind. Unset: `model` when `model` is set, else `local`. `custom_model` calls the model "
+            "without a request resource key (no `request:` slot, no AIMD controller).",
+            mirrors="the generator's scheduling metadata (group kind)",
+        ),
+    )
+    generator: _Name | None = Field(
+        default=None,
+        **_doc(
+            "Name of the generator producing this column. Columns that share it are one multi-output generator: "
+            "one task, on the first of them in topological order. Unset: the column's own name.",
+            mirrors="a multi-output generator instance (e.g. samplers sharing one generator)",
+        ),
+    )
+    duration: Float = Field(
+        default=0.0, ge=0.0, le=86_400.0, **_doc("Service time of one task of a local column.", unit="s")
+    )
+    weight: Int | None = Field(
+        default=None,
+        ge=1,
+        le=100_000,
+        **_doc(
+            "Fair-queue weight of a local or custom-model column (a model column's weight is its model's "
+            "`max_parallel_requests`). Unset: 1.",
+            mirrors="the declared scheduling weight",
+        ),
+    )
 
     _check_names = field_validator("name", "model", "generator")(_printable)
 
@@ -214,36 +362,154 @@ class ColumnConfig(_Strict):
         return self.generator or self.name
 
 
-class RowGroupConfig(_Strict):
-    """The row-group plan: either ``count`` groups of ``size`` rows, or ``num_records`` split
-    into groups of ``buffer_size`` (only the last may be partial, spec 2.1).
+class RandomSizesConfig(_Strict):
+    """Row-group sizes drawn uniformly from ``[min, max]`` (both included) with the run's seed."""
 
-    ``num_records``/``buffer_size`` are also what the scheduler uses for the
-    ``max_admitted_rows`` guardrail (spec 2.4); with ``count``/``size`` they default to the
-    plan's total rows and ``size``.
+    min: Int = Field(ge=1, le=MAX_TOTAL_ROWS, **_doc("Smallest row group drawn.", unit="rows"))
+    max: Int = Field(ge=1, le=MAX_TOTAL_ROWS, **_doc("Largest row group drawn; must be >= `min`.", unit="rows"))
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RandomSizesConfig:
+        if self.max < self.min:
+            raise ValueError(f"max ({self.max}) must be >= min ({self.min})")
+        return self
+
+
+class RowGroupConfig(_Strict):
+    """The row-group plan, in one of four forms (docs/model.md, "Row-group plan"):
+
+    * ``count`` groups of ``size`` rows;
+    * ``num_records`` rows split into groups of ``buffer_size``; only the last may be partial;
+    * ``sizes``: an explicit list, one size per group, in id order;
+    * ``num_records`` rows split into groups of random size (``random_sizes = {min, max}``), drawn
+      from the run's seed (same seed, same plan); the last group is cut to fit.
+
+    ``num_records``/``buffer_size`` are also what the ``max_admitted_rows`` guardrail is computed
+    from. In the other forms they are the plan's total rows and its largest group; with
+    ``count``/``size``, either may be given to set the guardrail's input explicitly.
     """
 
-    count: Int | None = Field(default=None, ge=1, le=MAX_ROW_GROUPS)
-    size: Int = Field(default=1, ge=1, le=MAX_TOTAL_ROWS)
-    num_records: Int | None = Field(default=None, ge=1, le=MAX_TOTAL_ROWS)
-    buffer_size: Int | None = Field(default=None, ge=1, le=MAX_TOTAL_ROWS)
+    count: Int | None = Field(
+        default=None, ge=1, le=MAX_ROW_GROUPS, **_doc("Number of equal row groups (with `size`).", unit="row groups")
+    )
+    size: Int = Field(default=1, ge=1, le=MAX_TOTAL_ROWS, **_doc("Rows per group with `count`.", unit="rows"))
+    num_records: Int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_TOTAL_ROWS,
+        **_doc(
+            "Total rows to generate, split by `buffer_size` or `random_sizes`; also the guardrail's record count.",
+            unit="rows",
+            mirrors="`num_records`",
+        ),
+    )
+    buffer_size: Int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_TOTAL_ROWS,
+        **_doc(
+            "Rows per group with `num_records` (the last group may be partial); also the guardrail's buffer size.",
+            unit="rows",
+            mirrors="`RunConfig.buffer_size`",
+        ),
+    )
+    sizes: tuple[Annotated[Int, Field(ge=1, le=MAX_TOTAL_ROWS)], ...] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_ROW_GROUPS,
+        **_doc(
+            "Explicit plan: the size of each row group, in id order (ids 0, 1, ...). Give it alone.",
+            unit="rows",
+            mirrors="an explicit `(id, size)` row-group list",
+        ),
+    )
+    random_sizes: RandomSizesConfig | None = Field(
+        default=None,
+        **_doc("With `num_records`: draw each group's size uniformly from `{min, max}` with the run's seed."),
+    )
+
+    @field_validator("sizes")
+    @classmethod
+    def _total_of_sizes(cls, sizes: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if sizes is not None:
+            if sum(sizes) > MAX_TOTAL_ROWS:
+                raise ValueError(f"the sizes add up to {sum(sizes)} rows, above the limit of {MAX_TOTAL_ROWS}")
+        return sizes
 
     @model_validator(mode="after")
     def _one_form(self) -> RowGroupConfig:
+        # Judged by value, not by which keys were given: a dumped scenario (a sweep's run spec)
+        # holds every key, with the defaults (unset, and size 1) for the unused ones.
+        if self.sizes is not None:
+            extra = self._set_keys("count", "size", "num_records", "buffer_size", "random_sizes")
+            if extra:
+                raise ValueError(f"'sizes' lists every group; give it without {', '.join(repr(k) for k in extra)}")
+            return self
+        if self.random_sizes is not None:
+            if self.num_records is None:
+                raise ValueError("'random_sizes' needs 'num_records' (the total rows to split)")
+            extra = self._set_keys("count", "size", "buffer_size")
+            if extra:
+                raise ValueError(f"'random_sizes' sets the sizes; give it without {', '.join(repr(k) for k in extra)}")
+            if self.max_groups > MAX_ROW_GROUPS:
+                raise ValueError(
+                    f"num_records / random_sizes.min can give more than the limit of {MAX_ROW_GROUPS} row groups"
+                )
+            return self
         if self.count is None and self.num_records is None:
-            raise ValueError("give either 'count' (with 'size') or 'num_records' (with 'buffer_size')")
+            raise ValueError(
+                "give 'count' (with 'size'), 'num_records' (with 'buffer_size' or 'random_sizes'), or 'sizes'"
+            )
         if self.count is not None and self.num_records is not None and self.buffer_size is not None:
             raise ValueError("give 'count'/'size' or 'num_records'/'buffer_size', not both")
         if self.num_records is not None and self.count is None and self.buffer_size is None:
-            raise ValueError("'num_records' needs 'buffer_size'")
+            raise ValueError("'num_records' needs 'buffer_size' (or 'random_sizes')")
         if self.count is not None and self.count * self.size > MAX_TOTAL_ROWS:
             raise ValueError(f"count x size = {self.count * self.size} rows exceeds the limit of {MAX_TOTAL_ROWS}")
-        if self.count is None and -(-self.num_records // self.buffer_size) > MAX_ROW_GROUPS:
+        if self.count is None and self.max_groups > MAX_ROW_GROUPS:
             raise ValueError(f"num_records / buffer_size gives more than the limit of {MAX_ROW_GROUPS} row groups")
         return self
 
-    def sizes(self) -> list[int]:
-        """Row-group sizes in id order (spec 2.1)."""
+    def _set_keys(self, *keys: str) -> list[str]:
+        """Those of ``keys`` that differ from their default (``size`` defaults to 1)."""
+        return [k for k in keys if getattr(self, k) != type(self).model_fields[k].default]
+
+    @property
+    def form(self) -> Literal["count", "num_records", "sizes", "random_sizes"]:
+        """Which of the four plan forms this is."""
+        if self.sizes is not None:
+            return "sizes"
+        if self.random_sizes is not None:
+            return "random_sizes"
+        return "count" if self.count is not None else "num_records"
+
+    @property
+    def total_rows(self) -> int:
+        """Rows of the whole plan; known without drawing, in every form."""
+        if self.sizes is not None:
+            return sum(self.sizes)
+        if self.count is not None and self.random_sizes is None:
+            return self.count * self.size
+        return self.num_records
+
+    @property
+    def max_groups(self) -> int:
+        """Number of row groups, or for random sizes the most the draw can give."""
+        if self.sizes is not None:
+            return len(self.sizes)
+        if self.random_sizes is not None:
+            return -(-self.num_records // self.random_sizes.min)
+        if self.count is not None:
+            return self.count
+        return -(-self.num_records // self.buffer_size)
+
+    def fixed_sizes(self) -> list[int]:
+        """Row-group sizes in id order for the forms that draw nothing (docs/model.md, "Row-group
+        plan"); a ``random_sizes`` plan is drawn per run by :func:`sim.workload.row_group_plan`."""
+        if self.sizes is not None:
+            return list(self.sizes)
+        if self.random_sizes is not None:
+            raise ValueError("a random_sizes plan is drawn per run: use sim.workload.row_group_plan(config, seed)")
         if self.count is not None:
             return [self.size] * self.count
         k = -(-self.num_records // self.buffer_size)
@@ -251,11 +517,17 @@ class RowGroupConfig(_Strict):
 
     @property
     def guard_num_records(self) -> int:
-        return self.num_records if self.num_records is not None else sum(self.sizes())
+        return self.num_records if self.num_records is not None else self.total_rows
 
     @property
     def guard_buffer_size(self) -> int:
-        return self.buffer_size if self.buffer_size is not None else self.size
+        if self.buffer_size is not None:
+            return self.buffer_size
+        if self.sizes is not None:
+            return max(self.sizes)
+        if self.random_sizes is not None:
+            return self.random_sizes.max
+        return self.size
 
 
 #: Names of the event-loop cost profiles shipped in ``sim/profiles`` (``<name>.toml``).
@@ -263,18 +535,34 @@ SHIPPED_LOOP_PROFILES = ("reference-2core",)
 
 
 class LoopConfig(_Strict):
-    """The scheduler's own event loop (``docs/event-loop.md``).
+    """The scheduler's own event loop (`docs/event-loop.md`).
 
-    ``none`` is the idealized model: scheduler work takes no time and same-instant wakes merge
-    into one main-loop iteration. ``calibrated`` runs every piece of scheduler work as a callback
-    on one simulated asyncio loop, with the CPU cost of ``profile`` (a shipped profile name or a
-    path to a profile TOML, relative to the working directory) multiplied by ``scale`` (for a
+    `none` is the idealized model: scheduler work takes no time and same-instant wakes merge
+    into one main-loop iteration. `calibrated` runs every piece of scheduler work as a callback
+    on one simulated asyncio loop, with the CPU cost of `profile` (a shipped profile name or a
+    path to a profile TOML, relative to the working directory) multiplied by `scale` (for a
     faster or slower machine).
     """
 
-    model: Literal["calibrated", "none"] = "none"
-    profile: str = Field(default="reference-2core", min_length=1, max_length=1000)
-    scale: Float = Field(default=1.0, gt=0.0, le=1000.0)
+    model: Literal["calibrated", "none"] = Field(
+        default="none",
+        **_doc("`none`: the idealized zero-cost loop; `calibrated`: scheduler work costs CPU on one simulated loop."),
+    )
+    profile: str = Field(
+        default="reference-2core",
+        min_length=1,
+        max_length=1000,
+        **_doc(
+            "A shipped cost profile (`reference-2core`) or the path of a profile TOML (relative to the working "
+            "directory)."
+        ),
+    )
+    scale: Float = Field(
+        default=1.0,
+        gt=0.0,
+        le=1000.0,
+        **_doc("Multiplies every cost of the profile (a faster or slower machine than the profile's).", unit="factor"),
+    )
 
     _check_profile = field_validator("profile")(_printable)
 
@@ -291,61 +579,244 @@ class LoopConfig(_Strict):
 
 
 class SchedulerConfig(_Strict):
-    """Scheduler constructor knobs (spec 2.3, 2.4, 4.4, 5.4). Defaults are the spec's."""
+    """Scheduler constructor settings (docs/model.md, "Row-group admission", "Task admission" and
+    "Deferral and salvage"). Defaults are the real scheduler's."""
 
     #: A registered policy name. It is only looked up in the registry when the run starts (policies
     #: can be registered after the scenario is loaded); a scenario cannot name code to import.
-    policy: str = Field(default="localized", min_length=1, max_length=64, pattern=r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
-    max_concurrent_row_groups: Int = Field(default=3, ge=1, le=MAX_ROW_GROUPS)
-    initial_target: Int = Field(default=1, ge=1, le=MAX_ROW_GROUPS)
-    max_in_flight_tasks: Int = Field(default=1024, ge=1, le=10_000_000)
-    max_model_task_admission: Int = Field(default=1024, ge=1, le=10_000_000)
-    salvage_max_rounds: Int = Field(default=2, ge=1, le=1000)
-    resalvage_backoff: Float = Field(default=0.05, ge=MIN_RESALVAGE_BACKOFF, le=3600.0)
-    request_pressure_advisory: Bool = False
-    borrow_reserve_fraction: Float = Field(default=0.0, ge=0.0, le=1.0)
-    loop: LoopConfig = LoopConfig()
+    policy: str = Field(
+        default="localized",
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_.\-]*$",
+        **_doc(
+            "Row-group admission policy: `fixed` (target pinned at the hard cap, as the dataset builder ships), "
+            "`global` (any deferred task freezes the adaptive target; before PR #743), `localized` (deferred work "
+            "blocks growth only if the next row group exposes no independent work; PR #743), or a policy "
+            "registered by a plug-in.",
+            mirrors="fixed vs adaptive admission; the deferred clause before / after PR #743",
+        ),
+    )
+    max_concurrent_row_groups: Int = Field(
+        default=3,
+        ge=1,
+        le=MAX_ROW_GROUPS,
+        **_doc(
+            "Hard cap on active row groups: the fixed target, and the ceiling of the adaptive one.",
+            unit="row groups",
+            mirrors="`RunConfig.max_concurrent_row_groups` / scheduler `max_concurrent_row_groups`",
+        ),
+    )
+    initial_target: Int = Field(
+        default=1,
+        ge=1,
+        le=MAX_ROW_GROUPS,
+        **_doc(
+            "Starting adaptive target (clamped to the hard cap); unused by `fixed`.",
+            unit="row groups",
+            mirrors="`adaptive_row_group_initial_target`",
+        ),
+    )
+    max_in_flight_tasks: Int = Field(
+        default=1024,
+        ge=1,
+        le=10_000_000,
+        **_doc(
+            "Limit of the `submission` resource that every task holds; 4x this is the queued-task guardrail.",
+            unit="tasks",
+            mirrors="`max_in_flight_tasks`",
+        ),
+    )
+    max_model_task_admission: Int = Field(
+        default=1024,
+        ge=1,
+        le=10_000_000,
+        **_doc(
+            "Limit of the `llm_wait` resource that model and custom-model tasks hold; also caps a model group's "
+            "admitted limit.",
+            unit="tasks",
+            mirrors="`max_model_task_admission`",
+        ),
+    )
+    salvage_max_rounds: Int = Field(
+        default=2,
+        ge=1,
+        le=1000,
+        **_doc(
+            "Retry rounds per salvage of stalled row groups, each drained to quiescence.",
+            unit="rounds",
+            mirrors="`salvage_max_rounds`",
+        ),
+    )
+    resalvage_backoff: Float = Field(
+        default=0.05,
+        ge=MIN_RESALVAGE_BACKOFF,
+        le=3600.0,
+        **_doc(
+            "Pause before salvaging again when deferred work remains and nothing is in flight.",
+            unit="s",
+            mirrors="`RETRYABLE_RESALVAGE_BACKOFF_S`",
+        ),
+    )
+    request_pressure_advisory: Bool = Field(
+        default=False,
+        **_doc(
+            "Skip dispatching a task whose request resource is under pressure while another group's head is open; "
+            "the resalvage pause then waits out the shortest cooldown. On in the dataset builder's wiring.",
+            mirrors="the request-pressure advisory (a pressure provider passed to the scheduler)",
+        ),
+    )
+    borrow_reserve_fraction: Float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        **_doc(
+            "Share of each resource a group may not borrow beyond its fair share (at most 8 slots). 0.0 is the "
+            "current default; 0.125 (at least 1 slot) the value at the time of PR #743.",
+            unit="fraction",
+            mirrors="the bounded-borrow reserve of the task-admission policy",
+        ),
+    )
+    loop: LoopConfig = Field(
+        default=LoopConfig(),
+        **_doc(
+            "The scheduler's own event loop: `none` (scheduler work takes no time) or `calibrated` (every step costs "
+            "CPU on one simulated asyncio loop; docs/event-loop.md).",
+            mirrors="the scheduler's single asyncio event loop",
+        ),
+    )
 
 
 class RequestAdmissionConfig(_Strict):
-    """AIMD request admission (spec 4.7). ``enabled = false`` removes the controller from the
-    loop, as in the #743 headline, where the mock generator raised the 429 itself."""
+    """AIMD request admission (docs/model.md, "Request admission"). ``enabled = false`` removes
+    the controller from the loop, as in the PR #743 headline, where the mock generator raised the
+    429 itself."""
 
-    enabled: Bool = True
-    cooldown_seconds: Float = Field(default=2.0, ge=0.0, le=86_400.0)
-    decrease_factor: Float = Field(default=0.75, gt=0.0, lt=1.0)
-    increase_step: Int = Field(default=1, ge=1, le=100_000)
-    successes_until_increase: Int = Field(default=25, ge=1, le=1_000_000)
-    startup_ramp_seconds: Float = Field(default=0.0, ge=0.0, le=86_400.0)
+    enabled: Bool = Field(
+        default=True,
+        **_doc(
+            "Put the AIMD request-admission controller in front of every model call.",
+            mirrors="a request-admission controller in the model registry",
+        ),
+    )
+    cooldown_seconds: Float = Field(
+        default=2.0,
+        ge=0.0,
+        le=86_400.0,
+        **_doc(
+            "Cooldown after a 429 without Retry-After; every 429 restarts it.",
+            unit="s",
+            mirrors="`RequestAdmissionConfig.cooldown_seconds`",
+        ),
+    )
+    decrease_factor: Float = Field(
+        default=0.75,
+        gt=0.0,
+        lt=1.0,
+        **_doc(
+            "Multiplicative decrease of the request limit on a 429 (floored, at least 1).",
+            unit="factor",
+            mirrors="`multiplicative_decrease_factor`",
+        ),
+    )
+    increase_step: Int = Field(
+        default=1,
+        ge=1,
+        le=100_000,
+        **_doc("Additive increase of the request limit.", unit="requests", mirrors="`additive_increase_step`"),
+    )
+    successes_until_increase: Int = Field(
+        default=25,
+        ge=1,
+        le=1_000_000,
+        **_doc(
+            "Successes outside cooldown needed for one additive increase.",
+            unit="calls",
+            mirrors="`successes_until_increase`",
+        ),
+    )
+    startup_ramp_seconds: Float = Field(
+        default=0.0,
+        ge=0.0,
+        le=86_400.0,
+        **_doc(
+            "Linear ramp of the limit from 1 to the cap at start-up; 0 = off; the first 429 ends it.",
+            unit="s",
+            mirrors="`startup_ramp_seconds`",
+        ),
+    )
 
 
 class CallThreshold(_Strict):
     """Stop once the listed columns have made ``count`` successful calls between them."""
 
-    columns: tuple[_Name, ...] = Field(min_length=1, max_length=MAX_COLUMNS)
-    count: Int = Field(ge=1, le=MAX_TASKS_PER_RUN)
+    columns: tuple[_Name, ...] = Field(
+        min_length=1, max_length=MAX_COLUMNS, **_doc("Model columns whose successful calls are counted.")
+    )
+    count: Int = Field(
+        ge=1,
+        le=MAX_TASKS_PER_RUN,
+        **_doc(
+            "Successful calls, summed over `columns`, that stop the run (PR #743's headline: 300 healthy calls).",
+            unit="calls",
+        ),
+    )
 
 
 class StopConfig(_Strict):
-    """Stop rules; the run ends at completion or at the first rule that fires."""
+    """Stop rules; the run ends at completion or at the first rule that fires (docs/model.md,
+    "Stop rules")."""
 
-    max_time: Float | None = Field(default=None, gt=0.0, le=MAX_SIM_TIME)
-    successful_calls: CallThreshold | None = None
-    completed_rows: Int | None = Field(default=None, ge=1, le=MAX_TOTAL_ROWS)
+    max_time: Float | None = Field(
+        default=None,
+        gt=0.0,
+        le=MAX_SIM_TIME,
+        **_doc(
+            "Stop at this simulated time. Required when a used model answers 429 forever.",
+            unit="s",
+        ),
+    )
+    successful_calls: CallThreshold | None = Field(
+        default=None, **_doc("Stop once some columns have made this many successful calls.")
+    )
+    completed_rows: Int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_TOTAL_ROWS,
+        **_doc("Stop once this many rows have been checkpointed.", unit="rows"),
+    )
 
 
 class Scenario(_Strict):
     """A whole simulation case, resolved and validated."""
 
-    name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
-    description: str = Field(default="", max_length=MAX_DESCRIPTION_LENGTH)
-    seed: Int = Field(default=0, ge=0, le=2**63 - 1)
-    row_groups: RowGroupConfig
-    models: tuple[ModelConfig, ...] = Field(default=(), max_length=MAX_COLUMNS)
-    columns: tuple[ColumnConfig, ...] = Field(min_length=1, max_length=MAX_COLUMNS)
-    scheduler: SchedulerConfig = SchedulerConfig()
-    request_admission: RequestAdmissionConfig = RequestAdmissionConfig()
-    stop: StopConfig = StopConfig()
+    name: str = Field(
+        min_length=1,
+        max_length=200,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$",
+        **_doc("Scenario name, used in result folders and tables: letters, digits, `_`, `.`, `-`."),
+    )
+    description: str = Field(
+        default="", max_length=MAX_DESCRIPTION_LENGTH, **_doc("What the scenario shows, for people.")
+    )
+    seed: Int = Field(
+        default=0,
+        ge=0,
+        le=2**63 - 1,
+        **_doc("Default seed of a run: latencies, random 429s and random row-group sizes are drawn from it."),
+    )
+    row_groups: RowGroupConfig = Field(**_doc("The row-group plan (required)."))
+    models: tuple[ModelConfig, ...] = Field(
+        default=(), max_length=MAX_COLUMNS, **_doc("Model aliases (`[[models]]` tables).")
+    )
+    columns: tuple[ColumnConfig, ...] = Field(
+        min_length=1, max_length=MAX_COLUMNS, **_doc("The columns of the DAG (`[[columns]]` tables; at least one).")
+    )
+    scheduler: SchedulerConfig = Field(default=SchedulerConfig(), **_doc("Scheduler settings."))
+    request_admission: RequestAdmissionConfig = Field(
+        default=RequestAdmissionConfig(), **_doc("AIMD request admission.")
+    )
+    stop: StopConfig = Field(default=StopConfig(), **_doc("Stop rules."))
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Scenario:
@@ -374,9 +845,7 @@ class Scenario(_Strict):
                 if name not in known_cols:
                     raise _KeyedError("stop.successful_calls.columns", f"unknown column '{name}'")
         rg = self.row_groups
-        total_rows = rg.count * rg.size if rg.count is not None else rg.num_records
-        groups = rg.count if rg.count is not None else -(-rg.num_records // rg.buffer_size)
-        tasks = (total_rows + groups) * len(self.columns)
+        tasks = (rg.total_rows + rg.max_groups) * len(self.columns)
         if tasks > MAX_TASKS_PER_RUN:
             raise _KeyedError(
                 "row_groups",
@@ -475,6 +944,9 @@ def _clip(text: str, limit: int = MAX_MESSAGE_PART) -> str:
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_\-]+$")
 
+#: A key as a path: table keys as strings, list items as indices.
+Loc = tuple[str | int, ...]
+
 
 def _key_part(part: object) -> str:
     """A dotted-key part as TOML writes it: bare if it can be, else quoted (hostile keys may hold
@@ -485,27 +957,159 @@ def _key_part(part: object) -> str:
     return '"' + _clip(text.replace("\\", "\\\\").replace('"', '\\"')) + '"'
 
 
-def _format_validation_error(err: ValidationError, source: str) -> str:
-    """One line per problem: ``<source>: <dotted key>: <reason>``."""
-    items = err.errors(include_url=False, include_input=False)
-    locs = [tuple(item.get("loc", ())) for item in items]
+def _item_name(items: list[Any], index: int) -> str | None:
+    """The name that stands for ``items[index]`` in a key (``models.cooling``), or None when the
+    name would be ambiguous or unusable in ``--set``: missing, duplicated, all digits (it would read
+    as an index) or not a bare key."""
+    item = items[index]
+    name = item.get("name") if isinstance(item, dict) else None
+    if not isinstance(name, str) or len(name) > MAX_NAME_LENGTH or name.isdigit() or not _BARE_KEY.match(name):
+        return None
+    if sum(1 for other in items if isinstance(other, dict) and other.get("name") == name) != 1:
+        return None
+    return name
+
+
+def _display_key(loc: Loc, data: Any) -> str:
+    """The dotted key of ``loc`` as a user writes it: list items by name where they have one."""
+    parts: list[str] = []
+    node = data
+    for part in loc:
+        if isinstance(part, int) and isinstance(node, list) and 0 <= part < len(node):
+            parts.append(_item_name(node, part) or str(part))
+            node = node[part]
+        else:
+            parts.append(_key_part(part))
+            node = node.get(part) if isinstance(node, dict) and isinstance(part, str) else None
+    return ".".join(parts)
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside an annotation (``X``, ``X | None``, ``tuple[X, ...]``)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _model_at(loc: Loc) -> type[BaseModel] | None:
+    """The model class that validates the table at ``loc`` (list indices step into the item)."""
+    cls: type[BaseModel] | None = Scenario
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = cls.model_fields.get(part) if cls is not None else None
+        if field is None:
+            return None
+        cls = _model_in(field.annotation)
+    return cls
+
+
+#: Longer than any key of the format: an unknown key past this length gets no suggestion.
+_LONGEST_KEY_PART = 64
+
+
+@functools.cache
+def _all_keys(cls: type[BaseModel] = Scenario, prefix: str = "") -> tuple[str, ...]:
+    """Every dotted key of the format; list items appear as ``<name>`` (``models.<name>.latency``)."""
+    keys: list[str] = []
+    for name, field in cls.model_fields.items():
+        key = prefix + name
+        keys.append(key)
+        inner = _model_in(field.annotation)
+        if inner is not None:
+            is_list = any(a is Ellipsis for a in get_args(_strip_optional(field.annotation)))
+            keys.extend(_all_keys(inner, key + (".<name>." if is_list else ".")))
+    return tuple(keys)
+
+
+def _strip_optional(annotation: Any) -> Any:
+    args = [a for a in get_args(annotation) if a is not type(None)]
+    return args[0] if len(args) == 1 and type(None) in get_args(annotation) else annotation
+
+
+def _suggest_key(loc: Loc, data: Any) -> str | None:
+    """The valid key closest to the unknown key at ``loc``: a sibling with a similar name, else the
+    same name elsewhere in the format (``max_concurrent_row_groups`` -> ``scheduler.max_...``)."""
+    if not loc or not isinstance(loc[-1], str) or len(loc[-1]) > _LONGEST_KEY_PART:
+        return None  # no key is that long, and fuzzy matching a hostile key would take seconds
+    parent, wrong = loc[:-1], loc[-1]
+    cls = _model_at(parent)
+    if cls is not None:
+        close = difflib.get_close_matches(wrong, list(cls.model_fields), n=1, cutoff=0.6)
+        if close:
+            return _display_key((*parent, close[0]), data)
+    leaves = {k.rsplit(".", 1)[-1]: k for k in reversed(_all_keys())}  # the first key of each leaf name
+    close = difflib.get_close_matches(wrong, list(leaves), n=1, cutoff=0.8)
+    return leaves[close[0]] if close else None
+
+
+@dataclass(frozen=True)
+class _Applied:
+    """One override as applied: how to name it in a message, the path it set (list items as
+    indices) and the tables it created. An error inside that path, or at a key the override
+    created (a typo creates one), is the override's fault, not the file's."""
+
+    label: str
+    path: Loc
+    created: frozenset[Loc]
+
+    def owns(self, loc: Loc) -> bool:
+        return loc[: len(self.path)] == self.path or loc in self.created
+
+    def encloses(self, loc: Loc) -> bool:
+        return self.path[: len(loc)] == loc
+
+
+def _full_loc(item: Mapping[str, Any]) -> Loc:
+    """An error's location, extended by the key a cross-field check named (``columns.2.model``)."""
+    loc: Loc = tuple(item.get("loc", ()))
+    cause = (item.get("ctx") or {}).get("error")
+    if isinstance(cause, _KeyedError) and cause.key:
+        loc += tuple(int(p) if p.isdigit() else p for p in cause.key.split("."))
+    return loc
+
+
+def _reason(item: Mapping[str, Any], loc: Loc, data: Any, owner: _Applied | None) -> str:
+    kind = item.get("type")
+    msg = str(item.get("msg", "invalid"))
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    if kind == "extra_forbidden":
+        suggestion = _suggest_key(loc, data)
+        if suggestion is not None and owner is not None and len(owner.path) > len(loc):
+            suggestion += "." + ".".join(_key_part(p) for p in owner.path[len(loc) :])
+        return "unknown key" + (f"; did you mean '{suggestion}'?" if suggestion else "")
+    if kind in ("bool_type", "bool_parsing"):
+        return f"must be true or false (unquoted), got {_clip(repr(item.get('input')), 40)}"
+    return msg.replace("valid tuple", "valid array").replace("Tuple should", "Array should")
+
+
+def _format_validation_error(
+    err: ValidationError, source: str, data: Any = None, applied: Iterable[_Applied] = ()
+) -> str:
+    """One line per problem: ``<source or override>: <dotted key>: <reason>``."""
+    applied = list(applied)[::-1]  # the last override of a key is the one that counts
+    items = err.errors(include_url=False)
+    raw_locs = [tuple(item.get("loc", ())) for item in items]
     lines: list[str] = []
-    for item, loc in zip(items, locs, strict=True):
+    for item, raw in zip(items, raw_locs, strict=True):
         # pydantic adds "should have at least 1 item after validation" to a list whose items all
         # failed; the items' own errors already say what is wrong.
-        if item.get("type") == "too_short" and any(o[: len(loc)] == loc and len(o) > len(loc) for o in locs):
+        if item.get("type") == "too_short" and any(o[: len(raw)] == raw and len(o) > len(raw) for o in raw_locs):
             continue
-        cause = (item.get("ctx") or {}).get("error")
-        key = ".".join(_key_part(p) for p in loc)
-        if isinstance(cause, _KeyedError):
-            key = ".".join(k for k in (key, cause.key) if k)
-        msg = str(item.get("msg", "invalid"))
-        if msg.startswith("Value error, "):
-            msg = msg[len("Value error, ") :]
-        if item.get("type") == "extra_forbidden":
-            msg = "unknown key"
-        msg = msg.replace("valid tuple", "valid array").replace("Tuple should", "Array should")
-        lines.append(f"{source}: {key or '(top level)'}: {_clip(msg, 400)}")
+        loc = _full_loc(item)
+        owner = next((a for a in applied if a.owns(loc)), None)
+        reason = _reason(item, loc, data, owner)
+        if owner is None:
+            context = next((a for a in applied if a.encloses(loc)), None)
+            if context is not None:
+                reason += f" (with {context.label})"
+        key = _display_key(loc, data)
+        lines.append(f"{owner.label if owner else source}: {key or '(top level)'}: {_clip(reason, 400)}")
         if len(lines) >= 50:
             lines.append(f"{source}: ... ({len(items) - 50} more problems)")
             break
@@ -514,42 +1118,63 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
 
 def scenario_from_dict(data: Mapping[str, Any], source: str = "<scenario>") -> Scenario:
     """Validate a mapping into a :class:`Scenario`, raising :class:`ScenarioError`."""
+    return _validate(data, source, ())
+
+
+def _validate(data: Mapping[str, Any], source: str, applied: Iterable[_Applied]) -> Scenario:
     if not isinstance(data, Mapping):
         raise ScenarioError(f"{source}: (top level): a scenario must be a table of keys, got {type(data).__name__}")
     try:
         return Scenario.model_validate(dict(data))
     except ValidationError as err:
-        raise ScenarioError(_format_validation_error(err, source)) from None
+        raise ScenarioError(_format_validation_error(err, source, data, applied)) from None
     except (TypeError, ValueError, OverflowError, RecursionError, MemoryError) as err:
         reason = "values are nested too deeply" if isinstance(err, RecursionError) else _clip(str(err), 400)
         raise ScenarioError(f"{source}: (top level): {reason}") from None
 
 
-def parse_override(text: str) -> tuple[str, Any]:
-    """Parse ``dotted.key=value``; the value is read as a TOML value, else as a plain string."""
+def parse_override(text: str, option: str = "--set") -> tuple[str, Any]:
+    """Parse ``dotted.key=value``; the value is read as a TOML value, else as a plain string.
+
+    ``option`` names the override in messages (``--set 'key=value': ...``)."""
     if not isinstance(text, str):
-        raise ScenarioError(f"override {_clip(repr(text))}: expected a 'key=value' string")
+        raise ScenarioError(f"{option} {_clip(repr(text))}: expected a 'key=value' string")
     shown = _clip(text)
+    if any(not ch.isprintable() for ch in text):
+        raise ScenarioError(
+            f"{option} '{shown}': holds a line break or another control character; an override is one line"
+        )
     if "=" not in text:
-        raise ScenarioError(f"override '{shown}': expected key=value, e.g. scheduler.max_concurrent_row_groups=64")
+        raise ScenarioError(f"{option} '{shown}': expected key=value, e.g. scheduler.max_concurrent_row_groups=64")
     key, raw = text.split("=", 1)
     key = key.strip()
-    _check_key(key, shown)
+    _check_key(key, f"{option} '{shown}'")
     raw = raw.strip()
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw
     except RecursionError:
-        raise ScenarioError(f"override '{shown}': the value is nested too deeply") from None
+        raise ScenarioError(f"{option} '{shown}': the value is nested too deeply") from None
     return key, value
 
 
-def _check_key(key: Any, shown: str) -> None:
+def _check_key(key: Any, label: str) -> None:
     if not isinstance(key, str) or not key or any(not part for part in key.split(".")):
-        raise ScenarioError(f"override '{shown}': the key must be a dotted path such as scheduler.policy")
+        raise ScenarioError(f"{label}: the key must be a dotted path such as scheduler.policy")
     if key.count(".") > 16:
-        raise ScenarioError(f"override '{shown}': the key is deeper than any scenario value (16 levels)")
+        raise ScenarioError(f"{label}: the key is deeper than any scenario value (16 levels)")
+    if any(not ch.isprintable() for ch in key):
+        raise ScenarioError(f"{label}: the key holds a line break or another control character")
+
+
+def _show_value(value: Any) -> str:
+    """A value as it would be written after ``=`` in ``--set``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value + '"'
+    return repr(value)
 
 
 def apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any] | Iterable[str]) -> dict[str, Any]:
@@ -558,6 +1183,14 @@ def apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any] | Iterabl
     A path through a list of tables uses the item's ``name`` (``models.cooling.latency.mean=1``)
     or its index (``columns.0.duration=2``). Unknown top-level paths are rejected by validation.
     """
+    return _apply_overrides(data, overrides)[0]
+
+
+def _apply_overrides(
+    data: dict[str, Any], overrides: Mapping[str, Any] | Iterable[str]
+) -> tuple[dict[str, Any], list[_Applied]]:
+    """:func:`apply_overrides`, also returning what each override set, so that validation errors
+    can be blamed on the override (``--set 'k=v'`` for strings, ``override 'k=v'`` for a mapping)."""
     import copy
 
     if isinstance(overrides, str):  # a single "k=v" string is an easy mistake for a list of them
@@ -566,46 +1199,58 @@ def apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any] | Iterabl
         result = copy.deepcopy(data)
     except RecursionError:
         raise ScenarioError("scenario: values are nested too deeply") from None
-    items = overrides.items() if isinstance(overrides, Mapping) else (parse_override(o) for o in overrides)
-    for key, value in items:
-        _check_key(key, _clip(str(key)))
-        _set_dotted(result, key, value)
-    return result
+    if isinstance(overrides, Mapping):
+        items = [(k, v, f"override '{_clip(str(k))}={_clip(_show_value(v))}'") for k, v in overrides.items()]
+    else:
+        items = [(*parse_override(o), f"--set '{_clip(o)}'") for o in overrides]
+    applied = []
+    for key, value, label in items:
+        _check_key(key, label)
+        applied.append(_set_dotted(result, key, value, label))
+    return result, applied
 
 
-def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+def _set_dotted(data: dict[str, Any], key: str, value: Any, label: str) -> _Applied:
     parts = key.split(".")
     node: Any = data
-    for part in parts[:-1]:
-        node = _step(node, part, key, create=True)
-    last = parts[-1]
-    if isinstance(node, list):
-        idx = _list_index(node, last, key)
-        node[idx] = value
-    elif isinstance(node, dict):
-        node[last] = value
-    else:
-        raise ScenarioError(f"override '{_clip(key)}': '{_clip('.'.join(parts[:-1]))}' is not a table")
+    path: list[str | int] = []
+    created: set[Loc] = set()
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            index = _list_index(node, part, label, tuple(path), data)
+            path.append(index)
+            if last:
+                node[index] = value
+            else:
+                node = node[index]
+        elif isinstance(node, dict):
+            path.append(part)
+            if part not in node:
+                created.add(tuple(path))
+                node[part] = {}
+            if last:
+                node[part] = value
+            else:
+                node = node[part]
+        else:
+            where = _display_key(tuple(path), data)
+            raise ScenarioError(f"{label}: {where}: holds a value, not a table, so '{_clip(part)}' cannot be set in it")
+    return _Applied(label, tuple(path), frozenset(created))
 
 
-def _step(node: Any, part: str, key: str, create: bool) -> Any:
-    if isinstance(node, dict):
-        if part not in node:
-            node[part] = {}
-        return node[part]
-    if isinstance(node, list):
-        return node[_list_index(node, part, key)]
-    raise ScenarioError(f"override '{_clip(key)}': '{_clip(part)}' is inside a value that is not a table")
-
-
-def _list_index(items: list[Any], part: str, key: str) -> int:
+def _list_index(items: list[Any], part: str, label: str, path: Loc, data: Any) -> int:
     for i, item in enumerate(items):
         if isinstance(item, dict) and item.get("name") == part:
             return i
     if part.isascii() and part.isdigit() and int(part) < len(items):
         return int(part)
-    names = [item.get("name") for item in items if isinstance(item, dict)]
-    raise ScenarioError(f"override '{_clip(key)}': no item named '{_clip(part)}' (known: {_short_list(names)})")
+    names = [str(item.get("name")) for item in items if isinstance(item, dict)]
+    close = difflib.get_close_matches(part, names, n=1, cutoff=0.6)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    raise ScenarioError(
+        f"{label}: {_display_key(path, data)}: no item named '{_clip(part)}' ({hint}known: {_short_list(names)})"
+    )
 
 
 def read_scenario_file(path: str | Path) -> dict[str, Any]:
@@ -613,20 +1258,7 @@ def read_scenario_file(path: str | Path) -> dict[str, Any]:
 
     At most :data:`MAX_FILE_BYTES` are read, so a wrong path such as ``/dev/zero`` fails at once.
     """
-    path = Path(path)
-    try:
-        with path.open("rb") as handle:
-            raw = handle.read(MAX_FILE_BYTES + 1)
-    except FileNotFoundError:
-        raise ScenarioError(f"{path}: no such scenario file") from None
-    except OSError as err:
-        raise ScenarioError(f"{path}: cannot read: {err.strerror or err}") from None
-    if len(raw) > MAX_FILE_BYTES:
-        raise ScenarioError(f"{path}: the file is larger than the limit of {MAX_FILE_BYTES} bytes")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise ScenarioError(f"{path}: cannot read: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    text = read_user_text(path, "scenario file", MAX_FILE_BYTES, ScenarioError)
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
@@ -639,18 +1271,26 @@ def load_scenario(
     path: str | Path,
     overrides: Mapping[str, Any] | Iterable[str] = (),
 ) -> Scenario:
-    """Load, override and validate a scenario file."""
+    """Load, override and validate a scenario: a file, or a bundled scenario's name (``"cooling-2048"``).
+
+    Names follow the command line's rule (:mod:`sim.catalog`): text ending in ``.toml`` or
+    containing a path separator, and any :class:`~pathlib.Path`, is a file; other text names a
+    bundled scenario. A directory is never a scenario.
+    """
+    from .catalog import resolve_scenario  # the catalog reads scenario files: imported here, not at the top
+
+    path = resolve_scenario(path)
     data = read_scenario_file(path)
-    if overrides:
-        data = apply_overrides(data, overrides)
-    return scenario_from_dict(data, source=str(path))
+    data, applied = _apply_overrides(data, overrides)
+    return _validate(data, str(path), applied)
 
 
 def with_overrides(scenario: Scenario, overrides: Mapping[str, Any] | Iterable[str]) -> Scenario:
     """Return a new validated scenario with dotted-key overrides applied to ``scenario``."""
     data = scenario.model_dump(mode="python", exclude_defaults=False)
     _tuples_to_lists(data)
-    return scenario_from_dict(apply_overrides(data, overrides), source=f"scenario {scenario.name}")
+    data, applied = _apply_overrides(data, overrides)
+    return _validate(data, f"scenario {scenario.name}", applied)
 
 
 def _tuples_to_lists(node: Any) -> Any:

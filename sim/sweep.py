@@ -17,10 +17,14 @@ This module knows nothing about the model's internals: it calls :func:`sim.simul
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
+import math
 import os
+import secrets
+import shutil
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -30,11 +34,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .catalog import BUNDLED_DIR, resolve_scenario
 from .comparison import compare_table
-from .errors import InputError
+from .errors import InputError, RunFailed
+from .files import read_user_text
 from .policies import get_policy, load_plugin
-from .results import atomic_directory
+from .results import ResultsWriteError, atomic_directory, check_new_folder, commit_folder, describe_os_error
 from .scenario import Scenario, ScenarioError, parse_override, scenario_from_dict, with_overrides
 
 if TYPE_CHECKING:
@@ -46,24 +53,37 @@ STATE = ".sweep-state.json"
 #: Columns of runs.csv before the grid parameters and the summary metrics.
 FIXED_COLUMNS = ("run_id", "status", "error", "policy", "seed")
 
+#: Planning caps, checked before anything is printed or run: a typo such as ``--seeds 100000`` or
+#: a 2000 x 2000 grid fails at once with the number instead of running (or planning) for hours.
+MAX_SEEDS = 1000
+MAX_GRID_POINTS = 10_000
+MAX_RUNS = 100_000
+#: Largest seed a scenario takes (``Scenario.seed``).
+MAX_SEED = 2**63 - 1
+#: Manifests hold one entry per run (a few hundred bytes each at MAX_RUNS); journals one summary
+#: line per run (a few KB). Larger files are not ours.
+MAX_MANIFEST_BYTES = 256_000_000
+MAX_JOURNAL_BYTES = 2_000_000_000
+MAX_STATE_BYTES = 100_000
 
-#: Bundled scenarios, addressable by name (``cooling-2048``) wherever a scenario path is expected.
-BUNDLED_SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
 
-
-def resolve_scenario_path(text: str | Path, base_dir: str | Path | None = None) -> Path:
-    """A scenario path (relative to ``base_dir`` first when given), or a bundled scenario's name."""
-    path = Path(text)
-    if base_dir is not None and not path.is_absolute() and (Path(base_dir) / path).exists():
-        return Path(base_dir) / path
-    if path.exists() or path.suffix == ".toml":
-        return path
-    bundled = BUNDLED_SCENARIOS / f"{text}.toml"
-    return bundled if bundled.exists() else path
+# Which scenario a name means is sim/catalog.py's question; re-exported for existing imports.
+BUNDLED_SCENARIOS = BUNDLED_DIR
+resolve_scenario_path = resolve_scenario
 
 
 class SweepError(InputError):
     """A usage problem with a sweep (bad grid, manifest, folder): nothing was run. CLI exit 2."""
+
+
+class SweepRunFailed(RunFailed):
+    """Runs ran, then the sweep could not be finished (disk full or read-only, the final folder
+    taken, a run without an outcome). The ``.partial-*`` folder keeps every journaled run and
+    stays resumable; ``partial_dir`` names it. CLI exit 1."""
+
+    def __init__(self, message: str, partial_dir: Path) -> None:
+        super().__init__(message)
+        self.partial_dir = partial_dir
 
 
 class SweepInterrupted(Exception):
@@ -196,10 +216,42 @@ def parse_grid(items: Iterable[str]) -> dict[str, list[Any]]:
 
 
 def seed_list(start: int, count: int) -> list[int]:
-    """``--seeds N`` means seeds ``start .. start+N-1`` (start: ``--seed`` or the scenario's seed)."""
+    """``--seeds N`` means seeds ``start .. start+N-1`` (start: ``--seed`` or the scenario's seed).
+
+    Checked before anything runs: ``--seeds`` within 1..:data:`MAX_SEEDS`, seeds non-negative and
+    within the scenario's seed range.
+    """
     if count < 1:
         raise SweepError(f"--seeds must be >= 1, got {count}")
+    if count > MAX_SEEDS:
+        raise SweepError(f"--seeds {count}: at most {MAX_SEEDS} seeds per sweep")
+    if start < 0:
+        raise SweepError(f"--seed {start}: seeds must be >= 0")
+    if start + count - 1 > MAX_SEED:
+        raise SweepError(f"--seed {start} with --seeds {count}: seeds must be <= {MAX_SEED}")
     return list(range(start, start + count))
+
+
+def _json_value(key: str, value: Any) -> Any:
+    """A grid value as the plain JSON value the manifest stores, or :class:`SweepError`.
+
+    The manifest must give back exactly the value that ran, with its type, so ``--from-manifest``
+    reproduces the sweep. JSON has no dates or times (TOML has), and writing them as strings would
+    turn a run that failed on a date into one that runs on a string: they are refused up front.
+    Numpy scalars become the Python values they hold; tuples become lists.
+    """
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_json_value(key, v) for v in value]
+    if isinstance(value, Mapping) and all(isinstance(k, str) for k in value):
+        return {k: _json_value(key, v) for k, v in value.items()}
+    raise SweepError(
+        f"--grid {key}: {value} is a {type(value).__name__}, which a manifest cannot store with its type; "
+        "grid values are numbers, strings, booleans, arrays or tables (quote a date to pass it as text)"
+    )
 
 
 @dataclass(frozen=True)
@@ -292,7 +344,7 @@ def plan_sweep(
     valid values (one bad value, or a bad combination) becomes failed runs with the validation
     message, and the rest of the sweep goes on.
     """
-    grid = {k: list(v) for k, v in (grid or {}).items()}
+    grid = {k: [_json_value(k, v) for v in values] for k, values in (grid or {}).items()}
     policies = list(policies)
     if not policies:
         raise SweepError("no policies given")
@@ -300,9 +352,12 @@ def plan_sweep(
         raise SweepError(f"policies listed twice: {policies}")
     for name in policies:
         get_policy(name)
-    seeds = [base.seed] if seeds is None else [int(s) for s in seeds]
+    seeds = [base.seed] if seeds is None else [_seed(s) for s in seeds]
     if not seeds:
         raise SweepError("no seeds given")
+    if len(seeds) > MAX_SEEDS:
+        raise SweepError(f"{len(seeds)} seeds: at most {MAX_SEEDS} seeds per sweep")
+    _check_size(grid, len(policies), len(seeds))
     _validate_grid(base, grid)
     points = [dict(zip(grid, combo, strict=True)) for combo in itertools.product(*grid.values())]
     resolved: list[tuple[dict[str, Any] | None, str | None]] = []
@@ -322,8 +377,74 @@ def plan_sweep(
     return SweepPlan(kind, base, scenario_source, grid, policies, seeds, runs, tuple(plugins), list(command))
 
 
+def _seed(value: Any) -> int:
+    if isinstance(value, np.integer):
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SweepError(f"seed {value!r}: seeds are integers")
+    if not 0 <= value <= MAX_SEED:
+        raise SweepError(f"seed {value}: seeds must be in 0..{MAX_SEED}")
+    return value
+
+
+def _check_size(grid: Mapping[str, Sequence[Any]], n_policies: int, n_seeds: int) -> None:
+    """Refuse a plan too large to be meant, from the sizes alone (nothing is expanded yet)."""
+    points = math.prod(len(values) for values in grid.values())
+    if points > MAX_GRID_POINTS:
+        sizes = " x ".join(str(len(values)) for values in grid.values())
+        raise SweepError(f"--grid: {points:,} grid points ({sizes}); at most {MAX_GRID_POINTS:,} per sweep")
+    runs = points * n_policies * n_seeds
+    if runs > MAX_RUNS:
+        raise SweepError(
+            f"{runs:,} runs ({points:,} grid points x {n_policies} policies x {n_seeds} seeds); "
+            f"at most {MAX_RUNS:,} per sweep"
+        )
+
+
 def _dump(scenario: Scenario) -> dict[str, Any]:
     return scenario.model_dump(mode="json")
+
+
+class _ManifestRun(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    run_id: str = Field(min_length=1, max_length=64)
+    policy: str = Field(min_length=1)
+    seed: int = Field(ge=0, le=MAX_SEED)
+    overrides: dict[str, Any]
+
+
+class _Manifest(BaseModel):
+    """The part of ``manifest.json`` a plan is rebuilt from, typed as strictly as a scenario."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    kind: str = Field(min_length=1)
+    scenario: dict[str, Any]
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    policies: list[str] = Field(min_length=1)
+    seeds: list[int] = Field(min_length=1, max_length=MAX_SEEDS)
+    plugins: list[str] = Field(default_factory=list)
+    scenario_source: str = ""
+    runs: list[_ManifestRun] = Field(max_length=MAX_RUNS)
+
+
+def _validate_manifest(data: Any, source: str) -> _Manifest:
+    try:
+        manifest = _Manifest.model_validate(data)
+    except RecursionError:
+        raise SweepError(f"{source}: malformed manifest: values are nested too deeply") from None
+    except ValidationError as err:
+        item = err.errors()[0]
+        key = ".".join(str(p) for p in item.get("loc", ())) or "(top level)"
+        more = f" (and {err.error_count() - 1} more problems)" if err.error_count() > 1 else ""
+        raise SweepError(f"{source}: malformed manifest: {key}: {item.get('msg', 'invalid')}{more}") from None
+    seen: set[str] = set()
+    for i, run in enumerate(manifest.runs):
+        if run.run_id in seen:
+            raise SweepError(f"{source}: malformed manifest: runs.{i}.run_id: '{run.run_id}' is listed twice")
+        seen.add(run.run_id)
+    return manifest
 
 
 def plan_from_manifest(
@@ -343,37 +464,35 @@ def plan_from_manifest(
         if path.is_dir():
             path = path / "manifest.json"
         source = str(path)
+        text = read_user_text(path, "manifest", MAX_MANIFEST_BYTES, SweepError)
         try:
-            manifest = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise SweepError(f"{path}: no such manifest") from None
-        except (OSError, json.JSONDecodeError) as err:
-            raise SweepError(f"{path}: cannot read manifest: {err}") from None
+            manifest = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise SweepError(f"{path}: malformed manifest: not JSON ({err})") from None
+        except RecursionError:
+            raise SweepError(f"{path}: malformed manifest: values are nested too deeply") from None
+    checked = _validate_manifest(manifest, source)
+    missing = [p for p in checked.plugins if p not in plugins]
+    if missing:
+        raise SweepError(
+            f"{source}: the runs used plugins {missing}; pass them again with --plugin "
+            "(plugins are never imported from files)"
+        )
     try:
-        needed = list(manifest.get("plugins", []))
-        missing = [p for p in needed if p not in plugins]
-        if missing:
-            raise SweepError(
-                f"{source}: the runs used plugins {missing}; pass them again with --plugin "
-                "(plugins are never imported from files)"
-            )
-        base = scenario_from_dict(manifest["scenario"], source=f"{source}: scenario")
-        grid = {k: list(v) for k, v in manifest["grid"].items()}
-        policies = list(manifest["policies"])
-        seeds = [int(s) for s in manifest["seeds"]]
-        runs_in = list(manifest["runs"])
-        kind = str(manifest["kind"])
-        scenario_source = str(manifest.get("scenario_source", ""))
+        base = scenario_from_dict(checked.scenario, source=f"{source}: scenario")
     except ScenarioError as err:
         raise SweepError(str(err)) from None
-    except (KeyError, TypeError, ValueError, AttributeError) as err:
-        raise SweepError(f"{source}: malformed manifest: {type(err).__name__}: {err}") from None
+    grid = {k: list(v) for k, v in checked.grid.items()}
+    policies = list(checked.policies)
+    seeds = list(checked.seeds)
+    kind = checked.kind
+    scenario_source = checked.scenario_source
     for name in policies:
         get_policy(name)
     runs = []
     cache: dict[str, tuple[dict[str, Any] | None, str | None]] = {}
-    for item in runs_in:
-        overrides = dict(item["overrides"])
+    for item in checked.runs:
+        overrides = dict(item.overrides)
         key = json.dumps(overrides, sort_keys=True)
         if key not in cache:
             try:
@@ -384,7 +503,7 @@ def plan_from_manifest(
             except ScenarioError as err:
                 cache[key] = (None, " ".join(f"ScenarioError: {err}".split()))
         scenario, error = cache[key]
-        run_id, policy, seed = str(item["run_id"]), str(item["policy"]), int(item["seed"])
+        run_id, policy, seed = item.run_id, item.policy, item.seed
         spec = None if scenario is None else RunSpec(run_id, scenario, policy, seed, overrides, tuple(plugins))
         runs.append(PlannedRun(run_id, policy, seed, overrides, spec, error))
     return SweepPlan(kind, base, scenario_source, grid, policies, seeds, runs, tuple(plugins), list(command))
@@ -407,9 +526,16 @@ class SweepReport:
 
 
 def default_out(plan: SweepPlan, root: str | Path = "results") -> Path:
-    """``results/<scenario>/<kind>-<YYYYmmdd-HHMMSS UTC>-<8 hex of the plan>``."""
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    return Path(root) / plan.scenario.name / f"{plan.kind}-{stamp}-{plan.digest()}"
+    """``results/<scenario>/<kind>-<YYYYmmdd-HHMMSS.ffffff UTC>-<8 hex of the plan>-<6 random hex>``.
+
+    Two identical sweeps started in the same second (or microsecond) get different names: the
+    random part differs. Should names ever meet anyway, the folder is created exclusively and the
+    final rename never replaces anything (:func:`sim.results.atomic_directory`).
+    """
+    now = time.time_ns()
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now // 1_000_000_000))
+    micro = (now // 1000) % 1_000_000
+    return Path(root) / plan.scenario.name / f"{plan.kind}-{stamp}.{micro:06d}-{plan.digest()}-{secrets.token_hex(3)}"
 
 
 def run_plan(plan: SweepPlan, *, executor: Executor | None = None) -> pd.DataFrame:
@@ -460,11 +586,15 @@ def run_sweep(
     :class:`SweepInterrupted` naming it, and :func:`resume_sweep` finishes it.
     """
     final = Path(out) if out is not None else default_out(plan)
-    if final.exists():
+    if os.path.lexists(final):
         raise SweepError(f"{final} already exists; remove it or choose another --out")
     tmp, _commit = atomic_directory(final)
-    _write_json(tmp / "manifest.json", plan.manifest())
-    _write_json(tmp / STATE, {"final": str(final.resolve())})
+    try:
+        _write_json(tmp / "manifest.json", plan.manifest())
+        _write_json(tmp / STATE, {"final": str(final.resolve())})
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)  # made above; nothing has run yet
+        raise ResultsWriteError(f"{final}: cannot write the sweep folder: {describe_os_error(err)}") from None
     return _run_into(plan, tmp, final, executor=executor, progress=progress, figures=figures)
 
 
@@ -482,13 +612,20 @@ def resume_sweep(
     if not (tmp / "manifest.json").is_file() or not (tmp / STATE).is_file():
         raise SweepError(f"{tmp}: not an unfinished sweep folder (expected manifest.json and {STATE})")
     plan = plan_from_manifest(tmp / "manifest.json", plugins=plugins)
-    try:
-        state = json.loads((tmp / STATE).read_text())
-        final = Path(out) if out is not None else Path(state["final"])
-    except (OSError, json.JSONDecodeError, KeyError) as err:
-        raise SweepError(f"{tmp / STATE}: unreadable ({err}); pass --out to choose the final folder") from None
-    if final.exists():
+    if out is not None:
+        final = Path(out)
+    else:
+        text = read_user_text(tmp / STATE, "sweep state file", MAX_STATE_BYTES, SweepError)
+        try:
+            state = json.loads(text)
+            final = Path(state["final"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+            raise SweepError(
+                f"{tmp / STATE}: unreadable ({type(err).__name__}: {err}); pass --out to choose the final folder"
+            ) from None
+    if os.path.lexists(final):
         raise SweepError(f"{final} already exists; remove it or pass --out to choose another folder")
+    check_new_folder(final)
     return _run_into(plan, tmp, final, executor=executor, progress=progress, figures=figures)
 
 
@@ -505,9 +642,12 @@ def _run_into(
 
     from .executors import make_executor
 
-    done = _read_journal(tmp / JOURNAL)
-    (tmp / "timeseries").mkdir(exist_ok=True)
-    (tmp / "model_timeseries").mkdir(exist_ok=True)
+    done = _read_journal(tmp / JOURNAL, repair=True)
+    try:
+        (tmp / "timeseries").mkdir(exist_ok=True)
+        (tmp / "model_timeseries").mkdir(exist_ok=True)
+    except OSError as err:
+        raise _unfinished(tmp, len(done), "cannot write the sweep folder", err) from None
     total = len(plan.runs)
     failed = sum(1 for rec in done.values() if rec["status"] != "ok")
     bar = tqdm(
@@ -523,7 +663,10 @@ def _run_into(
 
     def record(outcome: RunOutcome) -> None:
         nonlocal failed
-        _record(tmp, outcome)
+        try:
+            _record(tmp, outcome)
+        except OSError as err:
+            raise _unfinished(tmp, len(done), f"cannot record run {outcome.run_id}", err) from None
         done[outcome.run_id] = {"status": outcome.status}
         failed += outcome.status != "ok"
         bar.set_postfix(failed=failed, refresh=False)
@@ -546,8 +689,12 @@ def _run_into(
         if own:
             ex.close()
         bar.close()
-    if final.exists():
-        raise SweepError(f"{final} appeared while the sweep ran; finish with --resume {tmp} --out OTHER")
+    if os.path.lexists(final):
+        raise SweepRunFailed(
+            f"{final} appeared while the sweep ran; every run is kept in {tmp}: "
+            f"finish with: admission-sim sweep --resume {tmp} --out OTHER",
+            tmp,
+        )
     try:
         runs = _finalize_tables(plan, tmp)
         figs: list[Path] = []
@@ -557,21 +704,48 @@ def _run_into(
     except KeyboardInterrupt:
         # Every run is kept (journal intact): --resume only redoes this finalization.
         raise SweepInterrupted(tmp, total, total) from None
-    # From here on the folder no longer needs what made it resumable.
-    (tmp / JOURNAL).unlink()
-    (tmp / STATE).unlink()
-    final.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp, final)
+    except OSError as err:
+        raise _unfinished(tmp, total, "cannot write runs.csv", err) from None
+    # The journal and state stay until the folder is under its final name, so a rename that
+    # fails (the name taken meanwhile, a disk error) leaves a folder that --resume finishes.
+    try:
+        commit_folder(tmp, final)
+    except ResultsWriteError as err:
+        raise SweepRunFailed(
+            f"{err}; every run is kept there: finish with: admission-sim sweep --resume {tmp} --out OTHER", tmp
+        ) from None
+    for name in (JOURNAL, STATE):
+        with contextlib.suppress(OSError):  # the folder is complete either way
+            (final / name).unlink()
     figs = [final / p.relative_to(tmp) for p in figs]
     return SweepReport(final, runs, int((runs["status"] != "ok").sum()), figs, note)
 
 
+def _unfinished(tmp: Path, done: int, doing: str, err: OSError) -> SweepRunFailed:
+    return SweepRunFailed(
+        f"{tmp}: {doing}: {describe_os_error(err)}; the {done} runs journaled so far are kept: "
+        f"fix the disk and resume with: admission-sim sweep --resume {tmp}",
+        tmp,
+    )
+
+
 def _record(tmp: Path, outcome: RunOutcome) -> None:
-    """Write the run's series, then its journal line (the line marks the run as finished)."""
-    if outcome.timeseries is not None:
-        outcome.timeseries.to_csv(tmp / "timeseries" / f"{outcome.run_id}.csv", index=False)
-    if outcome.model_timeseries is not None:
-        outcome.model_timeseries.to_csv(tmp / "model_timeseries" / f"{outcome.run_id}.csv", index=False)
+    """Write the run's series, then its journal line (the line marks the run as finished).
+
+    Each series is written under a temporary name and renamed, so a full disk never leaves a
+    truncated series under a run's name; the journal line is flushed and fsynced.
+    """
+    for folder, frame in (("timeseries", outcome.timeseries), ("model_timeseries", outcome.model_timeseries)):
+        if frame is not None:
+            target = tmp / folder / f"{outcome.run_id}.csv"
+            partial = target.with_name(f".{target.name}.partial")
+            try:
+                frame.to_csv(partial, index=False)
+                os.replace(partial, target)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    partial.unlink()
+                raise
     line = {
         "run_id": outcome.run_id,
         "status": outcome.status,
@@ -579,23 +753,45 @@ def _record(tmp: Path, outcome: RunOutcome) -> None:
         "summary": {k: _plain(v) for k, v in outcome.summary.items()},
         "wall_seconds": outcome.wall_seconds,
     }
-    with open(tmp / JOURNAL, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(line, allow_nan=True) + "\n")
+    data = (json.dumps(line, allow_nan=True) + "\n").encode("utf-8")
+    with open(tmp / JOURNAL, "ab") as fh:
+        fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
 
 
-def _read_journal(path: Path) -> dict[str, dict[str, Any]]:
-    """Finished runs by id; a torn last line (killed mid-write) is ignored and that run re-run."""
+def _read_journal(path: Path, *, repair: bool = False) -> dict[str, dict[str, Any]]:
+    """Finished runs by id (the last line of a run id wins).
+
+    A line is a finished run only if it is a complete JSON record; anything else (a torn last line
+    from a kill or a full disk, a damaged line) is not, and that run is simply run again. With
+    ``repair``, a torn last line (no final newline) is cut off before anything is appended, so the
+    next line does not fuse with the fragment.
+    """
     records: dict[str, dict[str, Any]] = {}
-    if not path.exists():
+    if not os.path.lexists(path):
         return records
-    for line in path.read_text(encoding="utf-8").splitlines():
+    text = read_user_text(path, "sweep journal", MAX_JOURNAL_BYTES, SweepError)
+    if repair and text and not text.endswith("\n"):
+        keep = len(text[: text.rfind("\n") + 1].encode("utf-8"))
+        try:
+            os.truncate(path, keep)
+        except OSError as err:
+            raise SweepRunFailed(
+                f"{path}: cannot repair the torn last line: {describe_os_error(err)}", path.parent
+            ) from None
+    # Split on "\n" only (the journal's own separator); the last piece is "" or a torn fragment.
+    for line in text.split("\n")[:-1]:
         try:
             rec = json.loads(line)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             continue
-        if isinstance(rec, dict) and "run_id" in rec:
+        if (
+            isinstance(rec, dict)
+            and isinstance(rec.get("run_id"), str)
+            and rec.get("status") in ("ok", "failed")
+            and isinstance(rec.get("summary", {}), dict)
+        ):
             records[rec["run_id"]] = rec
     return records
 
@@ -604,12 +800,59 @@ def _finalize_tables(plan: SweepPlan, tmp: Path) -> pd.DataFrame:
     records = _read_journal(tmp / JOURNAL)
     missing = [r.run_id for r in plan.runs if r.run_id not in records]
     if missing:
-        raise SweepError(f"{tmp}: runs without an outcome: {missing[:5]}")
+        raise SweepRunFailed(
+            f"{tmp}: runs without an outcome after running: {missing[:5]}; "
+            f"resume with: admission-sim sweep --resume {tmp}",
+            tmp,
+        )
     runs = runs_frame(plan, records)
     runs.to_csv(tmp / "runs.csv", index=False)
     pd.DataFrame(
         [{"run_id": r.run_id, "wall_seconds": records[r.run_id].get("wall_seconds", 0.0)} for r in plan.runs]
     ).to_csv(tmp / "timing.csv", index=False)
+    return runs
+
+
+#: runs.csv of MAX_RUNS runs with every metric is a few hundred MB.
+MAX_RUNS_CSV_BYTES = 2_000_000_000
+
+
+class ResultsFolderError(InputError):
+    """A folder given as results (``plot``) has no usable ``runs.csv``: empty, not CSV, or not
+    written by a compare or sweep. CLI exit 2."""
+
+
+def read_runs_table(folder: str | Path) -> pd.DataFrame:
+    """``<folder>/runs.csv`` as written by a compare or sweep, or :class:`ResultsFolderError`.
+
+    The one loader for code that reads a results folder back (figures), so a foreign or empty
+    file is one line naming the file and the reason, not a pandas traceback from deep inside.
+    """
+    import io
+
+    path = Path(folder) / "runs.csv"
+    text = read_user_text(path, "runs table (runs.csv)", MAX_RUNS_CSV_BYTES, ResultsFolderError)
+    if not text.strip():
+        raise ResultsFolderError(f"{path}: empty; not a runs table written by compare or sweep")
+    try:
+        runs = pd.read_csv(io.StringIO(text))
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as err:
+        reason = " ".join(str(err).split())
+        raise ResultsFolderError(f"{path}: not a CSV runs table: {reason}") from None
+    missing = [c for c in FIXED_COLUMNS if c not in runs.columns]
+    if missing:
+        raise ResultsFolderError(
+            f"{path}: not a runs table written by compare or sweep: no column {', '.join(missing)}"
+        )
+    if runs.empty:
+        raise ResultsFolderError(f"{path}: the runs table has no runs")
+    bad = sorted(set(runs["status"].astype(str)) - {"ok", "failed"})
+    if bad:
+        raise ResultsFolderError(f"{path}: column status: unexpected value {bad[0]!r} (expected ok or failed)")
+    if runs["run_id"].duplicated().any():
+        raise ResultsFolderError(
+            f"{path}: column run_id: {runs['run_id'][runs['run_id'].duplicated()].iloc[0]!r} twice"
+        )
     return runs
 
 
@@ -661,4 +904,5 @@ def _plot(folder: Path) -> tuple[list[Path], str | None]:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    """Plain JSON only (no ``default=str``): a value that is not JSON is refused when planning."""
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")

@@ -1,11 +1,15 @@
 """What work exists: the column DAG compiled into generators, and the row-group plan.
 
-The scheduler works with **generators**, not columns (spec 3.1): a multi-output generator runs a
-single task, on its first output column in topological order, and finishing it completes all its
-output columns. Each generator is compiled once into a :class:`Generator` record with integer
-ids, its scheduling metadata (task group, weight, admitted limit, scheduler resources, request
-resource key; spec 4.1) and its upstream/downstream generators, so that nothing on the hot path
-walks the DAG again.
+The scheduler works with **generators**, not columns (docs/model.md, "Columns, generators and
+tasks"): a multi-output generator runs a single task, on its first output column in topological
+order, and finishing it completes all its output columns. Each generator is compiled once into a
+:class:`Generator` record with integer ids, its scheduling metadata (task group, weight, admitted
+limit, scheduler resources, request resource key; docs/model.md, "Task admission") and its
+upstream/downstream generators, so that nothing on the hot path walks the DAG again.
+
+The row-group plan (docs/model.md, "Row-group plan") is fixed by the scenario, except for random
+sizes, which are drawn from the run's seed on a stream of their own, so that the same seed gives
+the same plan and the providers' draws do not move.
 
 This module schedules nothing.
 """
@@ -15,13 +19,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from .scenario import ColumnConfig, ModelConfig, Scenario
+import numpy as np
 
-#: Scheduler resource names (spec 4.2).
+from .scenario import ColumnConfig, ModelConfig, RowGroupConfig, Scenario
+
+#: Scheduler resource names (docs/model.md, "Task admission").
 SUBMISSION = "submission"
 LLM_WAIT = "llm_wait"
 
-#: Backlog multiplier for a model group's admitted limit (spec 4.2).
+#: Backlog multiplier for a model group's admitted limit (docs/model.md, "Task admission").
 MODEL_GROUP_ADMISSION_BACKLOG_MULTIPLIER = 2
 
 
@@ -59,7 +65,7 @@ class Generator:
     model: ModelConfig | None
     duration: float
     weight: int
-    admitted_limit: int | None  # None for local tasks (hard check only, spec 4.4)
+    admitted_limit: int | None  # None for local tasks (hard check only)
     group_identity: tuple[str, ...]
     resources: tuple[int, ...]
     request_key: RequestKey | None
@@ -94,7 +100,7 @@ class Generator:
 
     @property
     def localization_keys(self) -> frozenset[str]:
-        """Keys that tie a task to a deferred resource or group (spec 6.2 step 1)."""
+        """Keys that tie a task to a deferred resource or group (docs/model.md, "The localized clause")."""
         if self.request_key is not None:
             return frozenset(
                 {
@@ -106,12 +112,13 @@ class Generator:
 
     @property
     def resource_scoped(self) -> bool:
-        """Spec 6.2 step 5: model-backed work counts as exposure even if it feeds blocked work."""
+        """Model-backed work counts as exposure even if it feeds blocked work (docs/model.md,
+        "The localized clause")."""
         return self.request_key is not None or self.kind != "local"
 
     @property
     def is_model_task(self) -> bool:
-        """Holds ``llm_wait`` (model or custom-model kind, spec 4.1)."""
+        """Holds ``llm_wait`` (model or custom-model kind)."""
         return self.kind != "local"
 
 
@@ -144,7 +151,7 @@ class Workload:
         return tuple(i for i in self.topo_order if self.generators[i].is_root)
 
     def tasks_per_row_group(self, size: int) -> int:
-        """Spec 3.2: n x cell generators + full-column generators."""
+        """n x cell generators + full-column generators (docs/model.md, "Columns, generators and tasks")."""
         return size * len(self.cell_generators) + len(self.full_generators)
 
     @property
@@ -152,8 +159,33 @@ class Workload:
         return sum(self.tasks_per_row_group(n) for n in self.row_group_sizes)
 
 
-def build_workload(scenario: Scenario) -> Workload:
-    """Compile the scenario's columns into generators with resources and dependencies."""
+#: The spawn key of the random stream that draws row-group sizes. The providers' streams are the
+#: children 0, 1, ... of ``SeedSequence(seed)``, one per model (at most a few hundred), so this key
+#: never collides with theirs and adding random sizes changes no latency or 429 draw.
+ROW_PLAN_STREAM = 0x524F5750
+
+
+def row_group_plan(rows: RowGroupConfig, seed: int) -> tuple[int, ...]:
+    """Row-group sizes in id order. A ``random_sizes`` plan draws each size uniformly from
+    ``[min, max]`` until ``num_records`` rows are planned; the last group is cut to fit, as the
+    real partition cuts its last window. Other forms draw nothing and ignore ``seed``."""
+    if rows.random_sizes is None:
+        return tuple(rows.fixed_sizes())
+    low, high, total = rows.random_sizes.min, rows.random_sizes.max, rows.num_records
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(ROW_PLAN_STREAM,)))
+    # Draw the most groups the plan can need at once (validated to be at most MAX_ROW_GROUPS),
+    # so the plan does not depend on how the draws are batched.
+    drawn = rng.integers(low, high, size=rows.max_groups, endpoint=True)
+    ends = np.cumsum(drawn)
+    k = int(np.searchsorted(ends, total)) + 1  # groups needed to reach `total` rows
+    sizes = [int(n) for n in drawn[:k]]
+    sizes[-1] -= int(ends[k - 1]) - total
+    return tuple(sizes)
+
+
+def build_workload(scenario: Scenario, seed: int | None = None) -> Workload:
+    """Compile the scenario's columns into generators with resources and dependencies, and plan
+    the row groups with ``seed`` (default: the scenario's seed; pass the run's seed)."""
     columns = {c.name: c for c in scenario.columns}
     models = {m.name: m for m in scenario.models}
     col_order = _topological_columns(scenario.columns)
@@ -264,7 +296,7 @@ def build_workload(scenario: Scenario) -> Workload:
         column_to_generator=column_to_generator,
         resource_names=tuple(resource_names),
         resource_limits=tuple(resource_limits),
-        row_group_sizes=tuple(scenario.row_groups.sizes()),
+        row_group_sizes=row_group_plan(scenario.row_groups, scenario.seed if seed is None else seed),
         request_keys=tuple(request_keys),
     )
 

@@ -133,3 +133,78 @@ def test_malformed_thresholds_exit_2_naming_file_key_and_reason(
 def test_missing_thresholds_file() -> None:
     with pytest.raises(ThresholdsError, match="no such thresholds file"):
         load_thresholds("/nonexistent/thresholds.toml")
+
+
+@pytest.mark.parametrize(
+    ("line", "key"),
+    [
+        ('min = "5"', "check.0.min: Input should be a valid number"),
+        ("min = 1\nseeds = true", "check.0.seeds: Input should be a valid integer"),
+        ("min = true", "check.0.min: Input should be a valid number"),
+        ('min = 1\nseed = "3"', "check.0.seed: Input should be a valid integer"),
+        ("min = 1\npolicy = 3", "check.0.policy: Input should be a valid string"),
+    ],
+)
+def test_thresholds_types_are_strict(tmp_path: Path, line: str, key: str) -> None:
+    policy = "" if "policy" in line else 'policy = "fixed"\n'
+    path = write(tmp_path, f'[[check]]\nscenario = "window-recovery"\n{policy}metric = "sim_time"\n{line}\n')
+    with pytest.raises(ThresholdsError) as info:
+        load_thresholds(path)
+    assert f"{path}: {key}" in str(info.value)
+
+
+class NeverRun:
+    """An executor that fails the test if asked to run anything."""
+
+    def run(self, specs):
+        raise AssertionError(f"ran {len(specs)} runs before the thresholds were validated")
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("metric", "expected"),
+    [
+        ("healthy_callz", "check.1 (window-recovery fixed healthy_callz): metric: unknown metric 'healthy_callz'"),
+        ("calls_ok[nope]", "metric: unknown metric 'calls_ok[nope]'"),
+        ("stop_reason", "check.1 (window-recovery fixed stop_reason): metric: 'stop_reason' is not numeric"),
+    ],
+)
+def test_metric_names_are_validated_before_anything_runs(tmp_path: Path, metric: str, expected: str) -> None:
+    body = f'[[check]]\nscenario = "window-recovery"\noverrides = {SMALL}\npolicy = "fixed"\nmetric = "%s"\nmax = 1\n'
+    path = write(tmp_path, body % "completed_rows" + "\n" + body % metric)
+    with pytest.raises(ThresholdsError, match=expected.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
+        run_checks(path, executor=NeverRun())
+
+
+def test_per_model_metrics_are_known_before_running(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        f'[[check]]\nscenario = "window-recovery"\noverrides = {SMALL}\npolicy = "fixed"\n'
+        'metric = "calls_ok[flaky]"\nmin = 1\n',
+    )
+    from sim.check import plan_checks
+
+    specs, _ = plan_checks(load_thresholds(path), path)
+    assert len(specs) == 1
+
+
+def test_deeply_nested_thresholds_are_one_line(tmp_path: Path) -> None:
+    deep = "[" * 50_000 + "]" * 50_000
+    path = write(tmp_path, f'[[check]]\nscenario = "window-recovery"\noverrides = {{ x = {deep} }}\n')
+    with pytest.raises(ThresholdsError, match="nested too deeply") as info:
+        load_thresholds(path)
+    assert "\n" not in str(info.value) and str(info.value).startswith(str(path))
+
+
+def test_a_named_pipe_or_device_as_thresholds_file_fails_at_once(tmp_path: Path) -> None:
+    import os
+
+    fifo = tmp_path / "thresholds.toml"
+    os.mkfifo(fifo)
+    with pytest.raises(ThresholdsError, match="cannot read: a named pipe"):
+        load_thresholds(fifo)
+    if os.path.exists("/dev/zero"):
+        with pytest.raises(ThresholdsError, match="cannot read: a character device"):
+            load_thresholds("/dev/zero")

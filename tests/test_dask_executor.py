@@ -24,7 +24,7 @@ import sim
 from sim.executors import ExecutorUnavailable, make_executor
 from sim.sweep import RunOutcome, RunSpec, SweepPlan, execute_run, plan_sweep, run_sweep
 
-SCENARIO = Path(__file__).resolve().parents[1] / "scenarios" / "healthy-bottleneck.toml"
+SCENARIO = Path(__file__).resolve().parents[1] / "sim" / "scenarios" / "healthy-bottleneck.toml"
 
 
 def _plan() -> SweepPlan:

@@ -26,7 +26,7 @@ import sim
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN_DIR = Path(__file__).resolve().parent / "golden"
-SCENARIOS = sorted((ROOT / "scenarios").glob("*.toml"))
+SCENARIOS = sorted((ROOT / "sim" / "scenarios").glob("*.toml"))
 POLICIES = ("fixed", "global", "localized")
 UPDATE = os.environ.get("ADMISSION_SIM_UPDATE_GOLDEN", "") not in ("", "0")
 

@@ -225,9 +225,7 @@ def test_planned_calls_count_tasks_per_generator() -> None:
 def test_headline_run_explains_the_global_freeze() -> None:
     """cooling-2048 under global: the target never grows, deferred work blocked growth, and the
     diagnostics name the independent healthy columns that localized would have admitted."""
-    result = sim.simulate(
-        sim.load_scenario("scenarios/cooling-2048.toml"), policy="global", overrides=["stop.max_time=2.0"]
-    )
+    result = sim.simulate(sim.load_scenario("cooling-2048"), policy="global", overrides=["stop.max_time=2.0"])
     s = result.summary
     assert s["observed_max_target"] == 1
     assert s["blocked_deferred_tasks"] > 0
@@ -298,7 +296,7 @@ def test_a_429_without_a_controller_limits_until_the_next_success():
 def test_healthy_calls_while_limited_on_the_headline_scenario():
     from pathlib import Path
 
-    path = Path(__file__).resolve().parent.parent / "scenarios" / "cooling-2048.toml"
+    path = Path(__file__).resolve().parent.parent / "sim" / "scenarios" / "cooling-2048.toml"
     scenario_ = sim.load_scenario(path, ["row_groups.count=64", "stop.max_time=0.5"])
     s = sim.simulate(scenario_, policy="localized").summary
     # The cooling 429 takes no time and healthy calls ~1 ms: every healthy call counts.

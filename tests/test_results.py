@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import tempfile
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from sim import load_scenario, simulate, write_result
-from sim.results import atomic_directory
+from sim.errors import InputError, RunFailed
+from sim.results import OutputPathError, ResultsWriteError, atomic_directory, summary_metric_names
 
-SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
+SCENARIOS = Path(__file__).resolve().parent.parent / "sim" / "scenarios"
 
 
 @pytest.fixture(scope="module")
@@ -65,21 +68,90 @@ def test_write_result_layout(result, tmp_path):
 
 def test_failed_write_leaves_nothing(result, tmp_path, monkeypatch):
     def boom(*args, **kwargs):
-        raise OSError("disk full")
+        raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(pd.DataFrame, "to_csv", boom)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(ResultsWriteError, match=r"run: cannot write the results: No space left on device \(errno 28\)"):
         write_result(result, tmp_path / "run")
     assert list(tmp_path.iterdir()) == []
 
 
-def test_atomic_directory_replaces_only_on_commit(tmp_path):
+def test_a_read_only_results_folder_is_a_run_failure_in_one_line(result, tmp_path, monkeypatch):
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", read_only)
+    with pytest.raises(ResultsWriteError) as info:
+        write_result(result, tmp_path / "run")
+    assert isinstance(info.value, RunFailed) and "\n" not in str(info.value)
+    assert str(info.value).endswith("run: cannot create the results folder: Read-only file system (errno 30)")
+
+
+@pytest.mark.parametrize("kind", ["folder", "file", "cwd", "dangling-symlink"])
+def test_write_result_refuses_an_existing_target_and_touches_nothing(result, tmp_path, monkeypatch, kind):
+    target = tmp_path / "results"
+    if kind == "folder":
+        target.mkdir()
+        (target / "thresholds.toml").write_text("keep me")
+        (target / "earlier-run").mkdir()
+    elif kind == "file":
+        target.write_text("keep me")
+    elif kind == "dangling-symlink":
+        target.symlink_to(tmp_path / "nowhere")
+    else:
+        monkeypatch.chdir(tmp_path)
+        (tmp_path / "keep.txt").write_text("keep me")
+        target = Path(".")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    with pytest.raises(OutputPathError, match="already exists") as info:
+        write_result(result, target)
+    assert isinstance(info.value, InputError)
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    if kind == "folder":
+        assert (target / "thresholds.toml").read_text() == "keep me"
+
+
+def test_a_too_long_folder_name_is_refused_before_anything_is_created(result, tmp_path):
+    with pytest.raises(OutputPathError, match="the folder name is 300 bytes long; the limit is 255"):
+        write_result(result, tmp_path / ("x" * 300))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_commit_never_replaces_a_folder_that_appeared(tmp_path):
+    final = tmp_path / "out"
+    tmp, commit = atomic_directory(final)
+    (tmp / "new.txt").write_text("new")
+    assert tmp.name.startswith(".partial-out-") and not final.exists()
+    final.mkdir()  # an empty folder: os.replace would silently replace it
+    with pytest.raises(ResultsWriteError, match=f"appeared while the results were written; they are kept in {tmp}"):
+        commit()
+    assert list(final.iterdir()) == [] and (tmp / "new.txt").read_text() == "new"
+    final.rmdir()
+    (final / "user").mkdir(parents=True)
+    with pytest.raises(ResultsWriteError):
+        commit()
+    assert [p.name for p in final.iterdir()] == ["user"] and (tmp / "new.txt").exists()
+
+
+def test_commit_renames_into_place(tmp_path):
+    final = tmp_path / "deeper" / "out"
+    tmp, commit = atomic_directory(final)
+    (tmp / "new.txt").write_text("new")
+    assert commit() == final
+    assert [p.name for p in final.iterdir()] == ["new.txt"]
+    assert not tmp.exists() and [p.name for p in final.parent.iterdir()] == ["out"]
+
+
+def test_atomic_directory_refuses_an_existing_folder(tmp_path):
     final = tmp_path / "out"
     final.mkdir()
     (final / "old.txt").write_text("old")
-    tmp, commit = atomic_directory(final)
-    (tmp / "new.txt").write_text("new")
-    assert (final / "old.txt").exists() and tmp.name.startswith(".partial-out-")
-    commit()
-    assert [p.name for p in final.iterdir()] == ["new.txt"]
-    assert not tmp.exists()
+    with pytest.raises(OutputPathError, match="already exists"):
+        atomic_directory(final)
+    assert [p.name for p in tmp_path.iterdir()] == ["out"] and (final / "old.txt").read_text() == "old"
+
+
+@pytest.mark.parametrize("name", ["rpm-capacity", "window-recovery"])
+def test_summary_metric_names_are_the_keys_a_run_writes(name):
+    scenario = load_scenario(SCENARIOS / f"{name}.toml", ["row_groups.count=4"])
+    assert summary_metric_names(scenario) == list(simulate(scenario).summary)

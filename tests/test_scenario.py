@@ -17,7 +17,7 @@ from sim.scenario import (
     with_overrides,
 )
 
-SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
+SCENARIOS = Path(__file__).resolve().parent.parent / "sim" / "scenarios"
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -135,7 +135,7 @@ def test_row_group_plan_sizes():
     plan = scenario_from_dict(
         {"name": "p", "row_groups": {"num_records": 2500, "buffer_size": 1000}, "columns": [{"name": "s"}]}
     ).row_groups
-    assert plan.sizes() == [1000, 1000, 500]
+    assert plan.fixed_sizes() == [1000, 1000, 500]
     assert plan.guard_num_records == 2500 and plan.guard_buffer_size == 1000
 
 
@@ -167,3 +167,202 @@ def test_apply_overrides_does_not_mutate_input():
     data = {"scheduler": {"policy": "global"}}
     out = apply_overrides(data, {"scheduler.policy": "localized"})
     assert data["scheduler"]["policy"] == "global" and out["scheduler"]["policy"] == "localized"
+
+
+# ---------------------------------------------------------------------------------------------
+# Row groups of unequal size: the four plan forms
+# ---------------------------------------------------------------------------------------------
+
+
+def plan_of(row_groups):
+    return scenario_from_dict({"name": "p", "row_groups": row_groups, "columns": [{"name": "s"}]}).row_groups
+
+
+def test_explicit_sizes_are_the_plan_and_feed_the_row_guard():
+    plan = plan_of({"sizes": [1000, 1000, 500, 20]})
+    assert plan.form == "sizes"
+    assert plan.fixed_sizes() == [1000, 1000, 500, 20]
+    assert (plan.total_rows, plan.max_groups) == (2520, 4)
+    assert (plan.guard_num_records, plan.guard_buffer_size) == (2520, 1000)  # total rows, largest group
+
+
+def test_random_sizes_plan_has_a_known_total_and_a_bound_on_groups():
+    plan = plan_of({"num_records": 40, "random_sizes": {"min": 3, "max": 8}})
+    assert plan.form == "random_sizes"
+    assert (plan.total_rows, plan.max_groups) == (40, 14)  # ceil(40 / 3)
+    assert (plan.guard_num_records, plan.guard_buffer_size) == (40, 8)
+    with pytest.raises(ValueError, match="drawn per run"):
+        plan.fixed_sizes()
+
+
+@pytest.mark.parametrize(
+    ("row_groups", "key", "reason"),
+    [
+        ({"sizes": [2, 0, 3]}, "row_groups.sizes.1", "greater than or equal to 1"),
+        ({"sizes": []}, "row_groups.sizes", "at least 1 item"),
+        ({"sizes": [2, 3], "count": 2}, "row_groups", "give it without 'count'"),
+        ({"sizes": [2, 3], "size": 4}, "row_groups", "give it without 'size'"),
+        ({"sizes": [2, 3], "num_records": 5, "buffer_size": 1}, "row_groups", "'num_records', 'buffer_size'"),
+        ({"sizes": [30_000_000, 30_000_000]}, "row_groups.sizes", "above the limit of 50000000"),
+        ({"random_sizes": {"min": 1, "max": 2}}, "row_groups", "'random_sizes' needs 'num_records'"),
+        ({"num_records": 9, "random_sizes": {"min": 1, "max": 2}, "buffer_size": 3}, "row_groups", "'buffer_size'"),
+        ({"num_records": 9, "random_sizes": {"min": 1, "max": 2}, "count": 3}, "row_groups", "'count'"),
+        ({"num_records": 9, "random_sizes": {"min": 5, "max": 2}}, "row_groups.random_sizes", "max (2) must be >= min"),
+        ({"num_records": 9, "random_sizes": {"min": 1}}, "row_groups.random_sizes.max", "Field required"),
+        ({"num_records": 5_000_000, "random_sizes": {"min": 1, "max": 9}}, "row_groups", "limit of 1000000 row groups"),
+        ({"num_records": 5}, "row_groups", "'num_records' needs 'buffer_size' (or 'random_sizes')"),
+        ({}, "row_groups", "or 'sizes'"),
+    ],
+)
+def test_row_group_forms_are_exclusive_and_bounded(row_groups, key, reason):
+    with pytest.raises(ScenarioError) as err:
+        plan_of(row_groups)
+    assert f"<scenario>: {key}: " in str(err.value) and reason in str(err.value), str(err.value)
+
+
+def test_every_plan_form_survives_a_dump_and_reload():
+    """A sweep stores each run's scenario dumped with every key; reloading it must accept it."""
+    for row_groups in (
+        {"count": 3, "size": 2},
+        {"num_records": 7, "buffer_size": 3},
+        {"sizes": [3, 1, 2]},
+        {"num_records": 7, "random_sizes": {"min": 1, "max": 3}},
+    ):
+        scenario = scenario_from_dict({"name": "p", "row_groups": row_groups, "columns": [{"name": "s"}]})
+        again = scenario_from_dict(scenario.model_dump(mode="json"))
+        assert again == scenario
+        assert with_overrides(scenario, {"seed": 5}).row_groups == scenario.row_groups
+
+
+# ---------------------------------------------------------------------------------------------
+# Messages: the override is blamed, items are named, suggestions, booleans, one-line values
+# ---------------------------------------------------------------------------------------------
+
+
+def error_of(call) -> str:
+    with pytest.raises(ScenarioError) as err:
+        call()
+    return str(err.value)
+
+
+COOLING = SCENARIOS / "cooling-2048.toml"
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        (
+            "scheduler.polcy=global",
+            "--set 'scheduler.polcy=global': scheduler.polcy: unknown key; did you mean 'scheduler.policy'?",
+        ),
+        (
+            "schedular.policy=global",
+            "--set 'schedular.policy=global': schedular: unknown key; did you mean 'scheduler.policy'?",
+        ),
+        (
+            "max_concurrent_row_groups=64",
+            "--set 'max_concurrent_row_groups=64': max_concurrent_row_groups: unknown key; "
+            "did you mean 'scheduler.max_concurrent_row_groups'?",
+        ),
+        (
+            "models.cooling.latncy.mean=0.1",
+            "--set 'models.cooling.latncy.mean=0.1': models.cooling.latncy: unknown key; "
+            "did you mean 'models.cooling.latency.mean'?",
+        ),
+        ("scheduler.zzzzzz=1", "--set 'scheduler.zzzzzz=1': scheduler.zzzzzz: unknown key"),
+    ],
+)
+def test_unknown_set_key_is_blamed_on_the_override_with_the_closest_key(override, expected):
+    message = error_of(lambda: load_scenario(COOLING, [override]))
+    assert message == expected
+    assert str(COOLING) not in message
+
+
+def test_bad_set_value_is_blamed_on_the_override_and_names_the_model():
+    message = error_of(lambda: load_scenario(COOLING, ["models.cooling.latency.mean=-1"]))
+    assert message == (
+        "--set 'models.cooling.latency.mean=-1': models.cooling.latency.mean: "
+        "Input should be greater than or equal to 0"
+    )
+    message = error_of(lambda: load_scenario(COOLING, ["models.1.latency.mean=-1"]))  # an index works too
+    assert message.startswith("--set 'models.1.latency.mean=-1': models.healthy-a.latency.mean: ")
+
+
+def test_a_file_error_stays_the_files_even_with_overrides(tmp_path):
+    path = write(tmp_path, MINIMAL + "[scheduler]\nwhat = 1\n")
+    for overrides in (["scheduler.policy=global"], ["seed=1"]):
+        message = error_of(lambda o=overrides: load_scenario(path, o))
+        assert message == f"{path}: scheduler.what: unknown key"
+
+
+def test_an_override_that_clashes_with_the_file_names_both():
+    message = error_of(lambda: load_scenario(COOLING, ["row_groups.sizes=[1, 2]"]))
+    assert message == (
+        f"{COOLING}: row_groups: 'sizes' lists every group; give it without 'count' "
+        "(with --set 'row_groups.sizes=[1, 2]')"
+    )
+    assert load_scenario(COOLING, ["row_groups={ sizes = [1, 2] }"]).row_groups.sizes == (1, 2)
+
+
+def test_unknown_list_item_in_set_suggests_the_closest_name():
+    message = error_of(lambda: load_scenario(COOLING, ["models.colling.latency.mean=0.1"]))
+    assert message.startswith("--set 'models.colling.latency.mean=0.1': models: no item named 'colling' ")
+    assert "did you mean 'cooling'?" in message
+
+
+def test_file_errors_name_models_and_columns_by_name(tmp_path):
+    text = MINIMAL + (
+        '[[models]]\nname = "cooling"\nlatency = { mean = -1 }\n[[columns]]\nname = "draft"\ndepends_on = ["ghost"]\n'
+    )
+    message = error_of(lambda: load_scenario(write(tmp_path, text)))
+    assert message.split(": ", 2)[1] == "models.cooling.latency.mean"
+    message = error_of(lambda: load_scenario(write(tmp_path, text.replace("mean = -1", "mean = 1"))))
+    assert message.split(": ", 2)[1] == "columns.draft.depends_on"
+
+
+def test_items_whose_name_cannot_name_them_keep_their_index():
+    for names in (["a", "a"], ["7", "b"], ["x.y", "b"]):
+        columns = [{"name": names[0], "duration": -1.0}, {"name": names[1]}]
+        message = error_of(
+            lambda c=columns: scenario_from_dict({"name": "p", "row_groups": {"count": 1}, "columns": c})
+        )
+        assert message.startswith("<scenario>: columns.0.duration: "), (names, message)
+
+
+@pytest.mark.parametrize("value", ["yes", "True", "1", '"true"'])
+def test_a_boolean_error_says_true_or_false(value):
+    message = error_of(lambda: load_scenario(COOLING, [f"request_admission.enabled={value}"]))
+    assert message.startswith(f"--set 'request_admission.enabled={value}': request_admission.enabled: ")
+    assert "must be true or false (unquoted)" in message
+
+
+@pytest.mark.parametrize("text", ["scheduler.policy=glo\nbal", "scheduler.policy=global\r", "sched\nuler.policy=x"])
+def test_a_line_break_in_a_set_is_an_error_naming_it(text):
+    message = error_of(lambda: parse_override(text))
+    assert message.startswith("--set 'sched") and "line break" in message and "\n" not in message
+    assert "line break" in error_of(lambda: load_scenario(COOLING, [text]))
+
+
+def test_set_syntax_errors_name_the_override():
+    assert error_of(lambda: parse_override("scheduler.policy")).startswith(
+        "--set 'scheduler.policy': expected key=value"
+    )
+    assert error_of(lambda: parse_override("a..b=1")).startswith("--set 'a..b=1': the key must be a dotted path")
+    assert error_of(lambda: parse_override("x", option="--grid")).startswith("--grid 'x': expected key=value")
+    message = error_of(lambda: load_scenario(COOLING, ["seed.deeper=1"]))
+    assert message == "--set 'seed.deeper=1': seed: holds a value, not a table, so 'deeper' cannot be set in it"
+
+
+def test_mapping_overrides_are_named_as_overrides():
+    base = load_scenario(COOLING)
+    message = error_of(lambda: with_overrides(base, {"scheduler.polcy": "global"}))
+    assert message.startswith("override 'scheduler.polcy=\"global\"': scheduler.polcy: unknown key; did you mean")
+    message = error_of(lambda: with_overrides(base, {"request_admission.enabled": 1}))
+    assert message.startswith("override 'request_admission.enabled=1': request_admission.enabled: must be true")
+
+
+def test_cli_blames_set_not_the_file(capsys):
+    assert main(["run", str(COOLING), "--set", "scheduler.polcy=global"]) == 2
+    err = capsys.readouterr().err
+    assert "--set 'scheduler.polcy=global': scheduler.polcy: unknown key; did you mean 'scheduler.policy'?" in err
+    assert str(COOLING) not in err and "Traceback" not in err

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tempfile
 import time
 import tracemalloc
@@ -47,7 +48,7 @@ from sim.workload import build_workload
 
 from .strategies import examples, scenario_dicts
 
-SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
+SCENARIOS = Path(__file__).resolve().parent.parent / "sim" / "scenarios"
 BUNDLED = sorted(SCENARIOS.glob("*.toml"))
 #: A message line longer than this is not "clear" any more (hostile keys are clipped).
 MAX_LINE = 600
@@ -153,6 +154,24 @@ def leaf_paths(node: Any, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[Any, .
             yield from leaf_paths(v, (*prefix, i))
     else:
         yield prefix
+
+
+def named(data: Any, path: tuple[Any, ...]) -> str:
+    """The dotted key a message should show for ``path``: a list item by its name when that name
+    is a plain key, not all digits and unique in its list; otherwise by its index."""
+    parts = []
+    node = data
+    for part in path:
+        if isinstance(part, int) and isinstance(node, list):
+            names = [item.get("name") if isinstance(item, dict) else None for item in node]
+            name = names[part]
+            plain = isinstance(name, str) and re.fullmatch(r"[A-Za-z0-9_\-]+", name) and not name.isdigit()
+            parts.append(name if plain and names.count(name) == 1 else str(part))
+            node = node[part]
+        else:
+            parts.append(str(part))
+            node = node.get(part) if isinstance(node, dict) else None
+    return ".".join(parts)
 
 
 def set_path(data: Any, path: tuple[Any, ...], value: Any) -> None:
@@ -360,14 +379,14 @@ def test_wrong_value_at_each_key_names_that_key(path: tuple[Any, ...]) -> None:
             assert_clear(err, "w.toml")
             rejected += 1
             keys = [line.split(": ", 2)[1] for line in str(err).split("\n")]
-            assert any(_related(path, key) for key in keys), (value, str(err))
+            assert any(_related(named(data, path), path, key) for key in keys), (value, str(err))
     assert rejected >= len(WRONG_VALUES) - 3  # a few values (0, -1, 1.5) are valid for some keys
 
 
-def _related(path: tuple[Any, ...], key: str) -> bool:
-    """The message names the key itself, a table holding it, or, for a value valid on its own
-    that breaks a cross-field rule (a renamed column or model), the column or stop rule it breaks."""
-    dotted = ".".join(map(str, path))
+def _related(dotted: str, path: tuple[Any, ...], key: str) -> bool:
+    """The message names the key itself (``dotted``, list items by name), a table holding it, or,
+    for a value valid on its own that breaks a cross-field rule (a renamed column or model), the
+    column or stop rule it breaks."""
     if key == dotted or dotted.startswith(key + ".") or key.startswith(dotted + "."):
         return True
     renames = path[-1] in ("name", "model", "generator", "depends_on") or path[:2] == ("stop", "successful_calls")
@@ -380,8 +399,8 @@ def _related(path: tuple[Any, ...], key: str) -> bool:
         (("row_groups", "count"), True, "valid integer"),
         (("row_groups", "count"), "5", "valid integer"),
         (("row_groups", "count"), 2.0, "valid integer"),
-        (("scheduler", "request_pressure_advisory"), "yes", "valid boolean"),
-        (("scheduler", "request_pressure_advisory"), 1, "valid boolean"),
+        (("scheduler", "request_pressure_advisory"), "yes", "must be true or false (unquoted), got 'yes'"),
+        (("scheduler", "request_pressure_advisory"), 1, "must be true or false (unquoted), got 1"),
         (("stop", "max_time"), "10", "valid number"),
         (("stop", "max_time"), True, "valid number"),
         (("stop", "max_time"), math.nan, "finite number"),
@@ -402,7 +421,7 @@ def test_no_silent_coercion(path: tuple[Any, ...], value: Any, reason: str) -> N
     with pytest.raises(ScenarioError) as info:
         scenario_from_dict(data, source="c.toml")
     assert_clear(info.value, "c.toml")
-    assert f"c.toml: {'.'.join(map(str, path))}: " in str(info.value)
+    assert f"c.toml: {named(data, path)}: " in str(info.value)
     assert reason in str(info.value)
 
 
@@ -602,15 +621,15 @@ def test_endless_429s_need_a_time_limit(rate_limit: dict[str, Any]) -> None:
 
 def test_cross_field_errors_carry_their_key() -> None:
     cases = {
-        "columns.1.depends_on": [{"name": "a"}, {"name": "b", "depends_on": ["nope"]}],
-        "columns.0.model": [{"name": "a", "model": "nope"}],
-        "columns.1.name": [{"name": "a"}, {"name": "a"}],
-        "columns.2.generator": [
+        "columns.b.depends_on": [{"name": "a"}, {"name": "b", "depends_on": ["nope"]}],
+        "columns.a.model": [{"name": "a", "model": "nope"}],
+        "columns.1.name": [{"name": "a"}, {"name": "a"}],  # a duplicate name cannot name its item
+        "columns.c.generator": [
             {"name": "a"},
             {"name": "b", "generator": "g"},
             {"name": "c", "generator": "g", "strategy": "full_column"},
         ],
-        "columns.2.depends_on": [
+        "columns.c.depends_on": [
             {"name": "a"},
             {"name": "b", "generator": "g"},
             {"name": "c", "generator": "g", "depends_on": ["a"]},
@@ -673,17 +692,17 @@ def test_scenario_text_is_never_evaluated(tmp_path: Path) -> None:
         ('name = "x"\n[row_groups]\ncount = 1000000000\n[[columns]]\nname = "a"\n', "row_groups.count", "1000000"),
         (
             'name = "x"\n[row_groups]\ncount = 1\n[[columns]]\nname = "a"\nduration = nan\n',
-            "columns.0.duration",
+            "columns.a.duration",
             "finite",
         ),
         (
             'name = "x"\n[row_groups]\ncount = 1\n[[columns]]\nname = "a"\ncolour = 1\n',
-            "columns.0.colour",
+            "columns.a.colour",
             "unknown key",
         ),
         (
             'name = "x"\n[row_groups]\ncount = 1\n[[columns]]\nname = "a"\ndepends_on = ["a"]\n',
-            "columns.0.depends_on",
+            "columns.a.depends_on",
             "cannot depend on itself",
         ),
         ('name = "x"\n[row_groups\n', None, "invalid TOML"),
@@ -729,3 +748,81 @@ def test_numpy_scalars_from_a_sweep_grid_are_plain_values() -> None:
         data["row_groups"]["count"] = bad
         with pytest.raises(ScenarioError, match="row_groups.count: Input should be a valid integer"):
             scenario_from_dict(data)
+
+
+# ---------------------------------------------------------------------------------------------
+# Row-group plans: any mix of the four forms' keys is a clean error or a consistent plan
+# ---------------------------------------------------------------------------------------------
+
+_plan_sizes = st.one_of(st.integers(-1, 9), st.just(10**9), st.booleans(), st.floats(0, 3))
+_row_group_keys = st.fixed_dictionaries(
+    {},
+    optional={
+        "count": _plan_sizes,
+        "size": _plan_sizes,
+        "num_records": st.one_of(st.integers(-1, 60), st.just(MAX_TOTAL_ROWS + 1)),
+        "buffer_size": _plan_sizes,
+        "sizes": st.one_of(st.lists(st.integers(-1, 9), max_size=6), st.just("3")),
+        "random_sizes": st.one_of(
+            st.fixed_dictionaries({}, optional={"min": _plan_sizes, "max": _plan_sizes}), st.just([1, 2])
+        ),
+    },
+)
+
+
+@examples(100)
+@given(_row_group_keys, st.integers(0, 2**32))
+def test_row_group_plans_fail_cleanly_or_add_up(row_groups: dict[str, Any], seed: int) -> None:
+    data = {**minimal(), "row_groups": row_groups}
+    scenario = outcome(lambda: scenario_from_dict(data, source="rg.toml"), "rg.toml")
+    if scenario is None:
+        return
+    plan = scenario.row_groups
+    sizes = build_workload(scenario, seed).row_group_sizes
+    assert sum(sizes) == plan.total_rows
+    assert 1 <= len(sizes) <= plan.max_groups
+    assert all(n >= 1 for n in sizes)
+    assert plan.guard_buffer_size >= 1 and plan.guard_num_records >= 1
+
+
+_set_keys = st.sampled_from(
+    [
+        "row_groups.count",
+        "row_groups.sizes",
+        "models.cooling.latency.mean",
+        "models.coolin.latency.mean",
+        "models.0.rate_limit.pattern",
+        "columns.seed.duration",
+        "columns.healthy_1.depends_on",
+        "scheduler.polcy",
+        "schedular.policy",
+        "request_admission.enabled",
+        "stop.max_time",
+        "seed.x",
+    ]
+)
+_set_values = st.sampled_from(["1", "-1", "0.5", "true", "yes", '"x"', "[1, 2]", "{ a = 1 }", "nan", "1e999"])
+
+
+@examples(120)
+@given(st.lists(st.builds(lambda k, v: f"{k}={v}", _set_keys, _set_values), min_size=1, max_size=3))
+def test_set_errors_name_the_file_or_one_of_the_overrides(overrides: list[str]) -> None:
+    """Every line of a --set error starts with the file (a problem of the file's own) or with one
+    of the given overrides, quoted as typed; nothing else, and never a bare list index of a model."""
+    path = SCENARIOS / "cooling-2048.toml"
+    always_bad = [o for o in overrides if o.split("=")[0] in _ALWAYS_BAD_KEYS]
+    try:
+        load_scenario(path, overrides)
+    except ScenarioError as err:
+        assert_clear(err)
+        lines = str(err).split("\n")
+        for line in lines:
+            assert line.startswith((f"{path}: ", *(f"--set '{o}': " for o in overrides))), line
+            assert ": models.0." not in line and ": columns.0." not in line, line
+        if always_bad:  # a key that cannot exist is blamed on an override that holds one
+            assert any(line.startswith(tuple(f"--set '{o}': " for o in always_bad)) for line in lines), lines
+    else:
+        assert not always_bad, overrides
+
+
+_ALWAYS_BAD_KEYS = {"models.coolin.latency.mean", "scheduler.polcy", "schedular.policy", "seed.x"}

@@ -13,7 +13,7 @@ from sim.scenario import scenario_from_dict
 from sim.scheduler import Scheduler
 from sim.workload import Task, build_workload
 
-SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
+SCENARIOS = Path(__file__).resolve().parent.parent / "sim" / "scenarios"
 
 
 @pytest.fixture(scope="module")

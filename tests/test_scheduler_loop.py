@@ -28,7 +28,7 @@ from tests.test_golden import MODEL_TIMESERIES_COLUMNS, TIMESERIES_COLUMNS, _pla
 from tests.test_properties import run_bounded, total_rows
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = sorted((ROOT / "scenarios").glob("*.toml"))
+SCENARIOS = sorted((ROOT / "sim" / "scenarios").glob("*.toml"))
 POLICIES = ("fixed", "global", "localized")
 GOLDEN_DIR = Path(__file__).resolve().parent / "golden" / "calibrated"
 UPDATE = os.environ.get("ADMISSION_SIM_UPDATE_GOLDEN", "") not in ("", "0")
@@ -232,7 +232,7 @@ def test_the_zero_cost_model_spins_at_one_instant_on_the_same_scenario(make_scen
 
 
 def test_cooling_2048_global_freezes_at_the_target_reached_before_the_first_deferral() -> None:
-    scenario = sim.load_scenario(ROOT / "scenarios" / "cooling-2048.toml")
+    scenario = sim.load_scenario(ROOT / "sim" / "scenarios" / "cooling-2048.toml")
     looped = sim.simulate(with_overrides(scenario, {"scheduler.loop.model": "calibrated"}), policy="global")
     zero = sim.simulate(scenario, policy="global")
     assert zero.summary["observed_max_target"] == 1
@@ -244,7 +244,7 @@ def test_cooling_2048_global_freezes_at_the_target_reached_before_the_first_defe
 
 def test_the_time_series_keeps_moving_during_salvage_drains() -> None:
     """window-recovery drains for seconds at a time; with the loop on, the series samples them."""
-    scenario = sim.load_scenario(ROOT / "scenarios" / "window-recovery.toml")
+    scenario = sim.load_scenario(ROOT / "sim" / "scenarios" / "window-recovery.toml")
     sched = _run(with_overrides(scenario, {"scheduler.loop.model": "calibrated"}), "global")
     assert sched.drain_time > 1.0
     times = [row[0] for row in sched.recorder.series]

@@ -11,6 +11,7 @@ import pytest
 import sim.sweep as sweep_mod
 from sim import load_scenario
 from sim.cli import main
+from sim.errors import RunFailed
 from sim.sweep import (
     JOURNAL,
     SweepError,
@@ -261,3 +262,219 @@ def test_compare_from_python_matches_the_cli_folder(tmp_path: Path) -> None:
     assert table.loc["sim_time", "localized"] == pytest.approx(
         runs.loc[runs["policy"] == "localized", "sim_time"].mean()
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Data safety: folder names, the final rename, torn journals, full disks, manifests, caps
+# ---------------------------------------------------------------------------------------------
+
+
+def _small_plan(**kwargs):
+    base = load_scenario(sweep_mod.resolve_scenario_path("window-recovery"), ["row_groups.count=8"])
+    return plan_sweep(base, policies=["localized"], seeds=[0, 1, 2, 3], **kwargs)
+
+
+def _run(plan, out: Path, **kwargs):
+    from sim.executors import SerialExecutor
+
+    return sweep_mod.run_sweep(plan, out, executor=SerialExecutor(), progress=False, figures=False, **kwargs)
+
+
+def _interrupt_after(monkeypatch: pytest.MonkeyPatch, n: int) -> None:
+    real = sweep_mod.execute_run
+    calls = {"n": 0}
+
+    def interrupted(spec):
+        calls["n"] += 1
+        if calls["n"] > n:
+            raise KeyboardInterrupt
+        return real(spec)
+
+    monkeypatch.setattr(sweep_mod, "execute_run", interrupted)
+
+
+@pytest.fixture(scope="module")
+def reference_runs_csv(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    out = tmp_path_factory.mktemp("reference") / "ref"
+    _run(_small_plan(), out)
+    return (out / "runs.csv").read_bytes()
+
+
+def test_identical_sweeps_started_in_the_same_second_get_different_folders(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sweep_mod.time, "time_ns", lambda: 1_767_268_800_123_456_789)
+    plan = _small_plan()
+    first, second = sweep_mod.default_out(plan), sweep_mod.default_out(plan)
+    assert first != second and first.parent == second.parent == Path("results/window-recovery")
+    assert first.name.startswith(f"sweep-20260101-120000.123456-{plan.digest()}-")
+
+
+def test_a_final_folder_that_appears_during_the_sweep_is_never_replaced_and_the_journal_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reference_runs_csv: bytes
+) -> None:
+    final = tmp_path / "out"
+    real = sweep_mod._finalize_tables
+
+    def then_someone_takes_the_name(plan, tmp):
+        runs = real(plan, tmp)
+        final.mkdir()  # an empty folder: a plain os.rename would silently replace it
+        return runs
+
+    monkeypatch.setattr(sweep_mod, "_finalize_tables", then_someone_takes_the_name)
+    with pytest.raises(sweep_mod.SweepRunFailed, match="appeared") as info:
+        _run(_small_plan(), final)
+    assert isinstance(info.value, RunFailed) and "\n" not in str(info.value)
+    partial = info.value.partial_dir
+    assert f"--resume {partial} --out OTHER" in str(info.value)
+    assert final.is_dir() and list(final.iterdir()) == []
+    assert {p.name for p in partial.iterdir()} >= {JOURNAL, sweep_mod.STATE, "manifest.json", "runs.csv"}
+    monkeypatch.setattr(sweep_mod, "_finalize_tables", real)
+    from sim.executors import SerialExecutor
+
+    other = tmp_path / "other"
+    sweep_mod.resume_sweep(partial, out=other, executor=SerialExecutor(), progress=False, figures=False)
+    assert (other / "runs.csv").read_bytes() == reference_runs_csv
+    assert not partial.exists() and list(final.iterdir()) == []
+
+
+def test_resume_after_a_torn_last_journal_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reference_runs_csv: bytes
+) -> None:
+    _interrupt_after(monkeypatch, 2)
+    with pytest.raises(sweep_mod.SweepInterrupted) as info:
+        _run(_small_plan(), tmp_path / "out")
+    partial = info.value.partial_dir
+    journal = partial / JOURNAL
+    with open(journal, "a", encoding="utf-8") as fh:
+        fh.write('{"run_id": "r0002", "status": "ok", "summ')  # the process died mid-write
+    monkeypatch.undo()
+    from sim.executors import SerialExecutor
+
+    report = sweep_mod.resume_sweep(partial, executor=SerialExecutor(), progress=False, figures=False)
+    assert report.failed == 0
+    assert (tmp_path / "out" / "runs.csv").read_bytes() == reference_runs_csv
+
+
+def test_a_full_disk_while_journaling_is_one_line_and_the_folder_stays_resumable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reference_runs_csv: bytes
+) -> None:
+    import errno
+
+    real = sweep_mod._record
+
+    def disk_fills_on_the_third_run(tmp, outcome):
+        if outcome.run_id == "r0002":
+            with open(tmp / JOURNAL, "a", encoding="utf-8") as fh:
+                fh.write('{"run_id": "r0002", "st')  # the part of the line that still fit
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(tmp, outcome)
+
+    monkeypatch.setattr(sweep_mod, "_record", disk_fills_on_the_third_run)
+    with pytest.raises(sweep_mod.SweepRunFailed) as info:
+        _run(_small_plan(), tmp_path / "out")
+    message = str(info.value)
+    assert "\n" not in message and isinstance(info.value, RunFailed)
+    assert (
+        "cannot record run r0002: No space left on device (errno 28); the 2 runs journaled so far are kept" in message
+    )
+    partial = info.value.partial_dir
+    assert partial.name.startswith(".partial-out-") and not (tmp_path / "out").exists()
+    monkeypatch.setattr(sweep_mod, "_record", real)
+    from sim.executors import SerialExecutor
+
+    sweep_mod.resume_sweep(partial, executor=SerialExecutor(), progress=False, figures=False)
+    assert (tmp_path / "out" / "runs.csv").read_bytes() == reference_runs_csv
+
+
+def test_runs_without_an_outcome_after_running_are_a_run_failure(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(sweep_mod, "_record", lambda tmp, outcome: None)  # nothing journaled
+    with pytest.raises(sweep_mod.SweepRunFailed, match="runs without an outcome after running"):
+        _run(_small_plan(), tmp_path / "out")
+
+
+def test_a_grid_with_a_toml_date_is_refused_before_anything_runs() -> None:
+    grid = parse_grid(["description=1979-05-27,plain"])
+    with pytest.raises(SweepError, match=r"--grid description: 1979-05-27 is a date, which a manifest cannot store"):
+        _small_plan(grid=grid)
+    with pytest.raises(SweepError, match="is a time"):
+        _small_plan(grid=parse_grid(["description=07:32:00"]))
+
+
+def test_numpy_grid_values_are_stored_as_plain_json(tmp_path: Path) -> None:
+    import numpy as np
+
+    plan = _small_plan(grid={"scheduler.initial_target": np.arange(1, 3)})
+    manifest = plan.manifest()
+    assert manifest["grid"] == {"scheduler.initial_target": [1, 2]}
+    again = sweep_mod.plan_from_manifest(json.loads(json.dumps(manifest)))
+    assert [r.spec.scenario for r in again.runs] == [r.spec.scenario for r in plan.runs]
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b'{"kind": "sweep", "scenario": {"name": "\xff"}}', "cannot read: not UTF-8 text"),
+        (b"{not json", "malformed manifest: not JSON"),
+        (b"[" * 100_000 + b"]" * 100_000, "malformed manifest"),
+        (
+            b'{"kind": "sweep", "scenario": {}, "policies": ["global"], "seeds": [0], "runs": [{"run_id": "r0"}]}',
+            "malformed manifest: runs.0.policy: Field required (and 2 more problems)",
+        ),
+        (
+            b'{"kind": "sweep", "scenario": {}, "policies": ["global"], "seeds": [true], "runs": []}',
+            "malformed manifest: seeds.0: Input should be a valid integer",
+        ),
+    ],
+    ids=["non-utf8", "not-json", "deep", "missing-run-keys", "bool-seed"],
+)
+def test_a_bad_manifest_is_one_line(tmp_path: Path, content: bytes, expected: str) -> None:
+    path = tmp_path / "manifest.json"
+    path.write_bytes(content)
+    with pytest.raises(SweepError) as info:
+        sweep_mod.plan_from_manifest(path)
+    assert expected in str(info.value) and "\n" not in str(info.value)
+    assert str(info.value).startswith(str(path))
+
+
+def test_a_special_file_as_manifest_fails_at_once(tmp_path: Path) -> None:
+    import os
+
+    fifo = tmp_path / "manifest.json"
+    os.mkfifo(fifo)
+    with pytest.raises(SweepError, match="cannot read: a named pipe"):
+        sweep_mod.plan_from_manifest(fifo)
+    if os.path.exists("/dev/zero"):
+        with pytest.raises(SweepError, match="cannot read: a character device"):
+            sweep_mod.plan_from_manifest("/dev/zero")
+
+
+def test_seed_and_grid_caps_are_checked_before_planning() -> None:
+    with pytest.raises(SweepError, match="--seed -1: seeds must be >= 0"):
+        sweep_mod.seed_list(-1, 3)
+    with pytest.raises(SweepError, match=f"--seeds 5000: at most {sweep_mod.MAX_SEEDS} seeds"):
+        sweep_mod.seed_list(0, 5000)
+    with pytest.raises(SweepError, match="seed -2: seeds must be in"):
+        base = load_scenario(sweep_mod.resolve_scenario_path("window-recovery"))
+        plan_sweep(base, policies=["global"], seeds=[-2])
+    grid = {"scheduler.initial_target": list(range(1, 2001)), "row_groups.count": list(range(1, 2001))}
+    with pytest.raises(SweepError, match=r"--grid: 4,000,000 grid points \(2000 x 2000\); at most 10,000"):
+        _small_plan(grid=grid)
+    with pytest.raises(SweepError, match=r"200,000 runs \(10,000 grid points x 4 policies x 5 seeds\)"):
+        sweep_mod._check_size({"a": range(10), "b": range(1000)}, 4, 5)
+
+
+def test_read_runs_table_refuses_empty_and_foreign_files(tmp_path: Path) -> None:
+    from sim.sweep import ResultsFolderError, read_runs_table
+
+    runs = tmp_path / "runs.csv"
+    for content, expected in [
+        ("", "empty; not a runs table"),
+        ("a,b\n1,2\n", "no column run_id, status, error, policy, seed"),
+        ("run_id,status,error,policy,seed\n", "has no runs"),
+        ("run_id,status,error,policy,seed\nr0,weird,,global,0\n", "unexpected value 'weird'"),
+    ]:
+        runs.write_text(content)
+        with pytest.raises(ResultsFolderError, match=expected) as info:
+            read_runs_table(tmp_path)
+        assert str(info.value).startswith(str(runs)) and "\n" not in str(info.value)
+    with pytest.raises(ResultsFolderError, match="no such runs table"):
+        read_runs_table(tmp_path / "nowhere")

@@ -1,10 +1,12 @@
-"""The compiled DAG and row-group plan (spec 2.1, 3.1-3.2, 4.1-4.2): sim/workload.py."""
+"""The compiled DAG and the row-group plan (docs/model.md, "Columns, generators and tasks" and "Row-group plan")."""
 
 from __future__ import annotations
 
 import pytest
 
-from sim.workload import LLM_WAIT, SUBMISSION, Generator, RequestKey, Workload
+import sim
+from sim.scenario import RowGroupConfig
+from sim.workload import LLM_WAIT, SUBMISSION, Generator, RequestKey, Workload, build_workload, row_group_plan
 
 
 def gen(workload: Workload, column: str) -> Generator:
@@ -230,3 +232,57 @@ def test_localization_keys(make_workload) -> None:
 )
 def test_row_group_plan_sizes(make_workload, row_groups, sizes) -> None:
     assert make_workload([SEED], row_groups=row_groups).row_group_sizes == sizes
+
+
+# ---------------------------------------------------------------------------------------------
+# Row groups of unequal size: explicit lists and seeded random sizes
+# ---------------------------------------------------------------------------------------------
+
+
+def random_plan(num_records: int, low: int, high: int) -> RowGroupConfig:
+    return RowGroupConfig(num_records=num_records, random_sizes={"min": low, "max": high})
+
+
+def test_explicit_sizes_are_planned_in_order(make_workload) -> None:
+    wl = make_workload([SEED, {"name": "a", "depends_on": ["seed"]}], row_groups={"sizes": [3, 1, 2]})
+    assert wl.row_group_sizes == (3, 1, 2)
+    assert wl.total_tasks == (3 + 1) + (1 + 1) + (2 + 1)
+
+
+@pytest.mark.parametrize(("num_records", "low", "high"), [(40, 1, 4), (1000, 7, 300), (5, 10, 20), (12, 3, 3)])
+def test_random_sizes_add_up_and_stay_in_range(num_records, low, high) -> None:
+    for seed in range(20):
+        sizes = row_group_plan(random_plan(num_records, low, high), seed)
+        assert sum(sizes) == num_records
+        assert all(low <= n <= high for n in sizes[:-1])
+        assert 1 <= sizes[-1] <= high  # only the last group is cut to fit
+        assert len(sizes) <= -(-num_records // low)
+
+
+def test_random_sizes_same_seed_same_plan_other_seed_other_plan() -> None:
+    plan = random_plan(200, 1, 8)
+    assert row_group_plan(plan, 7) == row_group_plan(plan, 7)
+    assert len({row_group_plan(plan, seed) for seed in range(10)}) == 10
+    # Pinned: a change of the draw would silently change every result with random sizes.
+    assert row_group_plan(random_plan(20, 1, 4), 0) == (1, 1, 2, 3, 2, 3, 4, 3, 1)
+
+
+def test_build_workload_plans_with_the_run_seed(make_scenario) -> None:
+    scenario = make_scenario([SEED], row_groups={"num_records": 100, "random_sizes": {"min": 1, "max": 9}})
+    assert build_workload(scenario).row_group_sizes == row_group_plan(scenario.row_groups, scenario.seed)
+    assert build_workload(scenario, 3).row_group_sizes == row_group_plan(scenario.row_groups, 3)
+    assert build_workload(scenario, 3).row_group_sizes != build_workload(scenario, 4).row_group_sizes
+
+
+def test_simulate_runs_the_plan_of_its_seed(make_scenario) -> None:
+    scenario = make_scenario(
+        [SEED, {"name": "a", "depends_on": ["seed"], "duration": 0.5}],
+        row_groups={"num_records": 30, "random_sizes": {"min": 1, "max": 6}},
+        scheduler={"policy": "fixed", "max_concurrent_row_groups": 2},
+    )
+    for seed in (0, 1):
+        result = sim.simulate(scenario, seed=seed)
+        assert result.summary["completed_rows"] == 30
+        checkpointed = result.row_groups.sort_values("row_group")["size"].tolist()
+        assert tuple(checkpointed) == row_group_plan(scenario.row_groups, seed)
+    assert sim.simulate(scenario, seed=1).summary == sim.simulate(scenario, seed=1).summary
