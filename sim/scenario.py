@@ -538,6 +538,54 @@ class RowGroupConfig(_Strict):
         return self.size
 
 
+#: Names of the event-loop cost profiles shipped in ``sim/profiles`` (``<name>.toml``).
+SHIPPED_LOOP_PROFILES = ("reference-2core",)
+
+
+class LoopConfig(_Strict):
+    """The scheduler's own event loop (`docs/event-loop.md`).
+
+    `none` is the idealized model: scheduler work takes no time and same-instant wakes merge
+    into one main-loop iteration. `calibrated` runs every piece of scheduler work as a callback
+    on one simulated asyncio loop, with the CPU cost of `profile` (a shipped profile name or a
+    path to a profile TOML, relative to the working directory) multiplied by `scale` (for a
+    faster or slower machine).
+    """
+
+    model: Literal["calibrated", "none"] = Field(
+        default="none",
+        **_doc("`none`: the idealized zero-cost loop; `calibrated`: scheduler work costs CPU on one simulated loop."),
+    )
+    profile: str = Field(
+        default="reference-2core",
+        min_length=1,
+        max_length=1000,
+        **_doc(
+            "A shipped cost profile (`reference-2core`) or the path of a profile TOML (relative to the working "
+            "directory)."
+        ),
+    )
+    scale: Float = Field(
+        default=1.0,
+        gt=0.0,
+        le=1000.0,
+        **_doc("Multiplies every cost of the profile (a faster or slower machine than the profile's).", unit="factor"),
+    )
+
+    _check_profile = field_validator("profile")(_printable)
+
+    @field_validator("profile")
+    @classmethod
+    def _known_profile(cls, value: str) -> str:
+        is_path = value.endswith(".toml") or "/" in value or "\\" in value
+        if not is_path and value not in SHIPPED_LOOP_PROFILES:
+            raise ValueError(
+                f"'{value}' is not a shipped profile {_short_list(list(SHIPPED_LOOP_PROFILES))} "
+                "nor a path to a .toml profile"
+            )
+        return value
+
+
 class SchedulerConfig(_Strict):
     """Scheduler constructor settings (docs/model.md, "Row-group admission", "Task admission" and
     "Deferral and salvage"). Defaults are the real scheduler's."""
@@ -635,6 +683,14 @@ class SchedulerConfig(_Strict):
             "current default; 0.125 (at least 1 slot) the value at the time of PR #743.",
             unit="fraction",
             mirrors="the bounded-borrow reserve of the task-admission policy",
+        ),
+    )
+    loop: LoopConfig = Field(
+        default=LoopConfig(),
+        **_doc(
+            "The scheduler's own event loop: `none` (scheduler work takes no time) or `calibrated` (every step costs "
+            "CPU on one simulated asyncio loop; docs/event-loop.md).",
+            mirrors="the scheduler's single asyncio event loop",
         ),
     )
 

@@ -7,6 +7,12 @@ for local tasks), holds the provider's latency as a timeout, then applies its ou
 the main loop. Same-instant wakes merge: the loop waits on a wake event and then yields one
 zero-delay step, so every completion at that simulated instant is absorbed first (spec 10.2-3).
 
+With ``scheduler.loop.model = "calibrated"`` the scheduler's own CPU time is modelled too: every
+piece of scheduler work runs as a step on one simulated asyncio loop (:mod:`sim.event_loop`), in
+FIFO order, with its profiled cost, and same-instant wakes merge only where that loop merges them
+(docs/event-loop.md). The ``loop is not None`` branches below are that model; without them the
+coordinator is the idealized zero-cost one.
+
 This module holds no policy logic: the deferred clause lives in :mod:`sim.policies` and the
 target rule in :mod:`sim.row_group_admission`.
 """
@@ -19,6 +25,7 @@ from typing import Any
 
 import simpy
 
+from .event_loop import EventLoop, LoopCosts, load_profile
 from .invariants import SimulationError, check_end_state
 from .metrics import Recorder
 from .policies import Policy
@@ -167,6 +174,14 @@ class Scheduler:
         self._wake_ev = self.env.event()
         self._admission_ev = self.env.event()
 
+        # The scheduler's own event loop (docs/event-loop.md); None is the zero-cost model.
+        self.loop: EventLoop | None = None
+        self.costs: LoopCosts | None = None
+        loop_cfg = scenario.scheduler.loop
+        if loop_cfg.model == "calibrated":
+            self.loop = EventLoop(self.env)
+            self.costs = load_profile(loop_cfg.profile).costs(loop_cfg.scale)
+
     # ------------------------------------------------------------------------------------------
     # Views used by row-group admission (AdmissionState)
     # ------------------------------------------------------------------------------------------
@@ -292,6 +307,9 @@ class Scheduler:
 
     def _wait_wake(self, timeout: float | None = None) -> Proc:
         """Wait for a wake (or ``timeout``), then one zero-delay step so same-instant wakes merge."""
+        if self.loop is not None:
+            yield from self._loop_wait_wake(timeout)
+            return
         if timeout is None:
             yield self._wake_ev
         else:
@@ -304,6 +322,9 @@ class Scheduler:
 
     def _admission(self) -> Proc:
         rga = self.row_groups
+        loop = self.loop
+        if loop is not None:
+            yield loop.turn()
         for rg_id, size in enumerate(self.workload.row_group_sizes):
             if self._done.triggered:
                 return
@@ -312,11 +333,19 @@ class Scheduler:
                 if len(self.active) < rga.target:  # blocked by the row guard alone
                     rga.blocked_reasons["max_admitted_rows"] += 1
                 self._admission_ev = self.env.event()
+                if loop is not None:
+                    loop.release()
                 yield self._admission_ev
+                if loop is not None:
+                    yield loop.turn()
             self.pending = None
+            if loop is not None:
+                yield loop.hold(self.costs.row_group_admission)
             self._admit(rg_id, size)
         self.all_admitted = True
         self._wake()
+        if loop is not None:
+            loop.release()
 
     def _admit(self, rg_id: int, size: int) -> None:
         now = self.env.now
@@ -342,6 +371,9 @@ class Scheduler:
     def _main_loop(self) -> Proc:
         rga = self.row_groups
         tasks = self.tasks
+        loop = self.loop
+        if loop is not None:
+            yield loop.turn()
         while not self._done.triggered:
             self.iterations += 1
             if (
@@ -352,11 +384,15 @@ class Scheduler:
                 return
             self._wake_ev = self.env.event()
             dispatched, blocked = yield from self._dispatch_pass()
+            if loop is not None and (cost := self._checkpoint_cost() + self._evaluation_cost()) > 0:
+                yield loop.hold(cost)
             self._checkpoint_pass()
             self._evaluate_target()
             self.recorder.sample(self)
             if self.deferred:
                 yield from self._salvage()
+                if loop is not None:
+                    yield loop.hold(self._evaluation_cost())
                 self._evaluate_target()
                 if self.deferred and self.in_flight == 0:
                     # The pause waits for a wake raised after it starts: wakes from the salvage
@@ -404,12 +440,17 @@ class Scheduler:
             self.in_flight += 1
             self.in_flight_by_gen[task.gen.index] += 1
             started.append(task)
+        if self.loop is not None:  # the pass's CPU time, then the workers start after one yield
+            if started:
+                yield self.loop.hold(self.costs.main_loop_pass + len(started) * self.costs.dispatch)
+            else:
+                self.loop.charge(self.costs.main_loop_pass)
         if started:
             self.running.update(started)
             self.recorder.dispatched(self, len(started))
             for task in started:
                 self._start(task)
-            yield self.env.timeout(0)
+            yield self.env.timeout(0) if self.loop is None else self.loop.yield_turn()
         return bool(started), blocked
 
     def _checkpoint_pass(self) -> None:
@@ -434,6 +475,9 @@ class Scheduler:
 
     def _start(self, task: Task) -> None:
         gen = task.gen
+        if self.loop is not None:
+            self._loop_start(task)
+            return
         if gen.kind == "local":
             self.env.timeout(gen.duration).callbacks.append(lambda _ev: self._task_done(task, None))
             return
@@ -449,6 +493,9 @@ class Scheduler:
 
     def _granted_after_wait(self, task: Task, lease: RequestLease) -> None:
         self.recorder.model_waiting(self.gen_model_index[task.gen.index], -1)
+        if self.loop is not None:  # the waiting worker resumes behind what is ready, then sends
+            self.loop.call_soon(self.costs.request_send, self._send, task, lease)
+            return
         self._send(task, lease)
 
     def _send(self, task: Task, lease: RequestLease | None) -> None:
@@ -457,6 +504,9 @@ class Scheduler:
         answer = provider.answer(now)
         model_idx = self.gen_model_index[task.gen.index]
         self.recorder.model_sent(now, model_idx, self._limit_of(task.gen))
+        if self.loop is not None:
+            self.loop.call_later(answer.latency, self.costs.completion, self._answered, task, lease, answer)
+            return
         self.env.timeout(answer.latency).callbacks.append(lambda _ev: self._answered(task, lease, answer))
 
     def _limit_of(self, gen: Generator) -> int:
@@ -584,6 +634,8 @@ class Scheduler:
         others = [t for t in self.deferred if t.rg.id not in stalled]
         self.salvage_set_aside = others
         self._replace_deferred([t for t in self.deferred if t.rg.id in stalled])
+        if self.loop is not None:
+            yield self.loop.hold(self.costs.salvage_pass)
         self.salvage_cycles += 1
         started = self.env.now
         for _round in range(self.scenario.scheduler.salvage_max_rounds):
@@ -592,9 +644,13 @@ class Scheduler:
             batch = self.deferred
             self._replace_deferred([])
             self.salvage_rounds += 1
+            if self.loop is not None:
+                yield self.loop.hold(len(batch) * self.costs.salvage_task)
             for task in batch:
                 self.tasks.push(task)
             yield from self._drain()
+            if self.loop is not None:
+                yield self.loop.hold(self._checkpoint_cost())
             self._checkpoint_pass()
             if self._done.triggered:
                 return
@@ -603,6 +659,8 @@ class Scheduler:
         self.salvage_set_aside = []
         self._replace_deferred(others + leftover)
         self.drain_time += self.env.now - started
+        if self.loop is not None:
+            yield self.loop.hold(self._checkpoint_cost())
         self._checkpoint_pass()
 
     def _drain(self) -> Proc:
@@ -618,6 +676,8 @@ class Scheduler:
                 return
             self._wake_ev = self.env.event()
             dispatched, blocked = yield from self._dispatch_pass()
+            if self.loop is not None:  # drains last seconds in real runs: keep the series going
+                self.recorder.sample(self)
             if not tasks.queue and self.in_flight == 0:
                 return
             if blocked and not dispatched and self.in_flight == 0:
@@ -635,6 +695,55 @@ class Scheduler:
         ]
         positive = [r for r in remaining if r > 0]
         return max(backoff, min(positive)) if positive else backoff
+
+    # ------------------------------------------------------------------------------------------
+    # The scheduler's event loop (docs/event-loop.md): only used when self.loop is not None
+    # ------------------------------------------------------------------------------------------
+
+    def _loop_wait_wake(self, timeout: float | None) -> Proc:
+        """``await wake.wait()`` on the simulated loop: a wake already raised does not suspend the
+        coroutine; otherwise it frees the CPU and, once woken, queues behind what is ready."""
+        if self._wake_ev.triggered:
+            return
+        self.loop.release()
+        if timeout is None:
+            yield self._wake_ev
+        else:
+            yield self._wake_ev | self.env.timeout(timeout)
+        yield self.loop.turn()
+
+    def _checkpoint_cost(self) -> float:
+        return len(self._completable) * self.costs.checkpoint
+
+    def _evaluation_cost(self) -> float:
+        evaluates = self.row_groups.adaptive and not self.all_admitted
+        return self.costs.target_evaluation if evaluates else 0.0
+
+    def _loop_start(self, task: Task) -> None:
+        """Queue a dispatched worker's first step: a local task runs inline; a model task builds
+        its call and acquires a request lease, then sends it in the same step if granted."""
+        gen = task.gen
+        costs = self.costs
+        if gen.kind == "local":
+            if gen.duration > 0:
+                self.loop.call_soon(
+                    costs.local_task, self.loop.call_later, gen.duration, 0.0, self._task_done, task, None
+                )
+            else:
+                self.loop.call_soon(costs.local_task, self._task_done, task, None)
+            return
+        if self.gen_request_resource[gen.index] is None:
+            self.loop.call_soon(costs.worker_start + costs.request_send, self._send, task, None)
+            return
+        self.loop.call_soon(costs.worker_start + costs.request_acquire, self._loop_acquire, task)
+
+    def _loop_acquire(self, task: Task) -> None:
+        res = self.gen_request_resource[task.gen.index]
+        lease = self.request_admission.acquire(res, lambda lease: self._granted_after_wait(task, lease))
+        if lease is not None:
+            self.loop.extend(self.costs.request_send, self._send, task, lease)
+        else:  # the task waits in request admission, holding its task lease (spec S4)
+            self.recorder.model_waiting(self.gen_model_index[task.gen.index], +1)
 
     # ------------------------------------------------------------------------------------------
     # Accounting invariants (the checks live in sim/invariants.py)

@@ -1,0 +1,310 @@
+"""When does each piece of scheduler work run, and how much CPU does it take?
+
+The real scheduler is one asyncio event loop on one thread. This module models that loop on top
+of SimPy time: ready callbacks run one at a time, in FIFO order, and each holds the CPU for its
+cost, so its effect happens when its CPU time ends. Two kinds of work share the one queue:
+
+* **callbacks** (:meth:`EventLoop.call_soon`): a worker's step, a completion; ``fn`` runs at
+  start + cost;
+* **coroutine turns** (:meth:`EventLoop.turn`): a SimPy process (the main loop, the admission
+  coroutine) waits for the CPU, then owns it, advances time with :meth:`EventLoop.hold` and gives
+  it back with :meth:`EventLoop.release` or by asking for its next turn. Asking for a turn while
+  owning the CPU is ``await asyncio.sleep(0)``: the coroutine goes to the back of the queue and
+  every callback already queued runs first.
+
+Timers (a provider's latency, see :meth:`EventLoop.call_later`) do not jump the queue: as in
+asyncio, a timer that expires while callbacks are queued joins the queue at the start of the next
+*batch* (the callbacks queued when the current batch began run first, then the ones they queued,
+then expired timers). See ``docs/event-loop.md``.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import simpy
+
+from .errors import InputError
+
+Callback = Callable[..., Any]
+
+
+class ProfileError(InputError):
+    """A loop cost profile cannot be read or is invalid (names the file, the key and the reason)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LoopCosts:
+    """CPU cost of each piece of scheduler work, in simulated seconds (profiles store microseconds).
+
+    Each cost is one step of a coroutine between two awaits, as the real scheduler runs it.
+    """
+
+    #: one main-loop or drain iteration: wake handling, the dispatch-pass frame, the checkpoint scan
+    main_loop_pass: float
+    #: one task taken from the fair queue, leased and spawned as a worker
+    dispatch: float
+    #: a worker's first step for a model task (generator, facade and executor set-up)
+    worker_start: float
+    #: the request-admission acquire of a model call
+    request_acquire: float
+    #: sending the call to the client (the step ends at the client's await)
+    request_send: float
+    #: a model call's answer: lease release, AIMD update, outcome, completion tracker, wake
+    completion: float
+    #: a local (non-model) task: run the generator inline, outcome, tracker, wake
+    local_task: float
+    #: one row group admitted: its state, root tasks made ready, wake
+    row_group_admission: float
+    #: one adaptive target evaluation (the block-reason chain)
+    target_evaluation: float
+    #: one row group checkpointed
+    checkpoint: float
+    #: one salvage pass over the deferred list (split, bookkeeping)
+    salvage_pass: float
+    #: one deferred task put back into the ready queue by salvage
+    salvage_task: float
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def from_microseconds(cls, costs_us: Mapping[str, float], scale: float = 1.0) -> LoopCosts:
+        return cls(**{name: float(costs_us[name]) * 1e-6 * scale for name in cls.names()})
+
+    def microseconds(self) -> dict[str, float]:
+        return {name: getattr(self, name) * 1e6 for name in self.names()}
+
+
+@dataclass(frozen=True)
+class LoopProfile:
+    """A measured set of costs and the machine they were measured on."""
+
+    name: str
+    costs_us: dict[str, float]
+    measured_on: dict[str, str]
+    description: str = ""
+
+    def costs(self, scale: float = 1.0) -> LoopCosts:
+        return LoopCosts.from_microseconds(self.costs_us, scale)
+
+
+def profile_from_dict(data: Mapping[str, Any], source: str) -> LoopProfile:
+    """Validate a parsed profile: every cost present, finite and >= 0, no unknown cost names."""
+    costs = data.get("costs_us")
+    if not isinstance(costs, Mapping):
+        raise ProfileError(f"{source}: costs_us: missing table of costs in microseconds")
+    names = LoopCosts.names()
+    unknown = sorted(set(costs) - set(names))
+    if unknown:
+        raise ProfileError(f"{source}: costs_us.{unknown[0]}: unknown cost (known: {', '.join(names)})")
+    values: dict[str, float] = {}
+    for name in names:
+        value = costs.get(name)
+        if value is None:
+            raise ProfileError(f"{source}: costs_us.{name}: missing")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= float(value) <= 1e7:
+            raise ProfileError(f"{source}: costs_us.{name}: must be a number of microseconds in [0, 1e7]")
+        values[name] = float(value)
+    measured = data.get("measured_on", {})
+    if not isinstance(measured, Mapping):
+        raise ProfileError(f"{source}: measured_on: must be a table")
+    meta = data.get("profile", {})
+    name = str(meta.get("name", Path(source).stem)) if isinstance(meta, Mapping) else Path(source).stem
+    desc = str(meta.get("description", "")) if isinstance(meta, Mapping) else ""
+    return LoopProfile(name, values, {str(k): str(v) for k, v in measured.items()}, desc)
+
+
+def load_profile(name_or_path: str) -> LoopProfile:
+    """A shipped profile by name (``sim/profiles/<name>.toml``) or a profile TOML by path."""
+    is_path = name_or_path.endswith(".toml") or "/" in name_or_path or "\\" in name_or_path
+    if is_path:
+        path = Path(name_or_path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ProfileError(f"scheduler.loop.profile: {path}: no such profile file") from None
+        except (OSError, UnicodeDecodeError) as err:
+            raise ProfileError(f"scheduler.loop.profile: {path}: cannot read: {err}") from None
+        source = str(path)
+    else:
+        resource = resources.files("sim") / "profiles" / f"{name_or_path}.toml"
+        try:
+            text = resource.read_text(encoding="utf-8")
+        except (FileNotFoundError, OSError):
+            raise ProfileError(f"scheduler.loop.profile: '{name_or_path}' is not a shipped profile") from None
+        source = f"profile {name_or_path}"
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ProfileError(f"{source}: invalid TOML: {err}") from None
+    return profile_from_dict(data, source)
+
+
+#: Marks a queue entry as a coroutine turn (its payload is the SimPy event to trigger).
+_TURN = None
+
+
+class EventLoop:
+    """One simulated single-threaded event loop: a FIFO ready queue and a CPU clock."""
+
+    __slots__ = (
+        "env",
+        "_ready",
+        "_due",
+        "_running",
+        "_owned",
+        "_extension",
+        "_debt",
+        "_batch_left",
+        "busy_time",
+        "callbacks_run",
+        "turns",
+    )
+
+    def __init__(self, env: simpy.Environment) -> None:
+        self.env = env
+        self._ready: deque[tuple[float | None, Any, tuple[Any, ...]]] = deque()
+        self._due: list[tuple[float, Callback, tuple[Any, ...]]] = []
+        self._running = False
+        #: True while a coroutine turn (not a callback) holds the CPU
+        self._owned = False
+        self._extension: tuple[float, Callback, tuple[Any, ...]] | None = None
+        #: CPU time the owning coroutine has used but not yet waited out (see :meth:`charge`)
+        self._debt = 0.0
+        self._batch_left = 0
+        #: simulated seconds of CPU spent (sum of every cost and hold)
+        self.busy_time = 0.0
+        #: callbacks and coroutine turns run so far
+        self.callbacks_run = 0
+        self.turns = 0
+
+    # -- queueing --------------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        """True while a callback or a coroutine turn holds the CPU."""
+        return self._running
+
+    @property
+    def ready(self) -> int:
+        """Entries waiting for the CPU (timers that expired but have not joined the queue count)."""
+        return len(self._ready) + len(self._due)
+
+    def call_soon(self, cost: float, fn: Callback, *args: Any) -> None:
+        """Queue ``fn(*args)`` behind everything already ready; it runs after ``cost`` of CPU."""
+        self._ready.append((cost, fn, args))
+        if not self._running:
+            self._run_next()
+
+    def call_later(self, delay: float, cost: float, fn: Callback, *args: Any) -> None:
+        """After ``delay`` simulated seconds, queue ``fn`` as an expired timer (``asyncio.sleep``).
+
+        A zero delay is a bare yield: ``fn`` joins the back of the ready queue now, as
+        ``asyncio.sleep(0)`` does, rather than waiting for the next batch.
+        """
+        if delay <= 0.0:
+            self.call_soon(cost, fn, *args)
+            return
+        self.env.timeout(delay).callbacks.append(lambda _ev: self._timer_expired(cost, fn, args))
+
+    def turn(self) -> simpy.Event:
+        """An event that fires when the calling coroutine (which does not own the CPU) gets it:
+        a woken coroutine's continuation joins the back of the ready queue."""
+        ev = self.env.event()
+        self._ready.append((_TURN, ev, ()))
+        if not self._running:
+            self._run_next()
+        return ev
+
+    def yield_turn(self) -> simpy.Event:
+        """``await asyncio.sleep(0)`` by the coroutine that owns the CPU: it goes to the back of the
+        ready queue and gets the CPU again after everything queued before it has run."""
+        ev = self.env.event()
+        self._ready.append((_TURN, ev, ()))
+        self.release()
+        return ev
+
+    def hold(self, cost: float) -> simpy.Timeout:
+        """The owning coroutine keeps the CPU for ``cost`` seconds (yield the returned timeout),
+        plus any time it :meth:`charge`-d since its last hold."""
+        self.busy_time += cost
+        total = cost + self._debt
+        self._debt = 0.0
+        return self.env.timeout(total)
+
+    def charge(self, cost: float) -> None:
+        """The owning coroutine used ``cost`` of CPU whose effect nobody can observe before its
+        next hold or release (a dispatch pass that dispatched nothing): it is waited out then,
+        saving a SimPy event."""
+        self.busy_time += cost
+        self._debt += cost
+
+    def extend(self, cost: float, fn: Callback, *args: Any) -> None:
+        """From inside a running callback: keep the CPU ``cost`` longer, then run ``fn`` (the same
+        coroutine step goes on, e.g. a worker whose acquire succeeded goes straight to its send)."""
+        self._extension = (cost, fn, args)
+
+    def release(self) -> None:
+        """The owning coroutine suspends on something that is not a loop turn: free the CPU."""
+        if self._owned:
+            self._owned = False
+            debt = self._debt
+            if debt > 0.0:  # the CPU stays busy until the charged time has passed
+                self._debt = 0.0
+                self.env.timeout(debt).callbacks.append(self._after_debt)
+                return
+            self._running = False
+            self._run_next()
+
+    def _after_debt(self, _ev: simpy.Event) -> None:
+        self._running = False
+        self._run_next()
+
+    # -- running ---------------------------------------------------------------------------------
+
+    def _timer_expired(self, cost: float, fn: Callback, args: tuple[Any, ...]) -> None:
+        self._due.append((cost, fn, args))
+        if not self._running:
+            self._run_next()
+
+    def _run_next(self) -> None:
+        ready = self._ready
+        if self._batch_left <= 0:
+            # A new asyncio batch: expired timers join behind what is already ready.
+            if self._due:
+                ready.extend(self._due)
+                self._due.clear()
+            self._batch_left = len(ready)
+        if not ready:
+            self._running = False
+            return
+        self._running = True
+        self._batch_left -= 1
+        cost, fn, args = ready.popleft()
+        if cost is _TURN:
+            self.turns += 1
+            self._owned = True
+            fn.succeed()
+            return
+        self.callbacks_run += 1
+        self.busy_time += cost
+        self.env.timeout(cost).callbacks.append(lambda _ev: self._finish(fn, args))
+
+    def _finish(self, fn: Callback, args: tuple[Any, ...]) -> None:
+        fn(*args)
+        extension = self._extension
+        if extension is not None:
+            self._extension = None
+            cost, fn, args = extension
+            self.busy_time += cost
+            self.env.timeout(cost).callbacks.append(lambda _ev: self._finish(fn, args))
+            return
+        self._run_next()

@@ -1,0 +1,115 @@
+"""The simulated event loop: FIFO order, CPU cost accounting, one turn per zero-delay await."""
+
+from __future__ import annotations
+
+import pytest
+import simpy
+
+from sim.event_loop import EventLoop
+
+
+def _loop() -> tuple[simpy.Environment, EventLoop, list[tuple[str, float]]]:
+    env = simpy.Environment()
+    return env, EventLoop(env), []
+
+
+def test_callbacks_run_in_fifo_order_one_at_a_time() -> None:
+    env, loop, log = _loop()
+    for name in "abcd":
+        loop.call_soon(0.001, lambda n=name: log.append((n, env.now)))
+    env.run()
+    assert [n for n, _ in log] == ["a", "b", "c", "d"]
+    # one at a time: each starts when the previous one's CPU time ends
+    assert [t for _, t in log] == pytest.approx([0.001, 0.002, 0.003, 0.004])
+
+
+def test_a_callback_queued_by_a_running_callback_goes_behind_those_already_ready() -> None:
+    env, loop, log = _loop()
+
+    def first() -> None:
+        log.append(("first", env.now))
+        loop.call_soon(0.0, lambda: log.append(("child", env.now)))
+
+    loop.call_soon(0.002, first)
+    loop.call_soon(0.003, lambda: log.append(("second", env.now)))
+    env.run()
+    assert [n for n, _ in log] == ["first", "second", "child"]
+
+
+def test_busy_time_is_the_sum_of_costs_and_effects_happen_at_start_plus_cost() -> None:
+    env, loop, log = _loop()
+    costs = [0.0005, 0.002, 0.0, 0.0013]
+    # the loop is idle until t = 1: the first callback starts then, not at 0
+    env.timeout(1.0).callbacks.append(
+        lambda _ev: [loop.call_soon(c, lambda i=i: log.append((str(i), env.now))) for i, c in enumerate(costs)]
+    )
+    env.run()
+    assert loop.busy_time == pytest.approx(sum(costs))
+    ends = [1.0 + sum(costs[: i + 1]) for i in range(len(costs))]
+    assert [t for _, t in log] == pytest.approx(ends)
+    assert loop.callbacks_run == len(costs)
+
+
+def test_a_coroutine_holds_the_cpu_until_it_releases_it() -> None:
+    env, loop, log = _loop()
+
+    def coroutine():  # noqa: ANN202 - a SimPy process
+        yield loop.turn()
+        log.append(("owner starts", env.now))
+        loop.call_soon(0.001, lambda: log.append(("callback", env.now)))
+        yield loop.hold(0.004)
+        log.append(("owner ends", env.now))
+        loop.release()
+
+    env.process(coroutine())
+    env.run()
+    assert log == [("owner starts", 0.0), ("owner ends", pytest.approx(0.004)), ("callback", pytest.approx(0.005))]
+    assert loop.busy_time == pytest.approx(0.005)
+
+
+def test_a_zero_delay_await_yields_exactly_one_turn() -> None:
+    """``await asyncio.sleep(0)``: everything queued before the yield runs first, nothing queued
+    after it does, and a zero-latency answer sent just before the yield lands after it."""
+    env, loop, log = _loop()
+
+    def worker(name: str) -> None:
+        log.append((name, env.now))
+        # a zero-latency mock: the answer is a bare yield, so it joins the back of the queue
+        loop.call_later(0.0, 0.001, lambda: log.append((name + " answered", env.now)))
+
+    def main():  # noqa: ANN202 - a SimPy process
+        yield loop.turn()
+        loop.call_soon(0.001, worker, "w1")
+        loop.call_soon(0.001, worker, "w2")
+        yield loop.hold(0.002)
+        yield loop.yield_turn()
+        log.append(("main resumes", env.now))
+        yield loop.hold(0.001)
+        loop.release()
+
+    env.process(main())
+    env.run()
+    assert [n for n, _ in log] == ["w1", "w2", "main resumes", "w1 answered", "w2 answered"]
+    assert loop.turns == 2
+
+
+def test_a_timer_expiring_during_a_batch_waits_for_the_callbacks_that_batch_queued() -> None:
+    env, loop, log = _loop()
+
+    def long_callback() -> None:
+        log.append(("long", env.now))
+        loop.call_soon(0.001, lambda: log.append(("queued by long", env.now)))
+
+    loop.call_later(0.001, 0.001, lambda: log.append(("timer", env.now)))  # expires mid-callback
+    loop.call_soon(0.005, long_callback)
+    env.run()
+    assert [n for n, _ in log] == ["long", "queued by long", "timer"]
+    assert log[-1][1] == pytest.approx(0.007)
+
+
+def test_a_timer_on_an_idle_loop_runs_when_it_expires() -> None:
+    env, loop, log = _loop()
+    loop.call_later(0.25, 0.001, lambda: log.append(("timer", env.now)))
+    env.run()
+    assert log == [("timer", pytest.approx(0.251))]
+    assert not loop.running and loop.ready == 0

@@ -1,0 +1,327 @@
+"""The scheduler with its event loop modelled (``scheduler.loop.model = "calibrated"``).
+
+Checks the cost accounting of one run step by step, the calibrated profile against the real
+scheduler's measurements (healthy-only micro-scenarios on the reference machine, stored with the
+profile), the absence of zero-time blow-ups, the headline's frozen target, drain sampling and the
+goldens of the calibrated model (``tests/golden/calibrated``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+
+import sim
+from sim.calibrate import MicroScenario, load_measurements, simulate_micro
+from sim.event_loop import ProfileError, load_profile
+from sim.scenario import ScenarioError, with_overrides
+from sim.scheduler import Scheduler
+from sim.workload import build_workload
+from tests.strategies import examples, scenario_dicts
+from tests.test_golden import MODEL_TIMESERIES_COLUMNS, TIMESERIES_COLUMNS, _plain, _same, _table_digest
+from tests.test_properties import run_bounded, total_rows
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIOS = sorted((ROOT / "sim" / "scenarios").glob("*.toml"))
+POLICIES = ("fixed", "global", "localized")
+GOLDEN_DIR = Path(__file__).resolve().parent / "golden" / "calibrated"
+UPDATE = os.environ.get("ADMISSION_SIM_UPDATE_GOLDEN", "") not in ("", "0")
+MEASUREMENTS = load_measurements(ROOT / "sim" / "profiles" / "reference-2core.measurements.json")
+COSTS = load_profile("reference-2core").costs()
+
+
+def _measured(micro: MicroScenario) -> list[Any]:
+    found = [m for m in MEASUREMENTS if m.micro == micro]
+    assert found, f"no measurement of {micro}"
+    return found
+
+
+def _run(scenario: sim.Scenario, policy: str) -> Scheduler:
+    sched = Scheduler(scenario, build_workload(scenario), sim.get_policy(policy), scenario.seed)
+    sched.run()
+    return sched
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration
+# ---------------------------------------------------------------------------------------------
+
+
+def test_the_default_is_still_the_zero_cost_loop(make_scenario) -> None:
+    scenario = make_scenario([{"name": "a"}])
+    assert scenario.scheduler.loop.model == "none"
+    assert Scheduler(scenario, build_workload(scenario), sim.get_policy("fixed"), 0).loop is None
+
+
+def test_an_unknown_profile_name_is_rejected_with_its_key(make_scenario) -> None:
+    with pytest.raises(ScenarioError, match=r"scheduler\.loop\.profile: .*'fast' is not a shipped profile"):
+        make_scenario([{"name": "a"}], scheduler={"loop": {"model": "calibrated", "profile": "fast"}})
+
+
+def test_a_missing_profile_file_fails_before_anything_runs(make_scenario, tmp_path: Path) -> None:
+    path = tmp_path / "nope.toml"
+    scenario = make_scenario([{"name": "a"}], scheduler={"loop": {"model": "calibrated", "profile": str(path)}})
+    with pytest.raises(ProfileError, match="no such profile file"):
+        Scheduler(scenario, build_workload(scenario), sim.get_policy("fixed"), 0)
+
+
+def test_scale_multiplies_every_cost(make_scenario) -> None:
+    base = dict(columns=[{"name": "a", "duration": 0.0}], row_groups={"count": 4, "size": 1})
+    one = _run(make_scenario(**base, scheduler={"loop": {"model": "calibrated"}}), "fixed")
+    three = _run(make_scenario(**base, scheduler={"loop": {"model": "calibrated", "scale": 3.0}}), "fixed")
+    assert three.loop.busy_time == pytest.approx(3.0 * one.loop.busy_time)
+    assert three.env.now == pytest.approx(3.0 * one.env.now)
+
+
+# ---------------------------------------------------------------------------------------------
+# Cost accounting of one run, step by step
+# ---------------------------------------------------------------------------------------------
+
+
+def test_one_row_group_takes_exactly_the_sum_of_its_steps(make_scenario) -> None:
+    """seed -> one zero-latency model call, fixed mode, one row group. The chain, one step at a
+    time: an idle main-loop pass; the admission; a pass dispatching the seed; the seed; a pass
+    dispatching the model task; its start, acquire and send; its answer (one loop turn later,
+    after the main loop's post-dispatch step); a last pass with the checkpoint."""
+    scenario = make_scenario(
+        [{"name": "seed", "strategy": "full_column"}, {"name": "m", "depends_on": ["seed"], "model": "llm"}],
+        [{"name": "llm", "latency": {"distribution": "constant", "mean": 0.0}}],
+        scheduler={"policy": "fixed", "max_concurrent_row_groups": 1, "loop": {"model": "calibrated"}},
+        stop={},
+    )
+    sched = _run(scenario, "fixed")
+    c = COSTS
+    chain = (
+        4 * c.main_loop_pass
+        + c.row_group_admission
+        + 2 * c.dispatch
+        + c.local_task
+        + c.worker_start
+        + c.request_acquire
+        + c.request_send
+        + c.completion
+        + c.checkpoint
+    )
+    assert sched.stop_reason == "completed"
+    assert sched.env.now == pytest.approx(chain, rel=1e-12)
+    assert sched.loop.busy_time == pytest.approx(chain, rel=1e-12)
+    assert sched.iterations == 4
+
+
+def test_a_call_is_sent_when_its_step_ends_and_answered_latency_later(make_scenario) -> None:
+    latency = 0.25
+    scenario = make_scenario(
+        [{"name": "m", "model": "llm"}],
+        [{"name": "llm", "latency": {"distribution": "constant", "mean": latency}}],
+        scheduler={"policy": "fixed", "loop": {"model": "calibrated"}},
+        stop={},
+    )
+    sched = _run(scenario, "fixed")
+    c = COSTS
+    sent = 2 * c.main_loop_pass + c.row_group_admission + c.dispatch + c.worker_start + c.request_acquire
+    sent += c.request_send
+    rows = [r for r in sched.recorder.model_series if r[1] == 0]
+    assert rows[0][0] == pytest.approx(sent, rel=1e-12)  # first row: the call goes out
+    end = sent + latency + c.completion + c.main_loop_pass + c.checkpoint
+    assert sched.env.now == pytest.approx(end, rel=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# The calibrated profile against the real scheduler (reference machine)
+# ---------------------------------------------------------------------------------------------
+
+THROUGHPUT_CASES = [
+    MicroScenario(0.02, 4, 64, 256, "localized"),
+    MicroScenario(0.02, 8, 64, 256, "fixed"),
+    MicroScenario(0.2, 4, 64, 128, "fixed"),
+    MicroScenario(0.2, 4, 64, 256, "localized"),
+]
+
+
+@pytest.mark.parametrize(
+    "micro", THROUGHPUT_CASES, ids=lambda m: f"{m.latency_s * 1000:g}ms-mpr{m.max_parallel_requests}-{m.policy}"
+)
+def test_rows_per_second_within_ten_percent_of_the_real_scheduler(micro: MicroScenario) -> None:
+    measured = statistics.mean(m.rows_per_s for m in _measured(micro))
+    simulated = simulate_micro(micro).rows_per_s
+    assert simulated == pytest.approx(measured, rel=0.10)
+
+
+def test_throughput_across_latencies_lands_in_the_measured_ranges() -> None:
+    """4 models x 4 parallel requests, cap 64, fixed: CPU-bound at 20 ms, latency-bound at 200."""
+    ranges = {0.02: (94.0, 110.0), 0.05: (70.0, 72.0), 0.1: (37.5, 38.0), 0.2: (19.2, 19.5)}
+    for latency, (low, high) in ranges.items():
+        rows = 256 if latency < 0.2 else 128
+        simulated = simulate_micro(MicroScenario(latency, 4, 64, rows, "fixed")).rows_per_s
+        assert low * 0.98 <= simulated <= high * 1.02, (latency, simulated)
+    # the zero-cost model is latency-bound everywhere: 200 rows/s at 20 ms
+    zero = sim.simulate(MicroScenario(0.02, 4, 64, 256, "fixed").scenario("none"), policy="fixed")
+    assert zero.summary["completed_rows"] / zero.summary["sim_time"] > 150
+
+
+def test_scheduler_cpu_per_call_idle_and_saturated() -> None:
+    idle = simulate_micro(MicroScenario(0.2, 4, 64, 256, "localized", 1024))
+    saturated = simulate_micro(MicroScenario(0.02, 4, 64, 256, "fixed"))
+    assert 3.0e-3 <= idle.cpu_s / idle.calls <= 3.8e-3
+    assert 2.1e-3 <= saturated.cpu_s / saturated.calls <= 2.8e-3
+    assert saturated.cpu_s / saturated.wall_s > 0.95  # CPU-bound: the loop is never idle
+
+
+def test_ramp_with_default_budgets_reaches_16_and_32_within_a_quarter_of_the_real_time() -> None:
+    micro = MicroScenario(0.2, 4, 64, 256, "localized", 1024)
+    runs = [m for m in MEASUREMENTS if m.micro.latency_s == 0.2 and m.micro.budgets == 1024 and m.target_reached_s]
+    run = simulate_micro(micro, watch_targets=(16, 32))
+    for target in (16, 32):
+        measured = statistics.mean(m.target_reached_s[target] for m in runs)
+        assert run.target_reached_s(target) == pytest.approx(measured, rel=0.25), target
+    # the zero-cost model puts the whole ramp at t = 0
+    zero = _run(micro.scenario("none"), "localized")
+    assert next(row[0] for row in zero.recorder.series if row[1] >= 32) == 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# No zero-time blow-ups; the headline's frozen target; drains are sampled
+# ---------------------------------------------------------------------------------------------
+
+
+def _always_429(make_scenario, horizon: float, loop: str, row_groups: int = 1024) -> sim.Scenario:
+    return make_scenario(
+        [
+            {"name": "seed", "strategy": "full_column"},
+            {"name": "cooling", "depends_on": ["seed"], "model": "cooling"},
+            {"name": "healthy", "depends_on": ["seed"], "model": "healthy"},
+        ],
+        [
+            {"name": "cooling", "latency": {"mean": 0.0}, "rate_limit": {"pattern": "always"}},
+            {"name": "healthy", "latency": {"distribution": "constant", "mean": 0.0}},
+        ],
+        row_groups={"count": row_groups, "size": 1},
+        scheduler={"policy": "localized", "max_concurrent_row_groups": 1024, "loop": {"model": loop}},
+        request_admission={"enabled": False},
+        stop={"max_time": horizon},
+    )
+
+
+def test_zero_latency_always_429_retries_at_a_cpu_bound_pace(make_scenario) -> None:
+    """The direct path (no request admission) with a mock that 429s at once: every retry costs
+    scheduler CPU, so 10 simulated seconds hold thousands of retries, not millions at t = 0."""
+    sched = _run(_always_429(make_scenario, 10.0, "calibrated"), "localized")
+    assert sched.stop_reason == "max_time" and sched.env.now == pytest.approx(10.0)
+    retries = sched.recorder.model_429[0]
+    c = COSTS
+    per_retry = c.dispatch + c.worker_start + c.request_send + c.completion + c.salvage_task
+    assert retries <= 10.0 / per_retry  # each retry needs at least its own steps of CPU
+    assert retries >= 0.2 * 10.0 / per_retry  # and the loop is mostly busy retrying
+    assert next(sched.env._eid) < 200_000  # noqa: SLF001 - SimPy's event counter: no spin
+    assert sched.loop.busy_time / sched.env.now > 0.9
+
+
+def test_the_zero_cost_model_spins_at_one_instant_on_the_same_scenario(make_scenario) -> None:
+    """What the loop model removes: with only 64 row groups, thousands of retries at t = 0
+    (O(row groups^2); 1024 groups make about a million)."""
+    sched = _run(_always_429(make_scenario, 1e-4, "none", row_groups=64), "localized")
+    assert sched.recorder.model_429[0] > 2_000
+    looped = _run(_always_429(make_scenario, 1e-4, "calibrated", row_groups=64), "localized")
+    assert looped.recorder.model_429[0] == 0  # 0.1 ms is not even one step of CPU
+
+
+def test_cooling_2048_global_freezes_at_the_target_reached_before_the_first_deferral() -> None:
+    scenario = sim.load_scenario(ROOT / "sim" / "scenarios" / "cooling-2048.toml")
+    looped = sim.simulate(with_overrides(scenario, {"scheduler.loop.model": "calibrated"}), policy="global")
+    zero = sim.simulate(scenario, policy="global")
+    assert zero.summary["observed_max_target"] == 1
+    assert 2 <= looped.summary["observed_max_target"] <= 3  # the real scheduler: 2-3
+    localized = sim.simulate(with_overrides(scenario, {"scheduler.loop.model": "calibrated"}), policy="localized")
+    assert localized.summary["healthy_calls"] == 300
+    assert 90 <= localized.summary["observed_max_target"] <= 110
+
+
+def test_the_time_series_keeps_moving_during_salvage_drains() -> None:
+    """window-recovery drains for seconds at a time; with the loop on, the series samples them."""
+    scenario = sim.load_scenario(ROOT / "sim" / "scenarios" / "window-recovery.toml")
+    sched = _run(with_overrides(scenario, {"scheduler.loop.model": "calibrated"}), "global")
+    assert sched.drain_time > 1.0
+    times = [row[0] for row in sched.recorder.series]
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    zero = _run(scenario, "global")
+    zero_times = [row[0] for row in zero.recorder.series]
+    zero_gaps = [b - a for a, b in zip(zero_times, zero_times[1:], strict=False)]
+    assert len(times) > len(zero_times)
+    assert max(gaps) < max(zero_gaps)
+
+
+# ---------------------------------------------------------------------------------------------
+# Goldens of the calibrated model
+# ---------------------------------------------------------------------------------------------
+
+
+def _snapshot(scenario_path: Path, policy: str) -> dict[str, Any]:
+    scenario = sim.load_scenario(scenario_path, overrides=["scheduler.loop.model=calibrated"])
+    result = sim.simulate(scenario, policy=policy, seed=0)
+    return {
+        "summary": {k: _plain(v) for k, v in result.summary.items()},
+        "timeseries": _table_digest(result.timeseries, TIMESERIES_COLUMNS),
+        "model_timeseries": _table_digest(result.model_timeseries, MODEL_TIMESERIES_COLUMNS),
+    }
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.parametrize("scenario_path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
+def test_calibrated_golden_summary(scenario_path: Path, policy: str) -> None:
+    golden_file = GOLDEN_DIR / f"{scenario_path.stem}__{policy}.json"
+    snap = _snapshot(scenario_path, policy)
+    if UPDATE:
+        GOLDEN_DIR.mkdir(parents=True, exist_ok=True)
+        golden_file.write_text(json.dumps(snap, indent=1, sort_keys=True) + "\n")
+        return
+    assert golden_file.exists(), f"no golden for {golden_file.name}; run with ADMISSION_SIM_UPDATE_GOLDEN=1"
+    golden = json.loads(golden_file.read_text())
+    summary = snap["summary"]
+    diffs = {
+        key: (want, summary.get(key, "<missing>"))
+        for key, want in golden["summary"].items()
+        if key not in summary or not _same(want, summary[key])
+    }
+    assert not diffs, f"calibrated/{golden_file.name}: summary differs (golden, now): {diffs}"
+    for table in ("timeseries", "model_timeseries"):
+        assert snap[table] == golden[table], f"calibrated/{golden_file.name}: {table} differs"
+
+
+def test_calibrated_golden_files_match_bundled_scenarios() -> None:
+    expected = {f"{p.stem}__{pol}.json" for p in SCENARIOS for pol in POLICIES}
+    present = {p.name for p in GOLDEN_DIR.glob("*.json")}
+    assert present == expected, f"missing: {sorted(expected - present)}, stale: {sorted(present - expected)}"
+
+
+def test_small_budgets_make_as_many_blocked_evaluations_as_the_real_scheduler() -> None:
+    """16-task budgets, 200 ms: the target is evaluated between completions processed one after
+    another (about 1300 blocked evaluations in 13 s); the zero-cost model merges them (about 190)."""
+    micro = MicroScenario(0.2, 4, 64, 256, "localized", 16)
+    measured = statistics.mean(m.blocked_evaluations for m in _measured(micro))
+    looped = _run(micro.scenario("calibrated"), "localized")
+    zero = _run(micro.scenario("none"), "localized")
+
+    def blocked(sched: Scheduler) -> int:
+        return sum(n for reason, n in sched.row_groups.blocked_reasons.items() if reason != "no_pending_row_groups")
+
+    assert blocked(looped) == pytest.approx(measured, rel=0.10)
+    assert blocked(zero) < 0.2 * measured
+
+
+@examples(40)
+@given(scenario_dicts(finite=True, stop_rules=False))
+def test_random_scenarios_with_the_loop_on_complete_every_row(data: dict[str, Any]) -> None:
+    """The loop changes when work runs, never whether it runs: every run with finite 429s still
+    completes and the end-of-run accounting invariants hold (the run checks them)."""
+    data = {**data, "scheduler": {**data["scheduler"], "loop": {"model": "calibrated", "scale": 0.1}}}
+    result, _events = run_bounded(data)
+    s = result.summary
+    assert s["stop_reason"] == "completed"
+    assert s["completed_rows"] == total_rows(data)
+    assert s["deferred_at_end"] == 0
