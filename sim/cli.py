@@ -641,6 +641,9 @@ def run(
     emit(run_report(result, verbose, written), fmt)
     if written is not None:
         _note(f"wrote {written}", fmt, quiet)
+    if result.summary.get("budget_exhausted"):  # stopped by a safety net: the run did not finish
+        _say(f"failed: {result.summary.get('budget_message') or 'a run budget stopped the run'}")
+        return EXIT_FAILED
     return EXIT_OK
 
 
@@ -784,8 +787,11 @@ def compare(
         ex.close()
     emit(compare_report(report.runs, loaded.name, names, seed_values, base, verbose, report.out), fmt)
     _print_failures(report.runs)
+    budget_stops = _budget_stops(report.runs)
+    if budget_stops:
+        print(f"{budget_stops} runs stopped by a run budget (stop.max_events / stop.max_wall_seconds)", file=sys.stderr)
     _report_out(report, fmt, quiet)
-    return EXIT_FAILED if report.failed else EXIT_OK
+    return EXIT_FAILED if report.failed or budget_stops else EXIT_OK
 
 
 # ---------------------------------------------------------------------------------------------
@@ -916,8 +922,18 @@ def _sweep_summary(plan: SweepPlan, report: SweepReport, quiet: bool) -> int:
         f"policies x {len(plan.seeds)} seeds), {report.failed} failed"
     )
     _print_failures(runs)
+    budget_stops = _budget_stops(runs)
+    if budget_stops:
+        print(f"{budget_stops} runs stopped by a run budget (stop.max_events / stop.max_wall_seconds)", file=sys.stderr)
     _report_out(report, OutputFormat.table, quiet)
-    return EXIT_FAILED if report.failed else EXIT_OK
+    return EXIT_FAILED if report.failed or budget_stops else EXIT_OK
+
+
+def _budget_stops(runs: pd.DataFrame) -> int:
+    """Runs that a run budget stopped: they ran, but did not finish."""
+    if "budget_exhausted" not in runs:
+        return 0
+    return int(runs["budget_exhausted"].fillna(False).astype(bool).sum())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1489,4 +1505,44 @@ def validate(
     if unfinished:
         _say(f"failed: {len(unfinished)} real run(s) did not finish (see runs.csv); they are left out of the means")
         return EXIT_FAILED
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------
+# calibrate
+# ---------------------------------------------------------------------------------------------
+
+
+@command(
+    "calibrate",
+    help="Fit the event-loop model's per-operation CPU costs (scheduler.loop.model = calibrated) to measurements "
+    "of the real scheduler and write a cost profile (TOML, microseconds per operation, docs/event-loop.md).",
+    epilog=_examples(
+        "calibrate --measurements sim/profiles/reference-2core.measurements.json --out my-machine.toml",
+        "run window-recovery --set scheduler.loop.model=calibrated --set scheduler.loop.profile=my-machine.toml",
+    ),
+)
+def calibrate_command(
+    measurements: Annotated[
+        Path,
+        typer.Option("--measurements", metavar="FILE", help="Measurements JSON of real runs (see sim/profiles/)."),
+    ],
+    out: Annotated[Path, typer.Option("--out", metavar="PROFILE", help="Profile TOML to create; must not exist.")],
+    prior: Annotated[
+        str, typer.Option("--prior", help="Profile to start from and to keep for operations nothing measures.")
+    ] = "reference-2core",
+    name: Annotated[
+        str | None, typer.Option("--name", help="Profile name (default: the file name).", show_default=False)
+    ] = None,
+) -> int:
+    from .calibrate import calibrate
+
+    if os.path.lexists(out):
+        raise CliError(f"--out {out}: a file of that name already exists; remove it or choose another name")
+    fit = calibrate(measurements, out, prior=prior, name=name)
+    for quantity, (measured, simulated) in fit.comparison.items():
+        print(f"{quantity}: measured {measured:.4f}  simulated {simulated:.4f}")
+    if fit.unconstrained:
+        print(f"not exercised by the measurements (prior kept): {', '.join(fit.unconstrained)}")
+    print(f"wrote {out}")
     return EXIT_OK

@@ -105,6 +105,7 @@ def test_every_command_help_explains_options_with_an_example() -> None:
         "validate",
         "advise",
         "schema",
+        "calibrate",
     }
     for name, command in group.commands.items():
         assert "Examples" in command.epilog, name
@@ -593,3 +594,24 @@ def test_schema_prints_the_scenario_json_schema(capsys: pytest.CaptureFixture[st
     schema = json.loads(capsys.readouterr().out)
     assert set(schema["required"]) >= {"name", "columns"}
     assert "max_concurrent_row_groups" in schema["$defs"]["SchedulerConfig"]["properties"]
+
+
+@pytest.mark.parametrize("command", ["run", "compare"])
+def test_a_run_stopped_by_its_event_budget_is_not_a_success(
+    tmp_path: Path, command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [command, "cooling-2048", "--set", "stop.max_events=2000", "--set", "row_groups.count=64"]
+    extra = ["--policy", "localized"] if command == "run" else ["--policies", "localized", "--no-figures"]
+    assert main([*args, *extra, "--out", str(tmp_path / "out")]) == 1
+    assert "run budget" in capsys.readouterr().err
+    assert (tmp_path / "out").is_dir()  # what ran is kept
+
+
+def test_calibrate_writes_a_profile_and_never_replaces_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    measurements = Path(sim.__file__).parent / "profiles" / "reference-2core.measurements.json"
+    out = tmp_path / "mine.toml"
+    assert main(["calibrate", "--measurements", str(measurements), "--out", str(out)]) == 0
+    assert "measured" in capsys.readouterr().out and "[costs" in out.read_text()
+    before = out.read_bytes()
+    assert main(["calibrate", "--measurements", str(measurements), "--out", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err and out.read_bytes() == before
