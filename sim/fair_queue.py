@@ -1,4 +1,4 @@
-"""Virtual-time weighted fair queueing with head-only eligibility (spec 4.3).
+"""Virtual-time weighted fair queueing with head-only eligibility (docs/model.md, "Fair queue").
 
 One FIFO per group; only each group's head is ever considered. Active groups are ordered by
 ``(tag, seq)``: ``tag`` is the group's finish tag ``F_g`` if it has dispatched before, else the
@@ -8,7 +8,7 @@ predicate accepts, so an ineligible head never blocks the others. Committing pop
 advances ``V`` and ``F_g`` by ``1 / weight``.
 
 The same structure, with every weight 1, is the request-admission waiter queue (round robin
-across resources, FIFO within one; spec 4.7), so it lives in its own module.
+across resources, FIFO within one; docs/model.md, "Request admission"), so it lives in its own module.
 """
 
 from __future__ import annotations

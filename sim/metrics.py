@@ -1,7 +1,7 @@
 """What happened: an append-only recorder of counters, maxima and time series, and the summary
 metrics derived from it after the run.
 
-The scheduler calls the recorder at the moments the real scheduler samples its metrics (spec 8):
+The scheduler calls the recorder at the moments the real scheduler samples its metrics (docs/metrics.md):
 after each main-loop iteration, at dispatch, and when a call is sent or answered. Values are
 plain Python numbers in lists; every per-call hook is O(1) (a few comparisons and at most one
 append), because the recorder sits on the simulator's hot path. Anything that needs a scan over

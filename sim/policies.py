@@ -3,9 +3,10 @@
 A policy is a named rule registered in :data:`POLICIES`. It decides two things:
 
 * whether row-group admission is adaptive at all (``fixed`` is what DataDesigner's dataset
-  builder ships, spec S1/2.3: the target is pinned at the hard cap);
+  builder ships, docs/model.md, "Fixed mode": the target is pinned at the hard cap);
 * when adaptive, whether deferred work blocks growth, and where that check sits in the
-  block-reason order (``global`` checks it first, spec 6.1; ``localized`` third, spec 6.2).
+  block-reason order (``global`` checks it first, docs/model.md "The deferred clause of each policy"; ``localized``
+  third, docs/model.md "The localized clause").
 
 Policies are pure functions over a read-only :class:`AdmissionView`; they never mutate state.
 Adding one takes a few lines::
@@ -239,7 +240,7 @@ def _required_parameters(func: Callable[..., Any]) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------
-# The localized analysis (spec 6.2)
+# The localized analysis (docs/model.md, "The localized clause")
 # ---------------------------------------------------------------------------------------------
 
 
@@ -257,7 +258,7 @@ class DeferredAnalysis:
 def analyze_deferred(
     workload: Workload, deferred_generators: frozenset[int], pending_size: int | None
 ) -> DeferredAnalysis:
-    """Spec 6.2 for a deferred set and a pending row group of ``pending_size`` rows."""
+    """docs/model.md, "The localized clause" for a deferred set and a pending row group of ``pending_size`` rows."""
     return _analyze(workload, deferred_generators, pending_size is not None and pending_size > 0)
 
 

@@ -1,4 +1,4 @@
-"""May this model call go out now? Per-(provider, model, domain) AIMD admission (spec 4.7).
+"""May this model call go out now? Per-(provider, model, domain) AIMD admission (docs/model.md, "Request admission").
 
 State per request resource: ``current_limit`` (starts at the cap), ``in_flight``,
 ``blocked_until`` (cooldown), ``success_streak``. A 429 release cuts the limit by the decrease
@@ -9,7 +9,7 @@ domains. Waiters queue round robin across resources (the fair queue with weight 
 one, and are granted at every release and when a cooldown ends.
 
 Fidelity: the real waiters poll every 0.05 s; here they are woken exactly at releases and at
-``blocked_until`` (spec 10.1). During a startup ramp they are polled every 0.05 s, as in reality.
+``blocked_until`` (docs/model.md "What is left out"). During a startup ramp they are polled every 0.05 s, as in reality.
 
 This module knows nothing about the DAG, tasks or row groups.
 """
@@ -30,7 +30,8 @@ RAMP_POLL_SECONDS = 0.05
 
 SUCCESS = "success"
 RATE_LIMITED = "rate_limited"
-#: Outcomes that leave the limit alone but end a run of 429s once nothing is in flight (spec 4.7).
+#: Outcomes that leave the limit alone but end a run of 429s once nothing is in flight (docs/model.md "Request
+#: admission").
 PROVIDER_FAILURES = frozenset({"provider_failure", "provider_timeout", "unexpected_exception"})
 
 
@@ -150,7 +151,8 @@ class RequestAdmission:
         return None
 
     def pressure(self, res: RequestResource) -> str | None:
-        """Request-pressure reason for the advisory (spec 4.5), in the spec's order."""
+        """Request-pressure reason for the advisory (docs/model.md "Request-pressure advisory"), in the documented
+        order."""
         pm = res.provider_model
         if self.aggregate[pm] >= self.static_caps[pm]:
             return "provider_model_aggregate_cap"

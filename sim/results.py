@@ -253,12 +253,14 @@ def summary_metric_names(scenario: Scenario) -> list[str]:
     names += ["time_to_first_row", "time_to_50pct_rows", "time_to_all_rows"]
     names += ["row_group_latency_p50", "row_group_latency_p95", "row_group_latency_max"]
     names += [f"{column}_time_mean" for column in TIME_MEAN_COLUMNS]
+    names += ["scheduler_events", "max_events", "budget_exhausted", "budget_message"]
+    names += ["timeseries_rows_aggregated", "model_timeseries_rows_aggregated", "recorder_note"]
     names += ["deferred_admission_candidate_columns", "deferred_admission_independent_columns"]
     return names
 
 
 def deferred_admission_diagnostics(block: DeferredBlock | None, workload: Workload) -> dict[str, Any]:
-    """The real scheduler's ``deferred_admission`` block (spec 8.2) at the last deferred block.
+    """The real scheduler's ``deferred_admission`` block (docs/metrics.md) at the last deferred block.
 
     ``blocks_next_row_group`` is the policy's verdict (true at a block); the localized analysis'
     own verdict is ``localized_analysis_blocks`` (they differ under ``global``).

@@ -1,8 +1,9 @@
-"""May another row group come in? Fixed cap or adaptive target (spec 2.3, 2.4).
+"""May another row group come in? Fixed cap or adaptive target (docs/model.md, "Fixed mode", 2.4).
 
 The adaptive target only grows: +1 per growth, capped at the hard cap, after two consecutive
 unblocked evaluations while ready work is queued (one when the queue is empty). A block never
-stops admission; it only freezes growth for that evaluation (spec S2). Block reasons are checked
+stops admission; it only freezes growth for that evaluation (docs/model.md "Guardrails and block reasons"). Block
+reasons are checked
 in the real order; the policy supplies the ``deferred_tasks`` clause and its position.
 
 This module dispatches nothing; it reads the scheduler through :class:`AdmissionState`.
@@ -21,9 +22,9 @@ from .policies import AdmissionView, DeferredAnalysis, Policy, analyze_deferred
 from .scenario import Scenario
 from .workload import Workload
 
-#: Queued-task guardrail multiplier: growth stops at 4 x max_in_flight_tasks queued (spec 2.4).
+#: Queued-task guardrail multiplier: growth stops at 4 x max_in_flight_tasks queued (docs/model.md, "Adaptive target").
 QUEUED_TASK_GUARDRAIL_MULTIPLIER = 4
-#: Row guard floor: min(num_records, max(3 x buffer_size, 8192)) (spec 2.4).
+#: Row guard floor: min(num_records, max(3 x buffer_size, 8192)) (docs/model.md, "Adaptive target").
 ROW_GUARD_BUFFER_MULTIPLIER = 3
 ROW_GUARD_FLOOR = 8192
 
@@ -70,7 +71,7 @@ class AdmissionState(Protocol):
 
 
 def max_admitted_rows(scenario: Scenario) -> int:
-    """The ``max_admitted_rows`` guardrail (spec 2.4)."""
+    """The ``max_admitted_rows`` guardrail (docs/model.md, "Adaptive target")."""
     num_records = scenario.row_groups.guard_num_records
     buffer_size = scenario.row_groups.guard_buffer_size
     if num_records > 0 and buffer_size > 0:
@@ -81,7 +82,7 @@ def max_admitted_rows(scenario: Scenario) -> int:
 @dataclass(frozen=True)
 class DeferredBlock:
     """Deferred work at the last ``deferred_tasks`` block: the source of the real scheduler's
-    ``deferred_admission`` diagnostics (spec 8.2)."""
+    ``deferred_admission`` diagnostics (docs/metrics.md)."""
 
     policy: str
     count: int
@@ -144,7 +145,7 @@ class RowGroupAdmission:
         return blocks
 
     def block_reason(self, state: AdmissionState) -> str | None:
-        """The first block reason in the policy's order, or ``None`` (spec 2.4 and 6)."""
+        """The first block reason in the policy's order, or ``None`` (docs/model.md, "Adaptive target" and 6)."""
         deferred_first = self.policy.deferred_check == "first"
         if deferred_first and self._deferred_blocks(state):
             return "deferred_tasks"
@@ -169,7 +170,7 @@ class RowGroupAdmission:
         return None
 
     def evaluate(self, state: AdmissionState) -> bool:
-        """Run the target-update procedure once; True if the target grew (spec 2.4)."""
+        """Run the target-update procedure once; True if the target grew (docs/model.md, "Adaptive target")."""
         if not self.adaptive or state.all_admitted:
             return False
         self.evaluations += 1

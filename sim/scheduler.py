@@ -1,11 +1,12 @@
 """The coordinator: main loop, dispatch passes, workers, outcomes, deferral, salvage, checkpoints.
 
-Two long-lived SimPy processes mirror the real coroutines: the **admission** process (spec 2.2)
-and the **main loop** (spec 7), with salvage drains as a sub-generator of the main loop. Workers
+Two long-lived SimPy processes mirror the real coroutines: the **admission** process (docs/model.md "Row-group
+admission")
+and the **main loop** (docs/model.md, "The main loop"), with salvage drains as a sub-generator of the main loop. Workers
 are callback chains, not processes: a dispatched task asks request admission for a lease (or not,
 for local tasks), holds the provider's latency as a timeout, then applies its outcome and wakes
 the main loop. Same-instant wakes merge: the loop waits on a wake event and then yields one
-zero-delay step, so every completion at that simulated instant is absorbed first (spec 10.2-3).
+zero-delay step, so every completion at that simulated instant is absorbed first (docs/model.md, "The main loop").
 
 With ``scheduler.loop.model = "calibrated"`` the scheduler's own CPU time is modelled too: every
 piece of scheduler work runs as a step on one simulated asyncio loop (:mod:`sim.event_loop`), in
@@ -317,7 +318,7 @@ class Scheduler:
         yield self.env.timeout(0)
 
     # ------------------------------------------------------------------------------------------
-    # Admission coroutine (spec 2.2)
+    # Admission coroutine (docs/model.md, "Row-group admission")
     # ------------------------------------------------------------------------------------------
 
     def _admission(self) -> Proc:
@@ -365,7 +366,7 @@ class Scheduler:
         self._wake()
 
     # ------------------------------------------------------------------------------------------
-    # Main loop (spec 7)
+    # Main loop (docs/model.md, "The main loop")
     # ------------------------------------------------------------------------------------------
 
     def _main_loop(self) -> Proc:
@@ -423,7 +424,7 @@ class Scheduler:
             self._signal_admission()
 
     def _dispatch_pass(self) -> PyGenerator[simpy.Event, Any, tuple[bool, bool]]:
-        """Dispatch greedily at this instant (spec 4.6); start the workers after one yield."""
+        """Dispatch greedily at this instant (docs/model.md, "Dispatch pass"); start the workers after one yield."""
         tasks = self.tasks
         started: list[Task] = []
         blocked = False
@@ -454,7 +455,7 @@ class Scheduler:
         return bool(started), blocked
 
     def _checkpoint_pass(self) -> None:
-        """Checkpoint every complete row group with nothing in flight (spec 3.3 step 6)."""
+        """Checkpoint every complete row group with nothing in flight (docs/model.md, "Checkpoints" step 6)."""
         if not self._completable:
             return
         now = self.env.now
@@ -488,7 +489,7 @@ class Scheduler:
         lease = self.request_admission.acquire(res, lambda lease: self._granted_after_wait(task, lease))
         if lease is not None:
             self._send(task, lease)
-        else:  # the task waits in request admission, holding its task lease (spec S4)
+        else:  # the task waits in request admission, holding its task lease (docs/model.md, "Request admission")
             self.recorder.model_waiting(self.gen_model_index[gen.index], +1)
 
     def _granted_after_wait(self, task: Task, lease: RequestLease) -> None:
@@ -528,7 +529,7 @@ class Scheduler:
         self._task_done(task, "rate_limit:http_429" if answer.rate_limited else None)
 
     def _task_done(self, task: Task, retryable_error: str | None) -> None:
-        """Apply a worker's outcome (spec 3.3 step 5), release its lease and wake the loop."""
+        """Apply a worker's outcome (docs/model.md, "Checkpoints" step 5), release its lease and wake the loop."""
         rg = task.rg
         gen = task.gen
         if retryable_error is None:
@@ -555,7 +556,8 @@ class Scheduler:
         self._wake()
 
     def _complete(self, task: Task) -> None:
-        """Mark the task's output complete and make downstream tasks ready (spec 3.2)."""
+        """Mark the task's output complete and make downstream tasks ready (docs/model.md "Columns, generators and
+        tasks")."""
         rg = task.rg
         gen = task.gen
         gens = self.workload.generators
@@ -591,7 +593,7 @@ class Scheduler:
                         push(Task(down, rg, -1))
 
     # ------------------------------------------------------------------------------------------
-    # Deferral and salvage (spec 5.3, 5.4)
+    # Deferral and salvage (docs/model.md, "Deferral and salvage", 5.4)
     # ------------------------------------------------------------------------------------------
 
     def _add_deferred(self, task: Task) -> None:
@@ -742,7 +744,7 @@ class Scheduler:
         lease = self.request_admission.acquire(res, lambda lease: self._granted_after_wait(task, lease))
         if lease is not None:
             self.loop.extend(self.costs.request_send, self._send, task, lease)
-        else:  # the task waits in request admission, holding its task lease (spec S4)
+        else:  # the task waits in request admission, holding its task lease (docs/model.md, "Request admission")
             self.recorder.model_waiting(self.gen_model_index[task.gen.index], +1)
 
     # ------------------------------------------------------------------------------------------

@@ -2,8 +2,9 @@
 
 Every generator is its own task group (its output columns are part of the group identity, spec
 4.1). A task may be leased only if each resource it requests has at least one unit available (the
-hard check) and the bounded-borrow policy allows it (spec 4.4). Ready tasks wait in the head-only
-virtual-time fair queue (spec 4.3). The optional request-pressure advisory (spec 4.5) skips a
+hard check) and the bounded-borrow policy allows it (docs/model.md, "Bounded borrow"). Ready tasks wait in the head-only
+virtual-time fair queue (docs/model.md "Fair queue"). The optional request-pressure advisory (docs/model.md
+"Request-pressure advisory") skips a
 pressured head while an unpressured peer is eligible.
 
 This module does not know providers: request pressure is asked through a callable.
@@ -17,7 +18,7 @@ from collections.abc import Callable
 from .fair_queue import FairQueue
 from .workload import LLM_WAIT, SUBMISSION, Generator, Task, Workload
 
-#: Maximum number of slots the bounded-borrow reserve keeps back (spec 4.4).
+#: Maximum number of slots the bounded-borrow reserve keeps back (docs/model.md, "Bounded borrow").
 BORROW_RESERVE_CAP = 8
 
 
@@ -168,7 +169,7 @@ class TaskAdmission:
         return heads
 
     def select(self) -> tuple[int, tuple[int, ...]] | None:
-        """The next eligible group head (spec 4.3 + 4.4 + 4.5) and the resources it borrows."""
+        """The next eligible group head (docs/model.md, "Fair queue" + 4.4 + 4.5) and the resources it borrows."""
         hard_heads = self._hard_heads()
         if not hard_heads:
             return None

@@ -1,4 +1,4 @@
-"""Virtual-time WFQ with head-only eligibility (spec 4.3): sim/fair_queue.py."""
+"""Virtual-time WFQ with head-only eligibility (docs/model.md, "Fair queue"): sim/fair_queue.py."""
 
 from __future__ import annotations
 

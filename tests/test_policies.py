@@ -1,4 +1,4 @@
-"""The policy tables of spec 6.3 and 6.4, for both adaptive policies.
+"""The policy tables of docs/model.md, "The localized clause" and 6.4, for both adaptive policies.
 
 Each case builds a small DAG, defers one task of RG 0, leaves RG 1 (one row) pending, and asks
 row-group admission for its block reason: exactly the set-up of the #743 regression tests.
@@ -112,7 +112,8 @@ def test_spec_6_3_micro_examples(case, localized):
     assert reason("localized", columns, models, ["A"])[0] == localized
 
 
-# --- spec 6.4: the #743 regression tests ------------------------------------------------------
+# --- docs/model.md "The PR #743 experiment": the #743 regression tests
+# ------------------------------------------------------
 
 COOL_HEALTHY = ([SEED, cell("cooling", "cooling"), cell("healthy", "healthy")], [model("cooling"), model("healthy")])
 
@@ -206,7 +207,7 @@ def test_counts_independent_local_branch():
 
 
 def test_local_column_feeding_blocked_work_is_not_exposure():
-    """Spec 6.2 step 5: a local column whose descendants are blocked does not count."""
+    """docs/model.md, "The localized clause" step 5: a local column whose descendants are blocked does not count."""
     columns = [SEED, cell("prep"), cell("cooling", "cooling", depends_on=("prep",))]
     assert analysis(columns, [model("cooling")], ["cooling"]).blocks
 

@@ -13,7 +13,7 @@ the accounting invariants at the end of the run (``Scheduler.check_invariants``)
   succeeded exactly once (the model has no non-retryable errors, so nothing may be dropped);
 * the same scenario and seed give the same summary and time series;
 * the localized policy's ``deferred_tasks`` block agrees with an independent, column-level
-  brute-force reading of spec section 6.2, both on random DAGs and deferred sets and at every
+  brute-force reading of docs/model.md, "The localized clause", both on random DAGs and deferred sets and at every
   evaluation of real runs.
 
 Example counts follow the profile in ``tests/strategies.py`` (``ADMISSION_SIM_HYPOTHESIS_PROFILE``).
@@ -154,7 +154,7 @@ def test_every_run_ends_by_completion_or_a_stop_rule(data: dict[str, Any]) -> No
     used = {c["model"] for c in data["columns"] if c.get("model") is not None and c.get("kind") != "custom_model"}
     for row in result.models.itertuples():
         if row.model in custom or row.model not in used:
-            continue  # custom-model calls take no request slot (spec 4.1)
+            continue  # custom-model calls take no request slot (docs/model.md, "Leases and resources")
         m = models[row.model]
         peers = [
             models[p]["max_parallel_requests"]
@@ -266,12 +266,13 @@ def test_same_seed_gives_the_same_result(data: dict[str, Any]) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Localized deferred clause against a brute-force reading of spec 6.2
+# Localized deferred clause against a brute-force reading of docs/model.md, "The localized clause"
 # ---------------------------------------------------------------------------------------------
 
 
 def reference_blocks(data: dict[str, Any], deferred_columns: set[str], pending_size: int | None) -> bool:
-    """Spec 6.2, column by column, straight from the scenario dict (no sim.workload/policies).
+    """docs/model.md "The localized clause", column by column, straight from the scenario dict (no
+    sim.workload/policies).
 
     ``deferred_columns`` holds one output column per deferred generator. Returns whether the
     deferred list blocks growth for a pending row group of ``pending_size`` rows.
@@ -437,7 +438,8 @@ def test_limits_of_one_everywhere_complete() -> None:
 
 
 def test_reference_reproduces_spec_worked_examples() -> None:
-    """The brute force itself against spec 6.3/6.4 (so the oracle is not wrong in the same way)."""
+    """The brute force itself against docs/model.md "The localized clause" (so the oracle is not wrong in the same
+    way)."""
 
     def case(columns: list[dict[str, Any]], models: list[str], deferred: set[str], **model_kw: Any) -> bool:
         data = {

@@ -1,4 +1,4 @@
-"""Per-endpoint AIMD request admission (spec 4.5, 4.7): sim/request_admission.py.
+"""Per-endpoint AIMD request admission (docs/model.md, "Request-pressure advisory", 4.7): sim/request_admission.py.
 
 Each test drives a real ``simpy.Environment`` and one :class:`RequestAdmission`; time is advanced
 with ``env.run(until=...)`` and leases are released by hand with their outcome.

@@ -1,4 +1,4 @@
-"""Row-group admission: block reasons, the two-evaluation growth rule, guardrails (spec 2.4, 6.4)."""
+"""Row-group admission: block reasons, the two-evaluation growth rule, guardrails (docs/model.md "Adaptive target")."""
 
 from __future__ import annotations
 

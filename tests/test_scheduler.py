@@ -46,7 +46,7 @@ def test_headline_global_freezes_target(headline):
 
 
 def test_deferred_admission_diagnostics_at_the_last_block(headline):
-    """Spec 8.2: what was deferred, on which resources, and what the pending group would expose."""
+    """docs/metrics.md: what was deferred, on which resources, and what the pending group would expose."""
     d = dict(headline["global"].deferred_admission)
     assert d["scope"] == "global" and d["blocks_next_row_group"] is True
     n = d["count"]
@@ -68,7 +68,8 @@ def test_headline_global_makes_far_fewer_calls_in_the_same_simulated_time(coolin
 
 
 def pr743_e2e(policy: str) -> dict:
-    """Spec 6.4: 64 one-row groups, always-429 cooling (weight 1), immediate healthy (weight 8)."""
+    """docs/model.md "The PR #743 experiment": 64 one-row groups, always-429 cooling (weight 1), immediate healthy
+    (weight 8)."""
     scenario = scenario_from_dict(
         {
             "name": "pr743-e2e",
@@ -202,7 +203,8 @@ def test_resalvage_pause_paces_the_retry_loop(headline):
 
 
 def test_parked_tasks_are_capped_by_the_request_resource():
-    """Spec S4: at most max_parallel_requests tasks wait in request admission during cooldown."""
+    """docs/model.md "Request admission": at most max_parallel_requests tasks wait in request admission during
+    cooldown."""
     scenario = load_scenario(SCENARIOS / "window-recovery.toml", ["row_groups.count=60"])
     models = simulate(scenario).models.set_index("model")
     assert models.loc["flaky", "rate_limited_calls"] > 0
@@ -245,7 +247,7 @@ def test_request_pressure_advisory_skips_pressured_heads_only_with_an_open_peer(
     assert advised["request_pressure_advisory_skips"] > 0
     assert advised["completed_rows"] == plain["completed_rows"] == 64
     # In window-recovery the pressured `flaky` head is always the only eligible one: no open
-    # peer, so it is dispatched anyway and nothing is skipped (spec 4.5).
+    # peer, so it is dispatched anyway and nothing is skipped (docs/model.md, "Request-pressure advisory").
     window = load_scenario(SCENARIOS / "window-recovery.toml", ["row_groups.count=20"])
     assert (
         simulate(window, overrides=["scheduler.request_pressure_advisory=true"]).summary[
@@ -257,7 +259,8 @@ def test_request_pressure_advisory_skips_pressured_heads_only_with_an_open_peer(
 
 @pytest.mark.parametrize("advisory", [False, True])
 def test_resalvage_delay_is_the_cooldown_remaining_only_with_a_pressure_provider(cooling, advisory):
-    """Spec 5.4: 0.05 s by default; with the advisory's pressure provider, max(0.05, min cooldown left)."""
+    """docs/model.md "Deferral and salvage": 0.05 s by default; with the advisory's pressure provider, max(0.05,
+    min cooldown left)."""
     from sim.scenario import with_overrides
 
     scenario = with_overrides(

@@ -1,4 +1,5 @@
-"""Task leases, bounded borrow and the request-pressure advisory (spec 4.2-4.5): sim/task_admission.py."""
+"""Task leases, bounded borrow and the request-pressure advisory (docs/model.md "Task admission"):
+sim/task_admission.py."""
 
 from __future__ import annotations
 
