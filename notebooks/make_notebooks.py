@@ -145,7 +145,7 @@ show(comparison_figure(list(cooling_runs.values()), until=0.25), "cooling-2048")
   reaches **300** healthy calls after **0.18 s** of simulated time, with the healthy models busy ~51-56% of it. The
   price is stuck work: each admitted group leaves one `cooling` cell deferred (`max_deferred` = 100).
 * **fixed** (cap 4096) admits all **2048** groups at t = 0 and gets its 300 healthy calls fastest (0.026 s), but with
-  the whole dataset active at once: ~8172 tasks queued on average and 2044 deferred cooling cells. A fixed cap
+  the whole dataset active at once: ~8172 tasks queued on average and 2048 deferred cooling cells. A fixed cap
   is only as good as its value; the adaptive policies find a level on their own."""
     ),
     new_markdown_cell(

@@ -70,6 +70,8 @@ def result_from_scheduler(sched: Scheduler, wall_seconds: float = 0.0) -> Result
     gens = sched.workload.generators
     sim_time = float(sched.env.now)
     total_rows = sum(sched.workload.row_group_sizes)
+    # A run stopped inside a salvage cycle holds part of its deferred work aside: it is still deferred.
+    deferred_at_end = [*sched.deferred, *sched.salvage_set_aside]
 
     columns = pd.DataFrame(
         [
@@ -80,7 +82,7 @@ def result_from_scheduler(sched: Scheduler, wall_seconds: float = 0.0) -> Result
                 "model": g.model.name if g.model is not None else "",
                 "successful_calls": rec.calls_ok[g.index] if g.model is not None else 0,
                 "rate_limited_calls": rec.calls_429[g.index],
-                "deferred_at_end": sum(1 for t in sched.deferred if t.gen.index == g.index),
+                "deferred_at_end": sum(1 for t in deferred_at_end if t.gen.index == g.index),
             }
             for g in gens
             for col in g.output_columns
@@ -140,7 +142,7 @@ def result_from_scheduler(sched: Scheduler, wall_seconds: float = 0.0) -> Result
         summary[f"blocked_{reason}"] = rga.blocked_reasons.get(reason, 0)
     summary.update(
         {
-            "deferred_at_end": len(sched.deferred),
+            "deferred_at_end": len(deferred_at_end),
             "max_deferred": sched.max_deferred,
             "salvage_cycles": sched.salvage_cycles,
             "salvage_rounds": sched.salvage_rounds,

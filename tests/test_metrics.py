@@ -330,9 +330,8 @@ def run_with_caps(
 
 @pytest.fixture(scope="module")
 def window_runs() -> tuple[sim.Result, sim.Result]:
-    from pathlib import Path
 
-    scenario = sim.load_scenario(Path(__file__).resolve().parent.parent / "scenarios" / "window-recovery.toml")
+    scenario = sim.load_scenario("window-recovery")
     return run_with_caps(scenario, 10**9, 10**9), run_with_caps(scenario, 50, 300)
 
 
@@ -393,9 +392,8 @@ def _assert_same_numbers(a: pd.DataFrame, b: pd.DataFrame) -> None:
 )
 @pytest.mark.parametrize("policy", ["fixed", "localized"])
 def test_folded_intervals_give_the_same_model_metrics(name: str, overrides: list[str], policy: str) -> None:
-    from pathlib import Path
 
-    scenario = sim.load_scenario(Path(__file__).resolve().parent.parent / "scenarios" / f"{name}.toml", overrides)
+    scenario = sim.load_scenario(name, overrides)
     full = run_with_caps(scenario, 10**9, 10**9, policy=policy)
     folded_run = run_with_caps(scenario, 10**9, 10**9, intervals=3, policy=policy)
     _assert_same_numbers(folded_run.models, full.models)
