@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import InputError, RunFailed
+from .row_group_admission import REASONS
 from .scenario import Scenario
 from .sweep import plan_sweep
 
@@ -55,15 +56,6 @@ RUN_CONFIG_FIELDS = ("buffer_size", "max_concurrent_row_groups", "max_in_flight_
 JOURNAL = "evaluations.jsonl"
 MANIFEST = "advise-manifest.json"
 
-BLOCK_REASONS = (
-    "no_pending_row_groups",
-    "max_admitted_rows",
-    "deferred_tasks",
-    "queued_task_guardrail",
-    "no_llm_wait_resource",
-    "llm_wait_saturated",
-    "queued_llm_demand",
-)
 #: Metrics aggregated over seeds as ``<name>_mean`` and ``<name>_std``.
 MEAN_METRICS = (
     "throughput",
@@ -222,7 +214,7 @@ def evaluation_metrics(outcome: RunOutcome, scenario: Scenario) -> dict[str, Any
         "adaptive_evaluations": int(s["adaptive_evaluations"]),
         "rate_limited_calls": int(s["rate_limited_calls"]),
     }
-    for reason in BLOCK_REASONS:
+    for reason in REASONS:
         out[f"blocked_{reason}"] = int(s.get(f"blocked_{reason}", 0))
     for m in scenario.models:
         out[f"busy[{m.name}]"] = float(s[f"busy_fraction[{m.name}]"])
@@ -556,7 +548,7 @@ def limits_of(evaluations: Sequence[Evaluation], setting: Setting, models: Seque
     horizon = min(cap, groups)
     open_mean = float(np.mean([m["open_row_groups_time_mean"] for m in ok]))
     if setting.adaptive:
-        blocked = {r: sum(m[f"blocked_{r}"] for m in ok) for r in BLOCK_REASONS}
+        blocked = {r: sum(m[f"blocked_{r}"] for m in ok) for r in REASONS}
         evaluations_total = sum(m["adaptive_evaluations"] for m in ok)
         reason, count = max(blocked.items(), key=lambda kv: (kv[1], kv[0]))
         reached = max(m["observed_max_target"] for m in ok)
