@@ -12,7 +12,6 @@ import pandas as pd
 import pytest
 
 from sim.advise import (
-    BLOCK_REASONS,
     JOURNAL,
     RUN_CONFIG_FIELDS,
     AdviceError,
@@ -31,6 +30,7 @@ from sim.advise import (
     slot_utilization,
 )
 from sim.errors import InputError
+from sim.row_group_admission import REASONS
 from sim.scenario import Scenario, scenario_from_dict
 
 HORIZON_ONLY = SearchBudget(buffer_sizes=False, in_flight_tasks=False)
@@ -306,7 +306,7 @@ def test_interrupted_search_keeps_its_evaluations_and_resumes(saturating: Scenar
 
 
 def _metrics(**extra) -> dict:
-    base = {f"blocked_{r}": 0 for r in BLOCK_REASONS}
+    base = {f"blocked_{r}": 0 for r in REASONS}
     base.update(
         {
             "open_row_groups_time_mean": 2.5,
