@@ -5,6 +5,7 @@ This pins the model's behaviour bit for bit while the hot paths are optimised. O
 keys present in the golden file are compared (new metrics may be added freely), and only the
 time-series columns that existed when the goldens were written are hashed.
 
+Both event-loop models have goldens: ``tests/golden`` (``none``) and ``tests/golden/calibrated``.
 Regenerate after an *intended* behaviour change with::
 
     ADMISSION_SIM_UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/test_golden.py -q
@@ -65,8 +66,13 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _snapshot(scenario_path: Path, policy: str) -> dict[str, Any]:
-    result = sim.simulate(sim.load_scenario(scenario_path), policy=policy, seed=0)
+#: Golden folder of each event-loop model: today's default and the calibrated loop (docs/event-loop.md).
+LOOP_GOLDEN_DIRS = {"none": GOLDEN_DIR, "calibrated": GOLDEN_DIR / "calibrated"}
+
+
+def _snapshot(scenario_path: Path, policy: str, loop_model: str = "none") -> dict[str, Any]:
+    scenario = sim.load_scenario(scenario_path, overrides=[f"scheduler.loop.model={loop_model}"])
+    result = sim.simulate(scenario, policy=policy, seed=0)
     return {
         "summary": {k: _plain(v) for k, v in result.summary.items()},
         "timeseries": _table_digest(result.timeseries, TIMESERIES_COLUMNS),
@@ -83,16 +89,19 @@ def _same(expected: Any, actual: Any) -> bool:
     return expected == actual
 
 
+@pytest.mark.parametrize("loop_model", LOOP_GOLDEN_DIRS)
 @pytest.mark.parametrize("policy", POLICIES)
 @pytest.mark.parametrize("scenario_path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
-def test_golden_summary(scenario_path: Path, policy: str) -> None:
-    golden_file = GOLDEN_DIR / f"{scenario_path.stem}__{policy}.json"
-    snap = _snapshot(scenario_path, policy)
+def test_golden_summary(scenario_path: Path, policy: str, loop_model: str) -> None:
+    folder = LOOP_GOLDEN_DIRS[loop_model]
+    golden_file = folder / f"{scenario_path.stem}__{policy}.json"
+    name = golden_file.relative_to(GOLDEN_DIR)
+    snap = _snapshot(scenario_path, policy, loop_model)
     if UPDATE:
-        GOLDEN_DIR.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
         golden_file.write_text(json.dumps(snap, indent=1, sort_keys=True) + "\n")
         return
-    assert golden_file.exists(), f"no golden for {golden_file.name}; run with ADMISSION_SIM_UPDATE_GOLDEN=1"
+    assert golden_file.exists(), f"no golden {name}; run with ADMISSION_SIM_UPDATE_GOLDEN=1"
     golden = json.loads(golden_file.read_text())
 
     summary = snap["summary"]
@@ -101,14 +110,15 @@ def test_golden_summary(scenario_path: Path, policy: str) -> None:
         for key, want in golden["summary"].items()
         if key not in summary or not _same(want, summary[key])
     }
-    assert not diffs, f"{golden_file.name}: summary differs (golden, now): {diffs}"
+    assert not diffs, f"{name}: summary differs (golden, now): {diffs}"
     for table in ("timeseries", "model_timeseries"):
-        assert snap[table] == golden[table], f"{golden_file.name}: {table} differs"
+        assert snap[table] == golden[table], f"{name}: {table} differs"
 
 
-def test_golden_files_match_bundled_scenarios() -> None:
+@pytest.mark.parametrize("loop_model", LOOP_GOLDEN_DIRS)
+def test_golden_files_match_bundled_scenarios(loop_model: str) -> None:
     """Every bundled run has a golden and no golden is left over from a removed scenario."""
     expected = {f"{p.stem}__{pol}.json" for p in SCENARIOS for pol in POLICIES}
-    present = {p.name for p in GOLDEN_DIR.glob("*.json")}
+    present = {p.name for p in LOOP_GOLDEN_DIRS[loop_model].glob("*.json")}
     assert SCENARIOS, "no bundled scenarios found"
     assert present == expected, f"missing: {sorted(expected - present)}, stale: {sorted(present - expected)}"

@@ -2,14 +2,13 @@
 
 Checks the cost accounting of one run step by step, the calibrated profile against the real
 scheduler's measurements (healthy-only micro-scenarios on the reference machine, stored with the
-profile), the absence of zero-time blow-ups, the headline's frozen target, drain sampling and the
-goldens of the calibrated model (``tests/golden/calibrated``).
+profile), the absence of zero-time blow-ups, the headline's frozen target and drain sampling. The
+calibrated model's goldens (``tests/golden/calibrated``) are checked with the others in
+``tests/test_golden.py``.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import statistics
 from pathlib import Path
 from typing import Any
@@ -24,14 +23,11 @@ from sim.scenario import ScenarioError, with_overrides
 from sim.scheduler import Scheduler
 from sim.workload import build_workload
 from tests.strategies import examples, scenario_dicts
-from tests.test_golden import MODEL_TIMESERIES_COLUMNS, TIMESERIES_COLUMNS, _plain, _same, _table_digest
 from tests.test_properties import run_bounded, total_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = sorted((ROOT / "sim" / "scenarios").glob("*.toml"))
 POLICIES = ("fixed", "global", "localized")
-GOLDEN_DIR = Path(__file__).resolve().parent / "golden" / "calibrated"
-UPDATE = os.environ.get("ADMISSION_SIM_UPDATE_GOLDEN", "") not in ("", "0")
 MEASUREMENTS = load_measurements(ROOT / "sim" / "profiles" / "reference-2core.measurements.json")
 COSTS = load_profile("reference-2core").costs()
 
@@ -254,49 +250,6 @@ def test_the_time_series_keeps_moving_during_salvage_drains() -> None:
     zero_gaps = [b - a for a, b in zip(zero_times, zero_times[1:], strict=False)]
     assert len(times) > len(zero_times)
     assert max(gaps) < max(zero_gaps)
-
-
-# ---------------------------------------------------------------------------------------------
-# Goldens of the calibrated model
-# ---------------------------------------------------------------------------------------------
-
-
-def _snapshot(scenario_path: Path, policy: str) -> dict[str, Any]:
-    scenario = sim.load_scenario(scenario_path, overrides=["scheduler.loop.model=calibrated"])
-    result = sim.simulate(scenario, policy=policy, seed=0)
-    return {
-        "summary": {k: _plain(v) for k, v in result.summary.items()},
-        "timeseries": _table_digest(result.timeseries, TIMESERIES_COLUMNS),
-        "model_timeseries": _table_digest(result.model_timeseries, MODEL_TIMESERIES_COLUMNS),
-    }
-
-
-@pytest.mark.parametrize("policy", POLICIES)
-@pytest.mark.parametrize("scenario_path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
-def test_calibrated_golden_summary(scenario_path: Path, policy: str) -> None:
-    golden_file = GOLDEN_DIR / f"{scenario_path.stem}__{policy}.json"
-    snap = _snapshot(scenario_path, policy)
-    if UPDATE:
-        GOLDEN_DIR.mkdir(parents=True, exist_ok=True)
-        golden_file.write_text(json.dumps(snap, indent=1, sort_keys=True) + "\n")
-        return
-    assert golden_file.exists(), f"no golden for {golden_file.name}; run with ADMISSION_SIM_UPDATE_GOLDEN=1"
-    golden = json.loads(golden_file.read_text())
-    summary = snap["summary"]
-    diffs = {
-        key: (want, summary.get(key, "<missing>"))
-        for key, want in golden["summary"].items()
-        if key not in summary or not _same(want, summary[key])
-    }
-    assert not diffs, f"calibrated/{golden_file.name}: summary differs (golden, now): {diffs}"
-    for table in ("timeseries", "model_timeseries"):
-        assert snap[table] == golden[table], f"calibrated/{golden_file.name}: {table} differs"
-
-
-def test_calibrated_golden_files_match_bundled_scenarios() -> None:
-    expected = {f"{p.stem}__{pol}.json" for p in SCENARIOS for pol in POLICIES}
-    present = {p.name for p in GOLDEN_DIR.glob("*.json")}
-    assert present == expected, f"missing: {sorted(expected - present)}, stale: {sorted(present - expected)}"
 
 
 def test_small_budgets_make_as_many_blocked_evaluations_as_the_real_scheduler() -> None:
