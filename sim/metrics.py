@@ -523,28 +523,42 @@ def time_weighted_mean(times: Sequence[float], values: Sequence[float], end: flo
     return float(np.dot(widths, v) / span)
 
 
-def run_metrics(rec: Recorder, sim_time: float, total_rows: int) -> dict[str, Any]:
-    """Per run: row progress, row-group latency and time-weighted means of the scheduler series."""
-    out: dict[str, Any] = {}
-    rgs = rec.row_groups  # appended at checkpoint, so checkpoint times never decrease
-    done = np.cumsum([size for _, size, _, _ in rgs]) if rgs else np.zeros(0)
-    times = [at for _, _, _, at in rgs]
+def row_progress_metrics(
+    sizes: Sequence[int], checkpoint_times: Sequence[float], latencies: Sequence[float], total_rows: int
+) -> dict[str, float]:
+    """Time to the first, 50 % and all rows, and row-group latency percentiles, from the checkpointed
+    row groups in checkpoint order (the simulator's recorder and the real twin share it)."""
+    done = np.cumsum(sizes) if len(sizes) else np.zeros(0)
 
     def first_time_reaching(rows: float) -> float:
         if rows <= 0 or len(done) == 0 or done[-1] < rows:
             return NAN
-        return float(times[int(np.searchsorted(done, rows, side="left"))])
+        return float(checkpoint_times[int(np.searchsorted(done, rows, side="left"))])
 
-    out["time_to_first_row"] = first_time_reaching(1)
-    out["time_to_50pct_rows"] = first_time_reaching(math.ceil(0.5 * total_rows))
-    out["time_to_all_rows"] = first_time_reaching(total_rows)
-    latency = np.array([at - admitted for _, _, admitted, at in rgs], dtype=float)
+    out = {
+        "time_to_first_row": first_time_reaching(1),
+        "time_to_50pct_rows": first_time_reaching(math.ceil(0.5 * total_rows)),
+        "time_to_all_rows": first_time_reaching(total_rows),
+    }
+    latency = np.asarray(latencies, dtype=float)
     if latency.size:
         out["row_group_latency_p50"] = float(np.percentile(latency, 50))
         out["row_group_latency_p95"] = float(np.percentile(latency, 95))
         out["row_group_latency_max"] = float(latency.max())
     else:
         out["row_group_latency_p50"] = out["row_group_latency_p95"] = out["row_group_latency_max"] = NAN
+    return out
+
+
+def run_metrics(rec: Recorder, sim_time: float, total_rows: int) -> dict[str, Any]:
+    """Per run: row progress, row-group latency and time-weighted means of the scheduler series."""
+    rgs = rec.row_groups  # appended at checkpoint, so checkpoint times never decrease
+    out: dict[str, Any] = row_progress_metrics(
+        [size for _, size, _, _ in rgs],
+        [at for _, _, _, at in rgs],
+        [at - admitted for _, _, admitted, at in rgs],
+        total_rows,
+    )
     tail = rec.series_tail
     exact = rec.series[: rec.max_series_rows] if tail is not None else rec.series
     series_times = [row[0] for row in exact]

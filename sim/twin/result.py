@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..metrics import SCHEDULER_SERIES_COLUMNS, TIME_MEAN_COLUMNS, time_weighted_mean
+from ..metrics import SCHEDULER_SERIES_COLUMNS, TIME_MEAN_COLUMNS, row_progress_metrics, time_weighted_mean
 from ..results import Result, atomic_directory
 from ..row_group_admission import REASONS
 from ..scenario import Scenario
@@ -230,23 +230,13 @@ def result_from_raw(scenario: Scenario, raw: Mapping[str, Any], engine_version: 
 
 def _progress_metrics(row_groups: pd.DataFrame, series: pd.DataFrame, duration: float, total_rows: int) -> dict:
     """The simulator's row-progress and time-mean metrics, from checkpoints and samples."""
-    out: dict[str, Any] = {}
     ordered = row_groups.sort_values("checkpointed_at", kind="stable")
-    done = ordered["size"].cumsum().to_numpy()
-    times = ordered["checkpointed_at"].to_numpy()
-
-    def first_time_reaching(rows: float) -> float:
-        if rows <= 0 or len(done) == 0 or done[-1] < rows:
-            return NAN
-        return float(times[int(np.searchsorted(done, rows, side="left"))])
-
-    out["time_to_first_row"] = first_time_reaching(1)
-    out["time_to_50pct_rows"] = first_time_reaching(math.ceil(0.5 * total_rows))
-    out["time_to_all_rows"] = first_time_reaching(total_rows)
-    latency = ordered["latency"].dropna().to_numpy(dtype=float)
-    for name, q in (("p50", 50), ("p95", 95)):
-        out[f"row_group_latency_{name}"] = float(np.percentile(latency, q)) if latency.size else NAN
-    out["row_group_latency_max"] = float(latency.max()) if latency.size else NAN
+    out: dict[str, Any] = row_progress_metrics(
+        ordered["size"].tolist(),
+        ordered["checkpointed_at"].tolist(),
+        ordered["latency"].dropna().tolist(),
+        total_rows,
+    )
     for column in TIME_MEAN_COLUMNS:
         out[f"{column}_time_mean"] = time_weighted_mean(series["time"].tolist(), series[column].tolist(), duration)
     return out
