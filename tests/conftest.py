@@ -6,12 +6,15 @@ the scenario defaults, plus a ``stop.max_time`` so that always-429 models pass v
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import pytest
 
 from sim.scenario import Scenario, scenario_from_dict
+from sim.twin import TESTED_VERSION
+from sim.twin import engine as twin_engine
 from sim.workload import Workload, build_workload
 
 ScenarioFactory = Callable[..., Scenario]
@@ -56,3 +59,12 @@ def make_workload() -> WorkloadFactory:
         return build_workload(_scenario(*args, **kwargs))
 
     return build
+
+
+#: Tests that drive the real DataDesigner engine. Without the ``twin`` extra they skip on a
+#: developer's machine; in CI (``CI`` set), where ``make test`` installs it, they must run, so a
+#: broken install fails instead of skipping silently.
+needs_engine = pytest.mark.skipif(
+    not os.environ.get("CI") and any(v != TESTED_VERSION for v in twin_engine.installed_versions().values()),
+    reason="the 'twin' extra (data-designer-engine==0.9.7) is not installed",
+)

@@ -28,11 +28,9 @@ from sim.twin import (
     write_twin_result,
 )
 from sim.twin import engine as twin_engine
+from tests.conftest import needs_engine
 
-pytestmark = pytest.mark.skipif(
-    any(v != TESTED_VERSION for v in twin_engine.installed_versions().values()),
-    reason="the 'twin' extra (data-designer-engine==0.9.7) is not installed",
-)
+pytestmark = needs_engine
 
 
 def _scenario(**parts) -> Scenario:

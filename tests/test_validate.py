@@ -14,8 +14,6 @@ import pytest
 import sim
 from sim.errors import InputError
 from sim.scenario import Scenario, scenario_from_dict
-from sim.twin import TESTED_VERSION
-from sim.twin import engine as twin_engine
 from sim.validate import (
     RunRecord,
     ValidationError,
@@ -28,12 +26,7 @@ from sim.validate import (
     validate,
     write_validation,
 )
-
-needs_engine = pytest.mark.skipif(
-    any(v != TESTED_VERSION for v in twin_engine.installed_versions().values()),
-    reason="the 'twin' extra (data-designer-engine==0.9.7) is not installed",
-)
-
+from tests.conftest import needs_engine
 
 #: A 429 window in the first 2 s on `flaky`, two healthy models, 150 ms calls, budgets of 12 tasks:
 #: the global rule freezes the target while `flaky` is deferred, the localized one does not.
@@ -244,10 +237,9 @@ def test_cli_validate_with_a_timed_out_run_writes_the_folder_and_exits_1(tmp_pat
     assert "healthy_calls" in captured.out
 
 
+@needs_engine
 def test_cli_validate_rejects_a_repeated_policy(tmp_path, capsys):
     from sim.cli import main
 
-    if any(v != TESTED_VERSION for v in twin_engine.installed_versions().values()):
-        pytest.skip("the 'twin' extra is not installed")
     assert main(["validate", "healthy-bottleneck", "--policies", "global,global"]) == 2
     assert "listed twice" in capsys.readouterr().err
