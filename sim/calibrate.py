@@ -27,16 +27,18 @@ import os
 import platform
 import sys
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, RunFailed
 from .event_loop import LoopCosts, LoopProfile, load_profile
 from .policies import get_policy
+from .row_group_admission import REASONS
 from .scenario import Scenario, scenario_from_dict
 from .scheduler import Scheduler
 from .workload import Task, build_workload
@@ -56,7 +58,15 @@ class CalibrationError(InputError):
 
 @dataclass(frozen=True)
 class MicroScenario:
-    """A healthy-only run: seed -> four model columns, each on its own model (``docs/event-loop.md``)."""
+    """A calibration run: seed -> four model columns, each on its own model, one-row groups,
+    constant-latency mocks (``docs/event-loop.md``, "Calibrating").
+
+    Healthy-only by default. With ``rate_limit = "window"`` the ``cooling`` model answers 429 at
+    once to every call sent in ``[0, burst_s)`` (a *burst*; the run then completes), so deferral,
+    salvage passes and retry pacing run and their costs can be fitted. Fields added
+    after the first measurements have defaults that reproduce the old healthy-only runs, so old
+    measurement files stay loadable.
+    """
 
     latency_s: float
     max_parallel_requests: int = 4
@@ -66,11 +76,37 @@ class MicroScenario:
     policy: str = "fixed"
     #: max_in_flight_tasks = max_model_task_admission
     budgets: int = 1024
+    #: 429 pattern of the ``cooling`` model: ``never``, ``window`` or ``always``
+    rate_limit: str = "never"
+    #: end of the 429 window (``window``), seconds from the start of the run
+    burst_s: float = 0.0
+    #: the request-admission controller in front of every call (the healthy-only runs had it)
+    request_admission: bool = True
+    #: request-admission cooldown after a 429 without Retry-After, seconds (None: the default)
+    cooldown_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.rate_limit not in ("never", "window"):
+            raise ValueError(f"rate_limit: must be never or window, got {self.rate_limit!r}")
+        if self.rate_limit == "window" and not self.burst_s > 0:
+            raise ValueError("burst_s: a 429 window needs burst_s > 0")
+
+    @property
+    def label(self) -> str:
+        """A short name: kind, latency, parallel requests, hard cap, rows, policy, and what differs."""
+        kind = "healthy" if self.rate_limit == "never" else f"burst{self.burst_s:g}s"
+        label = f"{kind}-{self.latency_s * 1000:g}ms-mpr{self.max_parallel_requests}-cap{self.hard_cap}-{self.rows}r"
+        label += f"-{self.policy}" + (f"-budgets{self.budgets}" if self.budgets != 1024 else "")
+        if not self.request_admission:
+            label += "-admission-off"
+        elif self.cooldown_s is not None:
+            label += f"-cooldown{self.cooldown_s:g}s"
+        return label
 
     def scenario(
         self, loop_model: str = "calibrated", profile: str = "reference-2core", scale: float = 1.0
     ) -> Scenario:
-        models = [
+        models: list[dict[str, Any]] = [
             {
                 "name": name,
                 "max_parallel_requests": self.max_parallel_requests,
@@ -78,28 +114,31 @@ class MicroScenario:
             }
             for name in HEALTHY_MODELS
         ]
+        if self.rate_limit == "window":
+            models[0]["rate_limit"] = {"pattern": "window", "start": 0.0, "end": self.burst_s, "latency": 0.0}
         columns: list[dict[str, Any]] = [{"name": "seed", "strategy": "full_column"}]
         columns += [{"name": name, "depends_on": ["seed"], "model": name} for name in HEALTHY_MODELS]
-        lat_ms = f"{self.latency_s * 1000:g}"
-        return scenario_from_dict(
-            {
-                "name": f"healthy-only-{lat_ms}ms-mpr{self.max_parallel_requests}-cap{self.hard_cap}-{self.policy}",
-                "row_groups": {"count": self.rows, "size": 1},
-                "models": models,
-                "columns": columns,
-                "scheduler": {
-                    "policy": self.policy,
-                    "max_concurrent_row_groups": self.hard_cap,
-                    "initial_target": 1,
-                    "max_in_flight_tasks": self.budgets,
-                    "max_model_task_admission": self.budgets,
-                    "salvage_max_rounds": 2,
-                    "request_pressure_advisory": True,
-                    "loop": {"model": loop_model, "profile": profile, "scale": scale},
-                },
+        data: dict[str, Any] = {
+            "name": self.label,
+            "row_groups": {"count": self.rows, "size": 1},
+            "models": models,
+            "columns": columns,
+            "scheduler": {
+                "policy": self.policy,
+                "max_concurrent_row_groups": self.hard_cap,
+                "initial_target": 1,
+                "max_in_flight_tasks": self.budgets,
+                "max_model_task_admission": self.budgets,
+                "salvage_max_rounds": 2,
+                "request_pressure_advisory": True,
+                "loop": {"model": loop_model, "profile": profile, "scale": scale},
             },
-            source="micro-scenario",
-        )
+        }
+        if not self.request_admission:
+            data["request_admission"] = {"enabled": False}
+        elif self.cooldown_s is not None:
+            data["request_admission"] = {"cooldown_seconds": self.cooldown_s}
+        return scenario_from_dict(data, source="micro-scenario")
 
 
 @dataclass(frozen=True)
@@ -116,26 +155,62 @@ class Measurement:
     #: target evaluations that found a block reason other than no_pending_row_groups (not fitted:
     #: a check of the evaluation cadence)
     blocked_evaluations: int | None = None
+    #: calls answered 429 and salvage cycles run (not fitted: checks of the retry pacing)
+    rate_limited_calls: int | None = None
+    salvage_cycles: int | None = None
+    #: share of one core a busy loop got just before the run (:func:`cpu_share`); below
+    #: ``clean_share`` the machine was contended and wall-clock quantities are not fitted.
+    #: None: not probed (the stored reference runs, taken on an unloaded machine)
+    cpu_share: float | None = None
+    #: 1-minute load average when the run started (for the record)
+    load_1m: float | None = None
+
+    @property
+    def kind(self) -> str:
+        """``healthy`` (no 429) or ``burst``."""
+        return "healthy" if self.micro.rate_limit == "never" else "burst"
+
+
+def _optional(item: Mapping[str, Any], key: str, kind: type) -> Any:
+    value = item.get(key)
+    return None if value is None else kind(value)
+
+
+def _positive(item: Mapping[str, Any], key: str) -> float:
+    value = float(item[key])
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{key}: must be a positive number of seconds, got {item[key]!r}")
+    return value
 
 
 def measurements_from_dicts(items: Iterable[Mapping[str, Any]], source: str) -> list[Measurement]:
-    """Measurements from their JSON form (see ``sim/profiles/*.measurements.json``)."""
+    """Measurements from their JSON form (see ``sim/profiles/*.measurements.json``); keys added
+    after the first files are optional, so every older file still loads."""
     out: list[Measurement] = []
     for i, item in enumerate(items):
         try:
-            micro = MicroScenario(**item["micro"])
+            if not isinstance(item, Mapping):
+                raise TypeError("expected an object")
+            micro_data = item["micro"]
+            if not isinstance(micro_data, Mapping):
+                raise TypeError("micro: expected an object")
+            micro = MicroScenario(**micro_data)
             out.append(
                 Measurement(
                     str(item["name"]),
                     micro,
-                    float(item["cpu_s"]),
-                    float(item["wall_s"]),
+                    _positive(item, "cpu_s"),
+                    _positive(item, "wall_s"),
                     float(item["rows_per_s"]),
-                    {int(k): float(v) for k, v in item.get("target_reached_s", {}).items()},
-                    None if item.get("blocked_evaluations") is None else int(item["blocked_evaluations"]),
+                    {int(k): float(v) for k, v in (item.get("target_reached_s") or {}).items()},
+                    _optional(item, "blocked_evaluations", int),
+                    _optional(item, "rate_limited_calls", int),
+                    _optional(item, "salvage_cycles", int),
+                    _optional(item, "cpu_share", float),
+                    _optional(item, "load_1m", float),
                 )
             )
-        except (KeyError, TypeError, ValueError) as err:
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise CalibrationError(f"{source}: measurements.{i}: {err}") from None
     if not out:
         raise CalibrationError(f"{source}: no measurements")
@@ -197,15 +272,31 @@ def measurements_from_harness(runs_jsonl: str | Path, timelines: str | Path | No
 
 
 def measurement_to_dict(m: Measurement) -> dict[str, Any]:
-    return {
+    """The JSON form; micro-scenario fields at their default and unset checks are left out, so a
+    healthy-only run is written exactly as the first measurement files wrote it."""
+    defaults = MicroScenario(m.micro.latency_s)
+    micro = {
+        f.name: getattr(m.micro, f.name)
+        for f in fields(MicroScenario)
+        if f.name in _FIRST_MICRO_FIELDS or getattr(m.micro, f.name) != getattr(defaults, f.name)
+    }
+    out: dict[str, Any] = {
         "name": m.name,
-        "micro": m.micro.__dict__,
+        "micro": micro,
         "cpu_s": m.cpu_s,
         "wall_s": m.wall_s,
         "rows_per_s": m.rows_per_s,
         "target_reached_s": {str(k): v for k, v in sorted(m.target_reached_s.items())},
         "blocked_evaluations": m.blocked_evaluations,
     }
+    for key in ("rate_limited_calls", "salvage_cycles", "cpu_share", "load_1m"):
+        if getattr(m, key) is not None:
+            out[key] = getattr(m, key)
+    return out
+
+
+#: The micro-scenario fields of the first measurement files: always written.
+_FIRST_MICRO_FIELDS = ("latency_s", "max_parallel_requests", "hard_cap", "rows", "policy", "budgets")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -280,6 +371,8 @@ class SimulatedRun:
     counts: dict[str, int]
     #: target -> (simulated time, busy time until then, counts until then)
     target_snapshots: dict[int, tuple[float, float, dict[str, int]]]
+    rate_limited_calls: int = 0
+    salvage_cycles: int = 0
 
     @property
     def calls(self) -> int:
@@ -306,6 +399,8 @@ def simulate_micro(
         sched.completed_rows / wall if wall > 0 else math.nan,
         sched.current_counts(),
         sched.target_snapshots,
+        int(sum(sched.recorder.model_429)),
+        sched.salvage_cycles,
     )
 
 
@@ -313,24 +408,67 @@ def simulate_micro(
 # The fit
 # ---------------------------------------------------------------------------------------------
 
+#: Below this share of a core (:func:`cpu_share`) a run's machine was contended: its wall-clock
+#: quantities (times to target values) are compared but not fitted. CPU time is always fitted.
+CLEAN_SHARE = 0.9
+#: An exercised operation whose work is under this share of every fitted quantity is reported as
+#: weakly constrained: its fitted cost is mostly the prior's.
+WEAK_SHARE = 0.01
+
+
+@dataclass(frozen=True)
+class Quantity:
+    """One measured number next to its simulated value; fitted ones are rows of the linear problem."""
+
+    #: ``<measurement>: <quantity>``
+    name: str
+    measured: float
+    simulated: float
+    fitted: bool
+    #: why a quantity is only compared (empty for fitted ones): ``direct call path`` (request
+    #: admission off), ``contended (share x)``, ``a count``, ``not reached in simulation``
+    why_not: str = ""
+    #: counts of each operation the quantity is linear in, and the simulated remainder (idle time,
+    #: work not counted), for fitted quantities
+    counts: np.ndarray | None = None
+    offset: float = 0.0
+
+    @property
+    def relative_error(self) -> float:
+        return (self.simulated - self.measured) / self.measured if self.measured else math.nan
+
 
 @dataclass
 class FitResult:
     costs_us: dict[str, float]
     iterations: int
-    #: quantity name -> (measured, simulated with the fitted costs), seconds
+    #: fitted quantity name -> (measured, simulated with the fitted costs), seconds
     comparison: dict[str, tuple[float, float]]
-    #: operations no measurement exercised: their cost is the prior's
+    #: operations no fitted measurement exercised: their cost is the prior's
     unconstrained: list[str]
+    #: every quantity (fitted and compared only) with the fitted costs, and with the prior's
+    quantities: list[Quantity] = field(default_factory=list)
+    prior_quantities: list[Quantity] = field(default_factory=list)
+    prior_us: dict[str, float] = field(default_factory=dict)
+    #: exercised operations whose work stays under WEAK_SHARE of every fitted quantity -> that share
+    weak: dict[str, float] = field(default_factory=dict)
+
+    @staticmethod
+    def mean_abs_error(quantities: Sequence[Quantity]) -> float:
+        errors = [abs(q.relative_error) for q in quantities if q.fitted]
+        return float(np.mean(errors)) if errors else math.nan
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file next to ``path``, then rename: never half a profile."""
+    """Write ``text`` to a temporary file next to ``path``, then rename: never half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # an ordinary file, not mkstemp's private one
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -350,36 +488,49 @@ def _simulate_all(
     return [runs[m.micro] for m in measurements]
 
 
-def _rows(
-    measurements: Sequence[Measurement], runs: Sequence[SimulatedRun], costs_s: np.ndarray
-) -> tuple[list[np.ndarray], list[float], list[str], list[float], list[float]]:
-    """Linear rows ``counts . costs + offset = measured`` for every measured quantity; also the
-    quantities' names, simulated and measured values."""
-    xs: list[np.ndarray] = []
-    ys: list[float] = []
-    names: list[str] = []
-    simulated: list[float] = []
-    measured_values: list[float] = []
+def _quantities(
+    measurements: Sequence[Measurement],
+    runs: Sequence[SimulatedRun],
+    costs_s: np.ndarray,
+    *,
+    clean_share: float,
+    fit_direct_path: bool,
+) -> list[Quantity]:
+    """Every measured quantity next to its simulation. CPU time and times to target values are
+    linear in the costs (``counts . costs + offset``); counts of 429s and salvage cycles are
+    compared only."""
+    out: list[Quantity] = []
     for m, run in zip(measurements, runs, strict=True):
-        counts = np.array([run.counts[op] for op in OPERATIONS], dtype=float)
-        xs.append(counts)
-        ys.append(m.cpu_s)  # busy time is exactly the counted sum: no offset
-        names.append(f"{m.name}: cpu_s")
-        simulated.append(run.cpu_s)
-        measured_values.append(m.cpu_s)
+        direct = not m.micro.request_admission and not fit_direct_path
+        path_note = "direct call path"  # request admission off: cheaper per call than the profile's path
+        counts = np.array([run.counts.get(op, 0) for op in OPERATIONS], dtype=float)
+        out.append(
+            Quantity(
+                f"{m.name}: cpu_s",
+                m.cpu_s,
+                run.cpu_s,
+                not direct,
+                path_note if direct else "",
+                counts,
+                run.cpu_s - float(counts @ costs_s),  # work the counts do not cover (none today)
+            )
+        )
+        contended = m.cpu_share is not None and m.cpu_share < clean_share
         for value, measured in sorted(m.target_reached_s.items()):
             snap = run.target_snapshots.get(value)
+            name = f"{m.name}: target {value} at s"
             if snap is None:
+                out.append(Quantity(name, measured, math.nan, False, "not reached in simulation"))
                 continue
             t, _busy, snap_counts = snap
-            row = np.array([snap_counts[op] for op in OPERATIONS], dtype=float)
-            offset = t - float(row @ costs_s)  # idle time and work counted but not yet run
-            xs.append(row)
-            ys.append(measured - offset)
-            names.append(f"{m.name}: target {value} at s")
-            simulated.append(t)
-            measured_values.append(measured)
-    return xs, ys, names, simulated, measured_values
+            row = np.array([snap_counts.get(op, 0) for op in OPERATIONS], dtype=float)
+            why = path_note if direct else f"contended (share {m.cpu_share:.2f})" if contended else ""
+            out.append(Quantity(name, measured, t, not why, why, row, t - float(row @ costs_s)))
+        for key, simulated in (("rate_limited_calls", run.rate_limited_calls), ("salvage_cycles", run.salvage_cycles)):
+            measured_count = getattr(m, key)
+            if measured_count is not None and m.kind == "burst":
+                out.append(Quantity(f"{m.name}: {key}", float(measured_count), float(simulated), False, "a count"))
+    return out
 
 
 def fit_costs(
@@ -389,13 +540,17 @@ def fit_costs(
     iterations: int = 4,
     prior_weight: float = 0.05,
     tolerance: float = 0.005,
+    clean_share: float = CLEAN_SHARE,
+    fit_direct_path: bool = False,
 ) -> FitResult:
     """Fit per-operation costs (microseconds) to ``measurements``, starting from ``prior_us``.
 
     Each iteration simulates every measurement with the current costs, builds one linear row per
-    measured quantity (relative error weights) and solves the ridge problem pulling each cost
+    fitted quantity (relative error weights) and solves the ridge problem pulling each cost
     towards its prior by ``prior_weight`` (relative). Stops after ``iterations`` or when no cost
-    moves by more than ``tolerance`` (relative).
+    moves by more than ``tolerance`` (relative). Runs with request admission off are compared,
+    not fitted, unless ``fit_direct_path``; times to target values of runs on a contended machine
+    (cpu share below ``clean_share``) likewise.
     """
     missing = [op for op in OPERATIONS if op not in prior_us]
     if missing:
@@ -404,28 +559,53 @@ def fit_costs(
     costs = prior.copy()
     exercised = np.zeros(len(OPERATIONS), dtype=bool)
     done = 0
+    options = {"clean_share": clean_share, "fit_direct_path": fit_direct_path}
     with tempfile.TemporaryDirectory(prefix="admission-sim-fit-") as tmp:
         workdir = Path(tmp)
+        runs = _simulate_all(measurements, dict(zip(OPERATIONS, costs * 1e6, strict=True)), workdir)
+        first = _quantities(measurements, runs, costs, **options)
+        if not any(q.fitted for q in first):
+            raise CalibrationError("measurements: none can be fitted (every run has request admission off)")
+        quantities = first
         for done in range(1, iterations + 1):  # noqa: B007 - the count is reported
-            runs = _simulate_all(measurements, dict(zip(OPERATIONS, costs * 1e6, strict=True)), workdir)
-            xs, ys, _names, _sim, _meas = _rows(measurements, runs, costs)
-            exercised |= np.array(xs).sum(axis=0) > 0
-            # Unknowns are relative costs u = c / prior, so the ridge pulls u towards 1.
-            a = np.array([x * prior / y for x, y in zip(xs, ys, strict=True)])
-            b = np.ones(len(ys))
+            rows = [q for q in quantities if q.fitted]
+            xs = np.array([q.counts for q in rows])
+            exercised |= xs.sum(axis=0) > 0
+            # Unknowns are relative costs u = c / prior, so the ridge pulls u towards 1; each row is
+            # divided by its measured value (relative errors).
+            a = xs * prior / np.array([q.measured for q in rows])[:, None]
+            b = np.array([(q.measured - q.offset) / q.measured for q in rows])
             ridge = math.sqrt(prior_weight) * np.eye(len(OPERATIONS))
             u, *_ = np.linalg.lstsq(np.vstack([a, ridge]), np.concatenate([b, ridge @ np.ones(len(OPERATIONS))]))
             new = np.maximum(u, 0.01) * prior
             moved = float(np.max(np.abs(new - costs) / costs))
             costs = new
+            runs = _simulate_all(measurements, dict(zip(OPERATIONS, costs * 1e6, strict=True)), workdir)
+            quantities = _quantities(measurements, runs, costs, **options)
             if moved < tolerance:
                 break
-        runs = _simulate_all(measurements, dict(zip(OPERATIONS, costs * 1e6, strict=True)), workdir)
-    _xs, _ys, names, simulated, measured_values = _rows(measurements, runs, costs)
-    comparison = dict(zip(names, zip(measured_values, simulated, strict=True), strict=True))
+    fitted = [q for q in quantities if q.fitted]
+    comparison = {q.name: (q.measured, q.simulated) for q in fitted}
     costs_us = {op: round(float(c) * 1e6, 1) for op, c in zip(OPERATIONS, costs, strict=True)}
+    if done == 0:
+        exercised = np.array([q.counts for q in fitted]).sum(axis=0) > 0
     unconstrained = [op for op, seen in zip(OPERATIONS, exercised, strict=True) if not seen]
-    return FitResult(costs_us, done, comparison, unconstrained)
+    shares = np.array([q.counts * costs / q.measured for q in fitted]).max(axis=0)
+    weak = {
+        op: float(share)
+        for op, share, seen in zip(OPERATIONS, shares, exercised, strict=True)
+        if seen and share < WEAK_SHARE
+    }
+    return FitResult(
+        costs_us,
+        done,
+        comparison,
+        unconstrained,
+        quantities,
+        first,
+        {op: float(prior_us[op]) for op in OPERATIONS},
+        weak,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -433,21 +613,31 @@ def fit_costs(
 # ---------------------------------------------------------------------------------------------
 
 
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
 def machine_description() -> dict[str, str]:
     """Where a fit ran: machine, Python and (if installed) the real engine's version."""
-    try:
-        from importlib.metadata import PackageNotFoundError, version
+    from importlib.metadata import PackageNotFoundError, version
 
+    engines = []
+    for package in ("data-designer-engine", "data-designer-config"):
         try:
-            engine = f"data-designer-engine {version('data-designer-engine')}"
+            engines.append(f"{package} {version(package)}")
         except PackageNotFoundError:
-            engine = "not installed"
-    except ImportError:  # pragma: no cover - importlib.metadata is in the standard library
-        engine = "unknown"
+            pass
     return {
-        "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.system()} {platform.release()}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {_cpu_model()}, {platform.system()} "
+        f"{platform.release()}",
         "python": platform.python_version(),
-        "engine": engine,
+        "engine": ", ".join(engines) if engines else "not installed",
     }
 
 
@@ -477,35 +667,189 @@ def write_profile(
     return load_profile(str(path))
 
 
+# ---------------------------------------------------------------------------------------------
+# Measuring on this machine: the fixed micro-scenario set on the real twin
+# ---------------------------------------------------------------------------------------------
+
+
+def micro_set(quick: bool = False) -> tuple[MicroScenario, ...]:
+    """The micro-scenarios ``calibrate`` runs on the real scheduler (``docs/event-loop.md``,
+    "Calibrating"): healthy-only runs at several latencies and parallelism (the loop saturated
+    and idle), the ramp with default and small budgets, and zero-latency 429 bursts with request
+    admission on (fitted) and off (compared: the direct call path). ``quick``: three small runs."""
+    burst = {"latency_s": 0.001, "rate_limit": "window", "burst_s": 0.3}
+    if quick:
+        return (
+            MicroScenario(0.02, 4, 16, 32, "fixed"),
+            MicroScenario(0.1, 4, 16, 32, "localized"),
+            MicroScenario(hard_cap=16, rows=32, policy="localized", cooldown_s=0.02, **{**burst, "burst_s": 0.1}),
+        )
+    return (
+        MicroScenario(0.02, 4, 64, 256, "fixed"),
+        MicroScenario(0.02, 4, 64, 256, "localized"),
+        MicroScenario(0.02, 8, 64, 256, "fixed"),
+        MicroScenario(0.05, 4, 64, 256, "fixed"),
+        MicroScenario(0.1, 4, 64, 128, "fixed"),
+        MicroScenario(0.2, 4, 64, 128, "fixed"),
+        MicroScenario(0.2, 4, 64, 256, "localized"),
+        MicroScenario(0.2, 4, 64, 256, "localized", budgets=16),
+        MicroScenario(policy="localized", cooldown_s=0.02, **burst),
+        MicroScenario(policy="fixed", cooldown_s=0.02, **burst),
+        MicroScenario(policy="localized", request_admission=False, **burst),
+        MicroScenario(policy="fixed", request_admission=False, **burst),
+    )
+
+
+def watched_targets(micro: MicroScenario) -> tuple[int, ...]:
+    """Target values whose first time is measured: 8, 16 and 32 on the ramp with default budgets,
+    4 with small budgets (before any call returns); none in fixed mode."""
+    if micro.policy == "fixed":
+        return ()
+    return (8, 16, 32) if micro.budgets >= 1024 else (4,)
+
+
+def cpu_share(seconds: float = 0.05) -> float:
+    """Share of one core this process gets now: CPU time over wall time of a short busy loop.
+    About 1 on an idle core; lower when other processes compete (wall times then inflate)."""
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    while time.perf_counter() - wall0 < seconds:
+        pass
+    return min(1.0, (time.process_time() - cpu0) / (time.perf_counter() - wall0))
+
+
+def measurement_from_twin(
+    micro: MicroScenario, result: Any, name: str, *, share: float | None = None, load_1m: float | None = None
+) -> Measurement:
+    """A :class:`Measurement` from one real run (a :class:`sim.twin.TwinResult`). A run that did
+    not complete is a :class:`RunFailed`: its numbers describe a different amount of work."""
+    summary = result.summary
+    if summary["stop_reason"] != "completed":
+        raise RunFailed(f"{name}: the real run stopped early ({summary['stop_reason']}); it is no measurement")
+    changes = result.target_changes
+    reached: dict[int, float] = {}
+    for value in watched_targets(micro):
+        hit = changes["time"][changes["target"] >= value]
+        if len(hit):
+            reached[value] = float(hit.iloc[0])
+    adaptive = micro.policy != "fixed"
+    blocked = sum(int(summary[f"blocked_{r}"]) for r in REASONS if r != "no_pending_row_groups") if adaptive else None
+    return Measurement(
+        name,
+        micro,
+        float(summary["cpu_seconds"]),
+        float(summary["duration"]),
+        float(summary["rows_per_second"]),
+        reached,
+        blocked,
+        int(summary["rate_limited_calls"]),
+        int(summary["salvage_cycles"]),
+        share,
+        load_1m,
+    )
+
+
+def run_micro_set(
+    micros: Sequence[MicroScenario],
+    repeats: int = 1,
+    *,
+    timeout: float = 600.0,
+    on_run: Callable[[str], None] | None = None,
+) -> list[Measurement]:
+    """Run every micro-scenario ``repeats`` times on the real scheduler (repeat k uses seed k;
+    repeats are the outer loop, so a burst of load on the machine spreads over the set). Raises
+    :class:`sim.twin.TwinUnavailable` before anything runs when the twin extra is missing, and
+    :class:`RunFailed` (or ``KeyboardInterrupt``) if a run does not finish: no partial list."""
+    from .twin import require_engine, run_twin
+
+    require_engine()
+    out: list[Measurement] = []
+    for k in range(repeats):
+        for micro in micros:
+            name = f"{micro.label}_r{k}"
+            share = cpu_share()
+            load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+            result = run_twin(micro.scenario("none"), seed=k, timeout=timeout)
+            out.append(measurement_from_twin(micro, result, name, share=round(share, 3), load_1m=load))
+            if on_run is not None:
+                on_run(name)
+    return out
+
+
+def measurements_json(measurements: Sequence[Measurement], measured_on: Mapping[str, str], description: str) -> str:
+    data = {
+        "description": description,
+        "measured_on": dict(measured_on),
+        "measurements": [measurement_to_dict(m) for m in measurements],
+    }
+    return json.dumps(data, indent=1) + "\n"
+
+
+def measurements_path_for(out: str | Path) -> Path:
+    """Where ``calibrate`` stores the runs behind a profile: ``<out stem>.measurements.json``."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}.measurements.json")
+
+
+# ---------------------------------------------------------------------------------------------
+# The command
+# ---------------------------------------------------------------------------------------------
+
+
+def read_measurements(
+    paths: Sequence[str | Path], kinds: Iterable[str] = ("healthy", "burst")
+) -> tuple[list[Measurement], dict[str, str]]:
+    """The measurements of every file, keeping the ``kinds`` asked for, and the machine they were
+    measured on (the first file's ``measured_on``; files from several machines are named)."""
+    wanted = set(kinds)
+    out: list[Measurement] = []
+    machines: list[dict[str, str]] = []
+    for path in paths:
+        loaded = load_measurements(path)
+        out += [m for m in loaded if m.kind in wanted]
+        meta = json.loads(Path(path).read_text(encoding="utf-8")).get("measured_on")
+        if isinstance(meta, dict):
+            machines.append({str(k): str(v) for k, v in meta.items()})
+    if not out:
+        raise CalibrationError(f"--kinds {','.join(sorted(wanted))}: no measurement of that kind in the files")
+    if not machines:
+        return out, machine_description()
+    measured_on = dict(machines[0])
+    others = [m for m in machines[1:] if m != machines[0]]
+    if others:
+        measured_on["also"] = "; ".join(" / ".join(m.values()) for m in others)
+    return out, measured_on
+
+
 def calibrate(
-    measurements_path: str | Path,
+    measurements_path: str | Path | Sequence[str | Path],
     out: str | Path,
     *,
     prior: str = "reference-2core",
     name: str | None = None,
     iterations: int = 4,
+    kinds: Iterable[str] = ("healthy", "burst"),
 ) -> FitResult:
-    """Fit a profile to a measurements file and write it to ``out`` (what ``calibrate`` runs).
+    """Fit a profile to measurements files and write it to ``out`` (what ``calibrate
+    --measurements`` runs).
 
-    The profile's ``measured_on`` is the measurements file's own table if it has one (the machine
-    the real scheduler ran on), else this machine. Raises :class:`InputError` subclasses on bad
-    input, before anything is written."""
-    path = Path(measurements_path)
-    measurements = load_measurements(path)
+    The profile's ``measured_on`` is the measurements files' own table if they have one (the
+    machine the real scheduler ran on), else this machine. Raises :class:`InputError` subclasses
+    on bad input, before anything is written."""
+    paths = [measurements_path] if isinstance(measurements_path, str | Path) else list(measurements_path)
+    measurements, measured_on = read_measurements(paths, kinds)
     start = load_profile(prior)
     fit = fit_costs(measurements, start.costs_us, iterations=iterations)
-    meta = json.loads(path.read_text(encoding="utf-8")).get("measured_on")
-    measured_on = {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else machine_description()
     out = Path(out)
+    sources = ", ".join(Path(p).name for p in paths)
     write_profile(
-        out, fit, name=name or out.stem, measured_on=measured_on, description=f"fitted by sim.calibrate to {path.name}"
+        out, fit, name=name or out.stem, measured_on=measured_on, description=f"fitted by sim.calibrate to {sources}"
     )
     return fit
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sim.calibrate", description=__doc__.splitlines()[0])
-    parser.add_argument("--measurements", required=True, help="measurements JSON (see sim/profiles)")
+    parser.add_argument("--measurements", required=True, action="append", help="measurements JSON (see sim/profiles)")
     parser.add_argument("--out", required=True, help="profile TOML to write")
     parser.add_argument("--prior", default="reference-2core", help="profile to start from (name or path)")
     parser.add_argument("--name", default=None, help="profile name (default: the file name)")
@@ -516,8 +860,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    for quantity, (measured, simulated) in fit.comparison.items():
-        print(f"{quantity}: measured {measured:.4f}  simulated {simulated:.4f}")
+    for q in fit.quantities:
+        note = "" if q.fitted else f"  (compared only: {q.why_not})"
+        print(f"{q.name}: measured {q.measured:.4f}  simulated {q.simulated:.4f}{note}")
     if fit.unconstrained:
         print(f"not exercised by the measurements (prior kept): {', '.join(fit.unconstrained)}")
     print(f"wrote {args.out}")

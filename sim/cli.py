@@ -1515,34 +1515,202 @@ def validate(
 
 @command(
     "calibrate",
-    help="Fit the event-loop model's per-operation CPU costs (scheduler.loop.model = calibrated) to measurements "
-    "of the real scheduler and write a cost profile (TOML, microseconds per operation, docs/event-loop.md).",
+    help="Fit the event-loop model's per-operation CPU costs (scheduler.loop.model = calibrated) and write a cost "
+    "profile (TOML, microseconds per operation, docs/event-loop.md). Without --measurements, first runs a fixed set "
+    "of micro-scenarios on the real scheduler on this machine (needs the twin extra) and stores them next to the "
+    "profile as <profile stem>.measurements.json.",
     epilog=_examples(
-        "calibrate --measurements sim/profiles/reference-2core.measurements.json --out my-machine.toml",
+        "calibrate --out my-machine.toml",
+        "calibrate --out quick.toml --quick --repeats 1",
+        "calibrate --measurements sim/profiles/reference-2core.measurements.json --out refit.toml",
         "run window-recovery --set scheduler.loop.model=calibrated --set scheduler.loop.profile=my-machine.toml",
     ),
 )
 def calibrate_command(
-    measurements: Annotated[
+    out: Annotated[
         Path,
-        typer.Option("--measurements", metavar="FILE", help="Measurements JSON of real runs (see sim/profiles/)."),
+        typer.Option("--out", metavar="PROFILE", help="Profile TOML to create; must not exist unless --force."),
     ],
-    out: Annotated[Path, typer.Option("--out", metavar="PROFILE", help="Profile TOML to create; must not exist.")],
+    measurements: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--measurements",
+            metavar="FILE",
+            help="Fit stored runs (measurements JSON, see sim/profiles/) instead of running; repeat to merge files.",
+            show_default=False,
+        ),
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Replace an existing --out (and, when running, its measurements file)."),
+    ] = False,
+    repeats: Annotated[
+        int | None,
+        typer.Option("--repeats", min=1, max=100, metavar="N", help="Real runs per micro-scenario [default: 3]."),
+    ] = None,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Three small micro-scenarios instead of the full set (a smoke test).")
+    ] = False,
+    kinds: Annotated[
+        str, typer.Option("--kinds", help="Which runs to run and fit: healthy, burst (429 bursts), or both.")
+    ] = "healthy,burst",
     prior: Annotated[
         str, typer.Option("--prior", help="Profile to start from and to keep for operations nothing measures.")
     ] = "reference-2core",
     name: Annotated[
         str | None, typer.Option("--name", help="Profile name (default: the file name).", show_default=False)
     ] = None,
+    iterations: Annotated[
+        int, typer.Option("--iterations", min=0, max=50, help="Most simulate-and-solve rounds of the fit.")
+    ] = 4,
+    timeout: TimeoutOpt = 600.0,
+    progress: ProgressOpt = None,
+    fmt: FormatOpt = OutputFormat.table,
+    quiet: QuietOpt = False,
 ) -> int:
-    from .calibrate import calibrate
+    from . import calibrate as cal
+    from .event_loop import load_profile
 
-    if os.path.lexists(out):
-        raise CliError(f"--out {out}: a file of that name already exists; remove it or choose another name")
-    fit = calibrate(measurements, out, prior=prior, name=name)
-    for quantity, (measured, simulated) in fit.comparison.items():
-        print(f"{quantity}: measured {measured:.4f}  simulated {simulated:.4f}")
-    if fit.unconstrained:
-        print(f"not exercised by the measurements (prior kept): {', '.join(fit.unconstrained)}")
-    print(f"wrote {out}")
+    if out.suffix != ".toml":
+        raise CliError(f"--out {out}: a profile file must end in .toml (scheduler.loop.profile reads it by that)")
+    if os.path.lexists(out) and not force:
+        raise CliError(f"--out {out}: a file of that name already exists; remove it, choose another name or --force")
+    wanted = [k.strip() for k in kinds.split(",") if k.strip()]
+    bad = [k for k in wanted if k not in ("healthy", "burst")]
+    if bad or not wanted:
+        raise CliError(f"--kinds {kinds}: must list healthy and/or burst")
+    start = load_profile(prior)
+    store: Path | None = None
+    if measurements:
+        if quick or repeats is not None:
+            option = "--quick" if quick else "--repeats"
+            raise CliError(f"{option}: only for a calibration run on this machine (without --measurements)")
+        runs, measured_on = cal.read_measurements(measurements, wanted)
+        sources = ", ".join(p.name for p in measurements)
+    else:
+        from .twin import require_engine
+
+        store = cal.measurements_path_for(out)
+        if os.path.lexists(store) and not force:
+            raise CliError(
+                f"--out {out}: its measurements file {store} already exists; remove it, choose another name or --force"
+            )
+        require_engine()
+        micros = [m for m in cal.micro_set(quick) if ("healthy" if m.rate_limit == "never" else "burst") in wanted]
+        runs = _calibration_runs(cal, micros, repeats or 3, timeout, _progress(progress, quiet))
+        measured_on = cal.machine_description()
+        load = os.getloadavg() if hasattr(os, "getloadavg") else None
+        description = (
+            f"The real DataDesigner scheduler on this machine, {len(runs)} runs of the calibrate micro-scenarios "
+            f"(admission-sim {__version__}); load average after the runs: "
+            + (", ".join(f"{x:.2f}" for x in load) if load else "n/a")
+        )
+        cal._atomic_write(store, cal.measurements_json(runs, measured_on, description))
+        sources = store.name
+    fit = cal.fit_costs(runs, start.costs_us, iterations=iterations)
+    cal.write_profile(
+        out, fit, name=name or out.stem, measured_on=measured_on, description=f"fitted by sim.calibrate to {sources}"
+    )
+    emit(_calibration_report(fit, out, store), fmt)
     return EXIT_OK
+
+
+def _calibration_runs(cal: Any, micros: list[Any], repeats: int, timeout: float, progress: bool | None) -> list[Any]:
+    """Run the micro-scenarios on the real scheduler under a rich progress bar on stderr."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    stderr = Console(stderr=True)
+    show = stderr.is_terminal if progress is None else progress
+    with Progress(
+        TextColumn("calibrate"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        console=stderr,
+        disable=not show,
+    ) as bar:
+        task = bar.add_task("", total=len(micros) * repeats)
+        return cal.run_micro_set(
+            micros, repeats, timeout=timeout, on_run=lambda run: bar.update(task, advance=1, description=run)
+        )
+
+
+def _calibration_report(fit: Any, out: Path, store: Path | None) -> Report:
+    """Costs (prior, fitted, how well the data pins each one) and every quantity, measured vs simulated."""
+
+    def status(op: str) -> str:
+        if op in fit.unconstrained:
+            return "unconstrained (prior kept)"
+        if op in fit.weak:
+            return f"weak ({100 * fit.weak[op]:.2g} % of any quantity)"
+        return "fitted"
+
+    costs = Table(
+        "Costs",
+        [
+            Column("operation", numeric=False),
+            Column("prior", "us"),
+            Column("fitted", "us"),
+            Column("change", "%"),
+            Column("constrained", numeric=False),
+        ],
+        [
+            [
+                op,
+                fit.prior_us[op],
+                us,
+                100 * (us / fit.prior_us[op] - 1) if fit.prior_us[op] else float("nan"),
+                status(op),
+            ]
+            for op, us in fit.costs_us.items()
+        ],
+    )
+    before = {q.name: q.simulated for q in fit.prior_quantities}
+    quantities = Table(
+        "Measured vs simulated with the fitted costs",
+        [
+            Column("run", numeric=False, wrap=True),
+            Column("quantity", numeric=False),
+            Column("measured"),
+            Column("simulated"),
+            Column("error", "%"),
+            Column("fitted", numeric=False),
+        ],
+        [
+            [*q.name.rsplit(": ", 1), q.measured, q.simulated, 100 * q.relative_error, "yes" if q.fitted else q.why_not]
+            for q in fit.quantities
+        ],
+    )
+    mean_before = fit.mean_abs_error(fit.prior_quantities)
+    mean_after = fit.mean_abs_error(fit.quantities)
+    lines = [
+        f"mean |error| of the fitted quantities: prior {100 * mean_before:.1f} %, fitted {100 * mean_after:.1f} % "
+        f"({fit.iterations} iterations)"
+    ]
+    if fit.unconstrained:
+        lines.append(f"not exercised by the measurements (prior kept): {', '.join(fit.unconstrained)}")
+    footer = ([f"measurements: {store}"] if store is not None else []) + [f"wrote {out}"]
+    data = {
+        "costs_us": fit.costs_us,
+        "prior_us": fit.prior_us,
+        "unconstrained": fit.unconstrained,
+        "weak": fit.weak,
+        "iterations": fit.iterations,
+        "mean_abs_error": {"prior": mean_before, "fitted": mean_after},
+        "quantities": [
+            {
+                "quantity": q.name,
+                "measured": q.measured,
+                "prior": before.get(q.name),
+                "simulated": q.simulated,
+                "fitted": q.fitted,
+                "why_not": q.why_not,
+            }
+            for q in fit.quantities
+        ],
+        "profile": str(out),
+        "measurements": str(store) if store is not None else None,
+    }
+    return Report(data=data, rows=data["quantities"], tables=[costs, quantities], lines=lines, footer=footer)
