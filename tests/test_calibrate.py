@@ -1,13 +1,19 @@
 """Fitting loop costs: a synthetic dataset made with known costs is fitted back, profiles round-trip,
-bad measurement files fail with a one-line message and write nothing."""
+bad measurement files and bad options fail with a one-line message and write nothing, a real quick
+calibration (twin extra) writes a loadable profile and its measurements."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
+import pandas as pd
 import pytest
 
+import sim
+import sim.calibrate as cal
 from sim.calibrate import (
     OPERATIONS,
     CalibrationError,
@@ -17,12 +23,20 @@ from sim.calibrate import (
     fit_costs,
     load_measurements,
     main,
+    measurement_from_twin,
     measurement_to_dict,
+    measurements_from_dicts,
+    micro_set,
     profile_toml,
     simulate_micro,
     write_profile,
 )
+from sim.cli import main as cli_main
+from sim.errors import RunFailed
 from sim.event_loop import ProfileError, load_profile
+from sim.twin import TESTED_VERSION
+from sim.twin import engine as twin_engine
+from tests.conftest import needs_engine
 
 REFERENCE = load_profile("reference-2core").costs_us
 #: The "true" machine of the synthetic dataset: slower completions and passes, a faster seed.
@@ -34,20 +48,33 @@ MICROS = (
     MicroScenario(0.2, 4, 16, 48, "localized"),
     MicroScenario(0.05, 2, 16, 48, "localized"),
 )
+#: A zero-latency 429 burst (request admission on, short cooldown): deferral and salvage run.
+BURST = MicroScenario(0.001, 4, 16, 48, "localized", rate_limit="window", burst_s=0.1, cooldown_s=0.02)
+STORED = Path(sim.__file__).parent / "profiles" / "reference-2core.measurements.json"
+
+
+def _simulated_measurement(micro: MicroScenario, profile: str, name: str, **extra) -> Measurement:
+    watch = (8,) if micro.policy != "fixed" else ()
+    run = simulate_micro(micro, profile, watch_targets=watch)
+    reached = {t: run.target_reached_s(t) for t in watch if run.target_reached_s(t) is not None}
+    return Measurement(name, micro, run.cpu_s, run.wall_s, run.rows_per_s, reached, **extra)
 
 
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory: pytest.TempPathFactory) -> list[Measurement]:
     """Measurements a machine with TRUE_COSTS would make (the simulator stands in for it)."""
-    path = tmp_path_factory.mktemp("truth") / "truth.toml"
-    path.write_text(profile_toml(TRUE_COSTS, name="truth", measured_on={}))
-    out = []
-    for i, micro in enumerate(MICROS):
-        watch = (8,) if micro.policy != "fixed" else ()
-        run = simulate_micro(micro, str(path), watch_targets=watch)
-        reached = {t: run.target_reached_s(t) for t in watch}
-        out.append(Measurement(f"synthetic-{i}", micro, run.cpu_s, run.wall_s, run.rows_per_s, reached))
-    return out
+    return [_simulated_measurement(micro, _truth(tmp_path_factory), f"synthetic-{i}") for i, micro in enumerate(MICROS)]
+
+
+_TRUTH: list[str] = []
+
+
+def _truth(tmp_path_factory: pytest.TempPathFactory) -> str:
+    if not _TRUTH:
+        path = tmp_path_factory.mktemp("truth") / "truth.toml"
+        path.write_text(profile_toml(TRUE_COSTS, name="truth", measured_on={}))
+        _TRUTH.append(str(path))
+    return _TRUTH[0]
 
 
 @pytest.fixture(scope="module")
@@ -122,3 +149,234 @@ def test_bad_measurements_fail_with_one_line_and_write_nothing(tmp_path: Path, c
     assert not out.exists()
     with pytest.raises(CalibrationError, match="no such measurements file"):
         load_measurements(tmp_path / "missing.json")
+
+
+# -- 429 bursts, the direct call path, contended runs ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def burst(tmp_path_factory: pytest.TempPathFactory) -> Measurement:
+    return _simulated_measurement(BURST, _truth(tmp_path_factory), "synthetic-burst")
+
+
+def test_a_burst_exercises_the_salvage_costs(synthetic: list[Measurement], burst: Measurement) -> None:
+    run = simulate_micro(BURST)
+    assert run.rate_limited_calls > 0 and run.salvage_cycles > 0
+    assert run.counts["salvage_pass"] > 0 and run.counts["salvage_task"] > 0
+    fit = fit_costs([*synthetic, burst], REFERENCE, iterations=2)
+    assert not {"salvage_pass", "salvage_task"} & set(fit.unconstrained)
+    # exercised, but a few passes in a run of thousands of operations: reported as weakly pinned
+    assert set(fit.weak) >= {"salvage_pass", "salvage_task"}
+    assert all(0 < share < cal.WEAK_SHARE for share in fit.weak.values())
+
+
+def test_runs_with_request_admission_off_are_compared_not_fitted(synthetic: list[Measurement]) -> None:
+    direct = replace(synthetic[0], name="direct", micro=replace(synthetic[0].micro, request_admission=False))
+    direct = replace(direct, cpu_s=direct.cpu_s * 0.3)  # the direct call path is much cheaper per call
+    alone = fit_costs(synthetic, REFERENCE, iterations=1)
+    both = fit_costs([*synthetic, direct], REFERENCE, iterations=1)
+    assert both.costs_us == alone.costs_us
+    q = next(q for q in both.quantities if q.name == "direct: cpu_s")
+    assert not q.fitted and q.why_not == "direct call path" and "direct: cpu_s" not in both.comparison
+    forced = fit_costs([*synthetic, direct], REFERENCE, iterations=1, fit_direct_path=True)
+    assert forced.costs_us != alone.costs_us  # the same run, fitted, moves the costs
+    with pytest.raises(CalibrationError, match="none can be fitted"):
+        fit_costs([direct], REFERENCE, iterations=1)
+
+
+def test_target_times_of_a_contended_run_are_not_fitted(synthetic: list[Measurement]) -> None:
+    adaptive = synthetic[2]
+    assert adaptive.target_reached_s
+    contended = replace(adaptive, name="loaded", cpu_share=0.5)
+    fit = fit_costs([contended], REFERENCE, iterations=0)
+    by_name = {q.name: q for q in fit.quantities}
+    assert by_name["loaded: cpu_s"].fitted
+    assert not by_name["loaded: target 8 at s"].fitted
+    assert by_name["loaded: target 8 at s"].why_not.startswith("contended")
+    clean = fit_costs([replace(contended, cpu_share=0.95)], REFERENCE, iterations=0)
+    assert all(q.fitted for q in clean.quantities)
+
+
+# -- measurement files ------------------------------------------------------------------------------
+
+
+def test_the_stored_measurements_load_and_are_written_back_unchanged() -> None:
+    data = json.loads(STORED.read_text())["measurements"]
+    loaded = load_measurements(STORED)
+    assert len(loaded) == len(data) == 34
+    assert all(m.kind == "healthy" and m.micro.request_admission for m in loaded)
+    assert [measurement_to_dict(m) for m in loaded] == data  # the old format, key for key
+
+
+def test_a_burst_measurement_round_trips(burst: Measurement) -> None:
+    full = replace(burst, rate_limited_calls=7, salvage_cycles=2, cpu_share=0.8, load_1m=1.5)
+    data = measurement_to_dict(full)
+    assert data["micro"]["rate_limit"] == "window" and data["micro"]["cooldown_s"] == 0.02
+    assert measurements_from_dicts([json.loads(json.dumps(data))], "t") == [full]
+
+
+@pytest.mark.parametrize(
+    ("micro", "message"),
+    [
+        ({"latency_s": 0.1, "rate_limit": "sometimes"}, "rate_limit: must be never or window"),
+        ({"latency_s": 0.1, "rate_limit": "window"}, "burst_s"),
+        ({"latency_s": 0.1, "speed": 3}, "speed"),
+    ],
+)
+def test_a_bad_micro_scenario_names_the_entry_and_field(micro: dict, message: str) -> None:
+    item = {"name": "x", "micro": micro, "cpu_s": 1.0, "wall_s": 1.0, "rows_per_s": 1.0}
+    with pytest.raises(CalibrationError, match=rf"measurements\.0: .*{message}"):
+        measurements_from_dicts([item], "f.json")
+
+
+def test_a_non_positive_cpu_time_is_refused() -> None:
+    item = {"name": "x", "micro": {"latency_s": 0.1}, "cpu_s": 0.0, "wall_s": 1.0, "rows_per_s": 1.0}
+    with pytest.raises(CalibrationError, match=r"measurements\.0: cpu_s: must be a positive"):
+        measurements_from_dicts([item], "f.json")
+
+
+def _twin_result(stop_reason: str = "completed") -> SimpleNamespace:
+    summary = {
+        "stop_reason": stop_reason,
+        "cpu_seconds": 1.5,
+        "duration": 2.0,
+        "rows_per_second": 16.0,
+        "rate_limited_calls": 9,
+        "salvage_cycles": 2,
+        **{f"blocked_{r}": 0 for r in cal.REASONS},
+        "blocked_no_pending_row_groups": 5,
+        "blocked_llm_wait_saturated": 3,
+    }
+    changes = pd.DataFrame({"time": [0.01, 0.02, 0.05, 0.09], "target": [2, 8, 12, 40]})
+    return SimpleNamespace(summary=summary, target_changes=changes)
+
+
+def test_a_twin_run_becomes_a_measurement() -> None:
+    micro = MicroScenario(0.2, 4, 64, 256, "localized")
+    m = measurement_from_twin(micro, _twin_result(), "r", share=0.97, load_1m=0.4)
+    assert (m.cpu_s, m.wall_s, m.rows_per_s) == (1.5, 2.0, 16.0)
+    assert m.target_reached_s == {8: 0.02, 16: 0.09, 32: 0.09}  # first change at or above each value
+    assert m.blocked_evaluations == 3  # no_pending_row_groups is not a block
+    assert (m.rate_limited_calls, m.salvage_cycles, m.cpu_share) == (9, 2, 0.97)
+    small = measurement_from_twin(replace(micro, budgets=16), _twin_result(), "r")
+    assert small.target_reached_s == {4: 0.02}
+    fixed = measurement_from_twin(replace(micro, policy="fixed"), _twin_result(), "r")
+    assert fixed.target_reached_s == {} and fixed.blocked_evaluations is None
+    with pytest.raises(RunFailed, match="stopped early"):
+        measurement_from_twin(micro, _twin_result("max_time"), "r")
+
+
+def test_the_sets_cover_healthy_ramp_and_bursts() -> None:
+    full, quick = micro_set(), micro_set(quick=True)
+    for micros in (full, quick):
+        assert {m.rate_limit for m in micros} == {"never", "window"}
+        assert any(m.policy != "fixed" for m in micros)
+        assert len({m.label for m in micros}) == len(micros)
+    assert any(not m.request_admission for m in full) and sum(m.rows for m in quick) <= 100
+    assert cal.cpu_share(0.01) > 0.05
+
+
+# -- the command ------------------------------------------------------------------------------------
+
+
+def test_the_command_refits_stored_runs_and_reports_each_quantity(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "refit.toml"
+    assert cli_main(["calibrate", "--measurements", str(STORED), "--out", str(out), "--iterations", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "mean |error|" in text and "unconstrained (prior kept)" in text and "measured" in text
+    profile = load_profile(str(out))
+    assert profile.measured_on["python"] == "3.11.7"  # the stored runs' machine, not this one
+    assert [p.name for p in tmp_path.iterdir()] == ["refit.toml"]  # no measurements file: nothing ran
+    data = tmp_path / "d.json"
+    assert cli_main(["calibrate", "--measurements", str(STORED), "--out", str(out), "-f", "json"]) == 2
+    before = out.read_bytes()
+    args = ["calibrate", "--measurements", str(STORED), "--out", str(out), "--force", "--iterations", "0", "-f", "json"]
+    assert cli_main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["costs_us"] == load_profile(str(out)).costs_us and out.read_bytes() != before
+    assert not data.exists()
+
+
+def _engine_installed(monkeypatch: pytest.MonkeyPatch, installed: bool = True) -> None:
+    version = TESTED_VERSION if installed else None
+    monkeypatch.setattr(twin_engine, "installed_versions", lambda: dict.fromkeys(twin_engine.ENGINE_PACKAGES, version))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--out", "{tmp}/p.json"], "must end in .toml"),
+        (["--out", "{tmp}/p.toml", "--kinds", "healthy,fast"], "--kinds"),
+        (["--out", "{tmp}/p.toml", "--measurements", str(STORED), "--quick"], "--quick: only for"),
+        (["--out", "{tmp}/p.toml", "--measurements", str(STORED), "--repeats", "2"], "--repeats: only for"),
+        (["--out", "{tmp}/p.toml", "--prior", "no-such-profile"], "not a shipped profile"),
+        (["--out", "{tmp}/p.toml", "--measurements", "{tmp}/missing.json"], "no such measurements file"),
+        (["--out", "{tmp}/p.toml", "--measurements", str(STORED), "--kinds", "burst"], "no measurement of that kind"),
+        (["--out", "{tmp}/old.toml"], "already exists"),
+        (["--out", "{tmp}/taken.toml"], "measurements file"),
+        (["--out", "{tmp}/p.toml", "--repeats", "0"], "--repeats"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_runs_nothing(
+    tmp_path: Path, args: list[str], message: str, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    _engine_installed(monkeypatch)
+    ran: list[int] = []
+    monkeypatch.setattr(cal, "run_micro_set", lambda *a, **k: ran.append(1) or [])
+    (tmp_path / "old.toml").write_text("keep")
+    (tmp_path / "taken.measurements.json").write_text("keep")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert cli_main(["calibrate", *(a.replace("{tmp}", str(tmp_path)) for a in args)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and err.count("\n") == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == before and not ran
+    assert (tmp_path / "old.toml").read_text() == "keep"
+
+
+def test_without_the_twin_extra_the_command_names_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    _engine_installed(monkeypatch, installed=False)
+    assert cli_main(["calibrate", "--out", str(tmp_path / "p.toml"), "--quick"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "'twin' extra" in err and err.count("\n") == 0 and not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(("error", "code"), [(KeyboardInterrupt(), 130), (RunFailed("run 2 timed out"), 1)])
+def test_an_interrupted_or_failed_twin_run_writes_nothing(
+    tmp_path: Path, error: BaseException, code: int, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    _engine_installed(monkeypatch)
+
+    def fail(*_args, **_kwargs):
+        raise error
+
+    monkeypatch.setattr(cal, "run_micro_set", fail)
+    assert cli_main(["calibrate", "--out", str(tmp_path / "p.toml"), "--quick"]) == code
+    assert not any(tmp_path.iterdir())
+
+
+def test_force_replaces_the_profile_and_its_measurements(
+    tmp_path: Path, synthetic: list[Measurement], monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    _engine_installed(monkeypatch)
+    monkeypatch.setattr(cal, "run_micro_set", lambda micros, repeats, **_: list(synthetic[:2]))
+    out = tmp_path / "mine.toml"
+    out.write_text("old")
+    (tmp_path / "mine.measurements.json").write_text("old")
+    assert cli_main(["calibrate", "--out", str(out), "--quick", "--force", "--iterations", "1"]) == 0
+    assert load_profile(str(out)).measured_on["python"]
+    assert [m.name for m in load_measurements(tmp_path / "mine.measurements.json")] == ["synthetic-0", "synthetic-1"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.measurements.json", "mine.toml"]
+
+
+@needs_engine
+def test_a_quick_real_calibration_writes_a_loadable_profile(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "quick.toml"
+    assert cli_main(["calibrate", "--out", str(out), "--quick", "--repeats", "1", "--iterations", "2"]) == 0
+    profile = load_profile(str(out))
+    assert set(profile.costs_us) == set(OPERATIONS) and "0.9.7" in profile.measured_on["engine"]
+    runs = load_measurements(tmp_path / "quick.measurements.json")
+    assert [m.micro for m in runs] == list(micro_set(quick=True))
+    burst = next(m for m in runs if m.kind == "burst")
+    assert burst.rate_limited_calls > 0 and burst.salvage_cycles > 0
+    assert all(m.cpu_s > 0 and m.cpu_share is not None for m in runs)
+    assert "burst" in capsys.readouterr().out
