@@ -1,9 +1,10 @@
 """Fit the event loop's per-operation CPU costs to measurements of the real scheduler.
 
-A measurement is a micro-scenario (healthy-only runs: four model columns behind a full-column
-seed, one-row groups, mock endpoints of constant latency) and what the real scheduler did on it:
-its CPU time over the run and, for adaptive runs, when the row-group target first reached given
-values. Both are linear in the costs once the *counts* of each operation are known:
+A measurement is a micro-scenario (four model columns behind a full-column seed, one-row groups,
+mock endpoints of constant latency; healthy-only or with a 429 burst on one column) and what the
+real scheduler did on it: its CPU time over the run and, for adaptive runs, when the row-group
+target first reached given values. Both are linear in the costs once the *counts* of each
+operation are known:
 
 * CPU time = sum over operations of count x cost (the loop's busy time);
 * time to target N = the same sum over the operations run until then, plus the idle time.
@@ -13,9 +14,12 @@ alternates: simulate every measured scenario with the current costs and count ea
 solve a ridge-regularized least-squares problem for the costs (relative errors, a weak pull towards
 the prior so that operations the data cannot tell apart keep the prior's ratios), and repeat until
 the costs settle. The residual (simulated minus counted) of each quantity is kept as an offset, so
-at the fixed point the simulation itself reproduces the measurement. See ``docs/event-loop.md``.
+at the fixed point the simulation itself reproduces the measurement. See ``docs/event-loop.md``,
+"Calibrating".
 
-``python -m sim.calibrate --measurements FILE --out PROFILE`` writes a profile TOML.
+:func:`run_micro_set` measures the fixed set (:func:`micro_set`) on this machine with the real
+twin; ``admission-sim calibrate`` runs it and fits; ``python -m sim.calibrate --measurements FILE
+--out PROFILE`` refits stored runs.
 """
 
 from __future__ import annotations
