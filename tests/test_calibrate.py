@@ -184,17 +184,20 @@ def test_runs_with_request_admission_off_are_compared_not_fitted(synthetic: list
         fit_costs([direct], REFERENCE, iterations=1)
 
 
-def test_target_times_of_a_contended_run_are_not_fitted(synthetic: list[Measurement]) -> None:
+def test_a_contended_run_is_compared_not_fitted(synthetic: list[Measurement]) -> None:
     adaptive = synthetic[2]
     assert adaptive.target_reached_s
-    contended = replace(adaptive, name="loaded", cpu_share=0.5)
-    fit = fit_costs([contended], REFERENCE, iterations=0)
-    by_name = {q.name: q for q in fit.quantities}
-    assert by_name["loaded: cpu_s"].fitted
-    assert not by_name["loaded: target 8 at s"].fitted
-    assert by_name["loaded: target 8 at s"].why_not.startswith("contended")
-    clean = fit_costs([replace(contended, cpu_share=0.95)], REFERENCE, iterations=0)
-    assert all(q.fitted for q in clean.quantities)
+    inflated = {t: 3 * v for t, v in adaptive.target_reached_s.items()}
+    loaded = replace(adaptive, name="loaded", cpu_s=2 * adaptive.cpu_s, target_reached_s=inflated, cpu_share=0.5)
+    alone = fit_costs(synthetic, REFERENCE, iterations=1)
+    both = fit_costs([*synthetic, loaded], REFERENCE, iterations=1)
+    assert both.costs_us == alone.costs_us
+    mine = [q for q in both.quantities if q.name.startswith("loaded:")]
+    assert len(mine) == 1 + len(inflated)
+    assert all(not q.fitted and q.why_not == "contended (share 0.50)" for q in mine)
+    clean = fit_costs([*synthetic, replace(loaded, cpu_share=0.95)], REFERENCE, iterations=1)
+    assert all(q.fitted for q in clean.quantities if q.name.startswith("loaded:"))
+    assert clean.costs_us != alone.costs_us
 
 
 # -- measurement files ------------------------------------------------------------------------------
