@@ -1597,13 +1597,14 @@ def calibrate_command(
             )
         require_engine()
         micros = [m for m in cal.micro_set(quick) if ("healthy" if m.rate_limit == "never" else "burst") in wanted]
+        before = _load_average()
         runs = _calibration_runs(cal, micros, repeats or 3, timeout, _progress(progress, quiet))
         measured_on = cal.machine_description()
-        load = os.getloadavg() if hasattr(os, "getloadavg") else None
+        clean = sum(1 for m in runs if m.cpu_share is not None and m.cpu_share >= cal.CLEAN_SHARE)
         description = (
             f"The real DataDesigner scheduler on this machine, {len(runs)} runs of the calibrate micro-scenarios "
-            f"(admission-sim {__version__}); load average after the runs: "
-            + (", ".join(f"{x:.2f}" for x in load) if load else "n/a")
+            f"(admission-sim {__version__}), {clean} on an uncontended core; load average before {before}, "
+            f"after {_load_average()}"
         )
         cal._atomic_write(store, cal.measurements_json(runs, measured_on, description))
         sources = store.name
@@ -1613,6 +1614,10 @@ def calibrate_command(
     )
     emit(_calibration_report(fit, out, store), fmt)
     return EXIT_OK
+
+
+def _load_average() -> str:
+    return ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
 
 
 def _calibration_runs(cal: Any, micros: list[Any], repeats: int, timeout: float, progress: bool | None) -> list[Any]:
