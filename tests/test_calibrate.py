@@ -383,3 +383,39 @@ def test_a_quick_real_calibration_writes_a_loadable_profile(tmp_path: Path, caps
     assert burst.rate_limited_calls > 0 and burst.salvage_cycles > 0
     assert all(m.cpu_s > 0 and m.cpu_share is not None for m in runs)
     assert "burst" in capsys.readouterr().out
+
+
+def test_the_shipped_loaded_machine_runs_are_compared_where_contended() -> None:
+    runs = load_measurements(STORED.with_name("loaded-2core.measurements.json"))
+    assert len(runs) == 72 and {m.kind for m in runs} == {"healthy", "burst"}
+    assert {m.micro for m in runs} == set(micro_set())
+    fit = fit_costs(runs, REFERENCE, iterations=0)
+    by_run = {m.name: m for m in runs}
+    for q in fit.quantities:
+        m = by_run[q.name.rsplit(": ", 1)[0]]
+        if q.fitted:
+            assert m.cpu_share >= cal.CLEAN_SHARE and m.micro.request_admission
+        elif not q.name.endswith(("rate_limited_calls", "salvage_cycles")):
+            assert m.cpu_share < cal.CLEAN_SHARE or not m.micro.request_admission, q.name
+    assert 20 <= sum(q.fitted for q in fit.quantities) < len(fit.quantities) / 2
+
+
+def test_when_every_run_was_contended_the_fit_uses_them_and_warns(
+    tmp_path: Path, synthetic: list[Measurement], monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    _engine_installed(monkeypatch)
+    loaded = [replace(m, cpu_share=0.3) for m in synthetic[:2]]
+    monkeypatch.setattr(cal, "run_micro_set", lambda micros, repeats, **_: loaded)
+    out = tmp_path / "busy.toml"
+    assert cli_main(["calibrate", "--out", str(out), "--quick", "--iterations", "0", "-f", "json"]) == 0
+    captured = capsys.readouterr()
+    assert "no run had an uncontended core" in captured.err
+    assert all(q["fitted"] for q in json.loads(captured.out)["quantities"])
+    out.unlink()
+    (tmp_path / "busy.measurements.json").unlink()
+    half = [loaded[0], replace(synthetic[1], cpu_share=0.95)]  # one clean run: only it is fitted
+    monkeypatch.setattr(cal, "run_micro_set", lambda micros, repeats, **_: half)
+    assert cli_main(["calibrate", "--out", str(out), "--quick", "--iterations", "0", "-f", "json"]) == 0
+    captured = capsys.readouterr()
+    assert "uncontended" not in captured.err
+    assert [q["fitted"] for q in json.loads(captured.out)["quantities"]] == [False, True]
