@@ -1546,7 +1546,7 @@ def calibrate_command(
     ] = False,
     repeats: Annotated[
         int | None,
-        typer.Option("--repeats", min=1, max=100, metavar="N", help="Real runs per micro-scenario [default: 3]."),
+        typer.Option("--repeats", min=1, max=100, metavar="N", help="Real runs per micro-scenario (default 3)."),
     ] = None,
     quick: Annotated[
         bool, typer.Option("--quick", help="Three small micro-scenarios instead of the full set (a smoke test).")
