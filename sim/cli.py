@@ -1714,12 +1714,18 @@ def _calibration_report(fit: Any, out: Path, store: Path | None) -> Report:
     ]
     if fit.unconstrained:
         lines.append(f"not exercised by the measurements (prior kept): {', '.join(fit.unconstrained)}")
+    if fit.uncounted_share > 0.001:
+        lines.append(
+            f"warning: up to {100 * fit.uncounted_share:.1f} % of a run's simulated CPU is work the fit does not "
+            "count (held fixed): a loop cost sim/calibrate.py does not count yet"
+        )
     footer = ([f"measurements: {store}"] if store is not None else []) + [f"wrote {out}"]
     data = {
         "costs_us": fit.costs_us,
         "prior_us": fit.prior_us,
         "unconstrained": fit.unconstrained,
         "weak": fit.weak,
+        "uncounted_share": fit.uncounted_share,
         "iterations": fit.iterations,
         "mean_abs_error": {"prior": mean_before, "fitted": mean_after},
         "quantities": [

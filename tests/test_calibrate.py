@@ -100,6 +100,16 @@ def test_the_fit_moves_the_dominant_costs_towards_the_truth(fitted: FitResult) -
         assert abs(fitted.costs_us[op] - TRUE_COSTS[op]) < abs(REFERENCE[op] - TRUE_COSTS[op]), op
 
 
+def test_the_counts_cover_every_cost_the_scheduler_charges(fitted: FitResult, burst: Measurement) -> None:
+    # fails when a cost is added to LoopCosts and charged but _CountingScheduler does not count it
+    assert fitted.uncounted_share < 1e-9
+    assert fit_costs([burst], REFERENCE, iterations=0).uncounted_share < 1e-9
+    run = simulate_micro(BURST)
+    costs = load_profile("reference-2core").costs()
+    counted = sum(n * getattr(costs, op) for op, n in run.counts.items())
+    assert counted == pytest.approx(run.cpu_s, rel=1e-9)
+
+
 def test_operations_no_run_exercises_keep_the_prior(fitted: FitResult) -> None:
     assert set(fitted.unconstrained) == {"salvage_pass", "salvage_task"}
     for op in fitted.unconstrained:
