@@ -809,6 +809,13 @@ def measurements_json(measurements: Sequence[Measurement], measured_on: Mapping[
     return json.dumps(data, indent=1) + "\n"
 
 
+def write_measurements(
+    path: str | Path, measurements: Sequence[Measurement], measured_on: Mapping[str, str], description: str
+) -> None:
+    """Store runs as a measurements file, atomically (temporary file, then rename)."""
+    _atomic_write(Path(path), measurements_json(measurements, measured_on, description))
+
+
 def measurements_path_for(out: str | Path) -> Path:
     """Where ``calibrate`` stores the runs behind a profile: ``<out stem>.measurements.json``."""
     out = Path(out)

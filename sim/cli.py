@@ -1610,13 +1610,13 @@ def calibrate_command(
         before = _load_average()
         runs = _calibration_runs(cal, micros, repeats or 3, timeout, _progress(progress, quiet))
         measured_on = cal.machine_description()
-        clean = sum(1 for m in runs if m.cpu_share is not None and m.cpu_share >= cal.CLEAN_SHARE)
+        clean = sum(1 for m in runs if m.cpu_share is not None and m.cpu_share >= clean_share)
         description = (
             f"The real DataDesigner scheduler on this machine, {len(runs)} runs of the calibrate micro-scenarios "
             f"(admission-sim {__version__}), {clean} on an uncontended core; load average before {before}, "
             f"after {_load_average()}"
         )
-        cal._atomic_write(store, cal.measurements_json(runs, measured_on, description))
+        cal.write_measurements(store, runs, measured_on, description)
         sources = store.name
     usable = [m for m in runs if m.micro.request_admission]
     if usable and not any(m.cpu_share is None or m.cpu_share >= clean_share for m in usable):
