@@ -137,7 +137,7 @@ POLICIES = ("global", "localized")
 THRESHOLD = 0.10
 #: Ratios are drawn on a log2 scale clipped to +-this (1/4x .. 4x).
 LOG2_CLIP = 2.0
-DEFAULT_SEEDS = (0, 1, 2)
+DEFAULT_SEEDS = (0, 1, 2, 3, 4)
 METRICS = {
     "window": ("healthy_calls_in_window", "healthy calls inside the 429 window"),
     "throughput": ("rows_per_second", "end-to-end rows/s"),
@@ -523,6 +523,8 @@ CHECK_POINTS = {
     "short-window": Point(window_length=1.0),
     "after-ramp": Point(window_start=0.8),
     "all-dependent": Point(dependent_share=1.0),
+    "late-short-window": Point(window_start=0.2, window_length=2.0),
+    "small-llm-wait": Point(llm_wait=8),
 }
 
 
@@ -562,6 +564,40 @@ def twin_table(folders: dict[str, Path]) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------------------------------
+# Export into the docs
+# ---------------------------------------------------------------------------------------------
+
+#: What ``export`` copies from a study folder into the repository's docs (source -> target).
+EXPORTS = {
+    "cells.csv": "data/when-policies-differ/cells.csv",
+    "ramp.csv": "data/when-policies-differ/ramp.csv",
+    **{f"figures/{m.name}.png": f"figures/when-policies-differ-{m.name}.png" for m in MAPS},
+}
+
+
+def export(folder: str | Path, docs: str | Path) -> list[Path]:
+    """Copy a finished study's tables and figures to ``docs`` (the files docs/when-policies-differ.md
+    and notebook 04 read). Each file is written under a temporary name and renamed; only these
+    files are replaced, nothing else in ``docs`` is touched."""
+    import os
+    import shutil
+
+    folder, docs = Path(folder), Path(docs)
+    missing = [name for name in EXPORTS if not (folder / name).is_file()]
+    if missing:
+        raise StudyError(f"{folder}: not a finished study folder with figures (missing {missing[0]})")
+    written = []
+    for source, target in EXPORTS.items():
+        path = docs / target
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        shutil.copyfile(folder / source, tmp)
+        os.replace(tmp, path)
+        written.append(path)
+    return written
+
+
+# ---------------------------------------------------------------------------------------------
 # python -m sim.study
 # ---------------------------------------------------------------------------------------------
 
@@ -573,18 +609,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument(
         "--out", type=Path, default=None, help="new folder (default: results/when-policies-differ/study-*)"
     )
-    run.add_argument("--seeds", type=int, default=len(DEFAULT_SEEDS), help="seeds 0..N-1 (default 3)")
+    run.add_argument("--seeds", type=int, default=len(DEFAULT_SEEDS), help="seeds 0..N-1 (default 5)")
     run.add_argument("--maps", default=",".join(MAP_NAMES), help=f"comma-separated, of {', '.join(MAP_NAMES)}")
     run.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
     run.add_argument("--no-figures", action="store_true")
     twin = sub.add_parser("twin", help="print the validate commands of the checked points, or their table")
     twin.add_argument("folders", nargs="*", help="NAME=VALIDATE_FOLDER pairs: print the table instead")
+    exp = sub.add_parser("export", help="copy a study folder's tables and figures into the docs")
+    exp.add_argument("folder", type=Path)
+    exp.add_argument("docs", type=Path, nargs="?", default=Path("docs"))
     args = parser.parse_args(
-        ["run", *(argv or [])] if not argv or argv[0] not in ("run", "twin", "-h", "--help") else argv
+        ["run", *(argv or [])] if not argv or argv[0] not in ("run", "twin", "export", "-h", "--help") else argv
     )
     try:
         if args.command == "twin":
             return _twin_main(args.folders)
+        if args.command == "export":
+            for path in export(args.folder, args.docs):
+                print(f"wrote {path}")
+            return 0
         return _run_main(args, list(argv or []))
     except InputError as err:
         print(f"python -m sim.study: {err}", file=sys.stderr)
