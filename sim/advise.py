@@ -44,6 +44,7 @@ from .sweep import plan_sweep
 
 if TYPE_CHECKING:
     from .executors import Executor
+    from .output import Report
     from .sweep import RunOutcome, RunSpec
 
 #: DataDesigner's shipped horizon: ``RunConfig.max_concurrent_row_groups`` defaults to 3, fixed.
@@ -956,22 +957,30 @@ class _Search:
 # Output
 # ---------------------------------------------------------------------------------------------
 
-TABLE_COLUMNS = {
-    "setting": "setting",
-    "seeds": "seeds",
-    "throughput_mean": "rows/s",
-    "throughput_std": "±",
-    "time_to_first_checkpoint_mean": "first ckpt s",
-    "time_to_50pct_rows_mean": "50% rows s",
-    "total_time_mean": "total s",
-    "peak_open_row_groups_mean": "open groups",
-    "peak_open_rows_max": "open rows",
-}
+#: Front columns of the printed table: (front.csv column, header, unit). Busy fractions per model
+#: and the settings with the same runs go to a second table and the notes, so the table fits
+#: sim.output.MAX_WIDTH columns whatever the number of models.
+#: Front columns of the printed table: (front.csv column, header, unit). The throughput's spread
+#: shares its cell; busy fractions per model and the settings with the same runs go to a second
+#: table and the notes, so the tables fit sim.output.MAX_WIDTH columns whatever the models.
+TABLE_COLUMNS = (
+    ("setting", "setting", ""),
+    ("seeds", "seeds", ""),
+    ("throughput_mean", "rows/s", "mean ± sd"),
+    ("time_to_first_checkpoint_mean", "1st ckpt", "s"),
+    ("time_to_50pct_rows_mean", "50% rows", "s"),
+    ("total_time_mean", "total", "s"),
+    ("peak_open_row_groups_mean", "open", "groups"),
+    ("peak_open_rows_max", "open", "rows"),
+)
+#: Width the text lines of the advice are wrapped to (sim.output.MAX_WIDTH).
+TEXT_WIDTH = 100
 
 
 def front_table(advice: Advice) -> pd.DataFrame:
     """The front with short column names, busy fractions per model as percentages."""
-    cols = dict(TABLE_COLUMNS)
+    cols = {key: header for key, header, _unit in TABLE_COLUMNS}
+    cols["throughput_std"] = "±"
     for m in advice.scenario.models:
         cols[f"busy[{m.name}]"] = f"busy {m.name}"
     cols["also"] = "same runs as"
@@ -981,48 +990,127 @@ def front_table(advice: Advice) -> pd.DataFrame:
     return table
 
 
+def _cell(row: Mapping[str, Any], key: str) -> Any:
+    value = row[key]
+    if key == "throughput_mean":
+        spread = row["throughput_std"]
+        return f"{value:.2f}" + ("" if pd.isna(spread) else f" ± {spread:.2f}")
+    if isinstance(value, float | np.floating) and math.isfinite(value):
+        return round(float(value), 2)
+    return value
+
+
+def _percent(share: Any) -> Any:
+    return None if pd.isna(share) else f"{100 * share:.0f}%"
+
+
+def _wrap(lines: Iterable[str]) -> list[str]:
+    """Text lines wrapped at :data:`TEXT_WIDTH`, continuation lines indented like their line."""
+    import textwrap
+
+    out: list[str] = []
+    for line in lines:
+        indent = " " * (len(line) - len(line.lstrip(" ")))
+        wrapped = textwrap.wrap(
+            line, TEXT_WIDTH, subsequent_indent=indent + "  ", break_long_words=False, break_on_hyphens=False
+        )
+        out += wrapped or [""]
+    return out
+
+
+def _fitted_code(lines: list[str]) -> list[str]:
+    """The RunConfig lines as printed: a ``set_run_config(dd.RunConfig(...))`` call too long for
+    the text width goes over three lines (still valid Python), never wrapped mid-call."""
+    call = "data_designer.set_run_config("
+    out = []
+    for line in lines:
+        if line.startswith(call) and line.endswith(")") and len(line) + 4 > TEXT_WIDTH:
+            out += [call, f"    {line[len(call) : -1]}", ")"]
+        else:
+            out.append(line)
+    return out
+
+
+def advice_report(advice: Advice) -> Report:
+    """The advice as a :class:`sim.output.Report` (what ``advise`` prints): the front and the busy
+    fractions as tables that fit a terminal; the recommendation with its RunConfig lines and the
+    shipped default as text."""
+    from .output import Column, Report, Table, format_value
+
+    constraint = f", at most {advice.max_open_rows} open rows" if advice.max_open_rows is not None else ""
+    lines = _wrap(
+        [
+            f"advise {advice.scenario.name}: objective {advice.objective.name}{constraint}; "
+            f"{len(advice.evaluated)} settings, {advice.evaluations} evaluations on seeds {advice.seeds}"
+            f" ({advice.runs} simulated now)",
+            "Pareto front: throughput up, first checkpoint down, open rows down; means over seeds.",
+        ]
+    )
+    front = advice.front.to_dict(orient="records")
+    columns = [Column(header, unit, numeric=key != "setting") for key, header, unit in TABLE_COLUMNS]
+    rows = [[_cell(r, key) for key, _h, _u in TABLE_COLUMNS] for r in front]
+    models = [m.name for m in advice.scenario.models]
+    # One wrapped cell per setting, so any number of endpoints (and long names) fits the width.
+    busy = [[r["setting"], ", ".join(f"{m} {format_value(_percent(r[f'busy[{m}]']))}" for m in models)] for r in front]
+    tables = [
+        Table("Pareto front", columns, rows, stacked_units=True),
+        Table(
+            "Endpoint busy share",
+            [
+                Column("setting", numeric=False),
+                Column("share of the run each endpoint was busy", numeric=False, wrap=True),
+            ],
+            busy,
+        ),
+    ]
+    footer = [""]
+    same = [(r["setting"], r["also"]) for r in front if isinstance(r.get("also"), str) and r["also"]]
+    if same:
+        footer += ["Settings with the same runs as a front setting:"]
+        footer += [f"  {setting}: {also}" for setting, also in same]
+        footer.append("")
+    if advice.recommended is None:
+        footer.append(f"No setting tried keeps open rows at or below {advice.max_open_rows}.")
+    else:
+        footer += ["Recommended:", *_describe(advice.recommended), "", "Apply it in DataDesigner:"]
+        footer += [f"    {line}" if line else "" for line in _fitted_code(advice.run_config_lines())]
+    footer += ["", f"Shipped default (fixed {DEFAULT_HORIZON}):", *_describe(advice.default)]
+    if advice.recommended is not None and advice.recommended.setting != advice.default.setting:
+        rec, dft = advice.recommended.row, advice.default.row
+        gain = rec["throughput_mean"] / dft["throughput_mean"] if dft["throughput_mean"] else math.nan
+        footer.append(
+            f"  the recommendation: {gain:.2f}x its throughput, first checkpoint "
+            f"{rec['time_to_first_checkpoint_mean'] - dft['time_to_first_checkpoint_mean']:+.1f} s, "
+            f"open rows {rec['peak_open_rows_max']:.0f} vs {dft['peak_open_rows_max']:.0f}"
+        )
+    return Report(data={}, rows=[], tables=tables, lines=lines, footer=_wrap(footer))
+
+
 def _describe(choice: Choice) -> list[str]:
     r = choice.row
     spread = r["throughput_std"]
     spread_text = "" if pd.isna(spread) else f" ± {spread:.2f}"
     return [
         f"  {choice.setting.label}  ({r['seeds']} seeds)",
-        f"    {r['throughput_mean']:.2f}{spread_text} rows/s;"
-        f" first checkpoint {r['time_to_first_checkpoint_mean']:.1f} s;"
-        f" 50% of rows {r['time_to_50pct_rows_mean']:.1f} s; total {r['total_time_mean']:.1f} s;"
-        f" peak {r['peak_open_row_groups_mean']:.1f} row groups / {r['peak_open_rows_max']:.0f} rows open",
+        f"    {r['throughput_mean']:.2f}{spread_text} rows/s; first checkpoint"
+        f" {r['time_to_first_checkpoint_mean']:.1f} s; 50% of rows {r['time_to_50pct_rows_mean']:.1f} s;"
+        f" total {r['total_time_mean']:.1f} s",
+        f"    peak {r['peak_open_row_groups_mean']:.1f} row groups / {r['peak_open_rows_max']:.0f} rows open",
         f"    limited by: {choice.limits.admission}",
         f"                {choice.limits.bottleneck}",
     ]
 
 
 def format_advice(advice: Advice) -> str:
-    """The advice as text: the front, the recommendation with its RunConfig lines, the default."""
-    constraint = f", at most {advice.max_open_rows} open rows" if advice.max_open_rows is not None else ""
-    lines = [
-        f"advise {advice.scenario.name}: objective {advice.objective.name}{constraint}; "
-        f"{len(advice.evaluated)} settings, {advice.evaluations} evaluations on seeds {advice.seeds}"
-        f" ({advice.runs} simulated now)",
-        "",
-        "Pareto front (throughput up, first checkpoint down, open rows down; means over seeds):",
-        front_table(advice).to_string(index=False, float_format=lambda v: f"{v:.2f}"),
-        "",
-    ]
-    if advice.recommended is None:
-        lines.append(f"No setting tried keeps open rows at or below {advice.max_open_rows}.")
-    else:
-        lines += ["Recommended:", *_describe(advice.recommended), "", "Apply it in DataDesigner:"]
-        lines += [f"    {line}" if line else "" for line in advice.run_config_lines()]
-    lines += ["", f"Shipped default (fixed {DEFAULT_HORIZON}):", *_describe(advice.default)]
-    if advice.recommended is not None and advice.recommended.setting != advice.default.setting:
-        rec, dft = advice.recommended.row, advice.default.row
-        gain = rec["throughput_mean"] / dft["throughput_mean"] if dft["throughput_mean"] else math.nan
-        lines.append(
-            f"  the recommendation: {gain:.2f}x its throughput, first checkpoint "
-            f"{rec['time_to_first_checkpoint_mean'] - dft['time_to_first_checkpoint_mean']:+.1f} s, "
-            f"open rows {rec['peak_open_rows_max']:.0f} vs {dft['peak_open_rows_max']:.0f}"
-        )
-    return "\n".join(lines) + "\n"
+    """The advice as the text ``advise`` prints (and ``advice.txt`` holds): :func:`advice_report`
+    rendered as plain text, at most :data:`sim.output.MAX_WIDTH` columns wide."""
+    import io
+
+    from .output import emit
+
+    buf = io.StringIO()
+    emit(advice_report(advice), file=buf)
+    return buf.getvalue()
 
 
 def write_advice(advice: Advice, folder: Path) -> list[Path]:

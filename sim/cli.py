@@ -30,7 +30,7 @@ import pandas as pd
 import typer
 
 from . import __version__, simulate
-from .advise import AdviceInterrupted, format_advice
+from .advise import AdviceInterrupted, advice_report
 from .advise import advise as run_advice
 from .catalog import NAME_RULE, bundled_scenarios, resolve_scenario
 from .check import DEFAULT_THRESHOLDS, CheckResult, default_thresholds, evaluate, load_thresholds
@@ -1266,7 +1266,7 @@ def advise(
     finally:
         ex.close()
     if fmt is OutputFormat.table:
-        print(format_advice(advice))
+        emit(advice_report(advice), fmt)  # the same text as advice.txt, fitted to the terminal
     else:
         rows = advice.evaluated.to_dict(orient="records")
         front = advice.front.to_dict(orient="records")

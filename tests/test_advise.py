@@ -341,3 +341,35 @@ def test_limits_name_the_dominant_block_reason_and_the_bottleneck(setting, extra
     limits = limits_of([ev], setting, ["m"], groups=16)
     assert admission in limits.admission
     assert bottleneck in limits.bottleneck
+
+
+def test_the_printed_advice_fits_100_columns_with_many_long_model_names():
+    """The front is a sim.output table: one row per front setting, busy shares in their own table,
+    every line at most 100 columns (pandas' to_string printed 200+), the RunConfig call still
+    valid Python when it is laid out over three lines."""
+    names = [f"endpoint-with-a-long-name-{i}" for i in range(6)]
+    sc = scenario_from_dict(
+        {
+            "name": "advise-wide",
+            "row_groups": {"num_records": 64, "buffer_size": 8},
+            "scheduler": {"policy": "fixed"},
+            "models": [
+                {"name": n, "max_parallel_requests": 16, "latency": {"distribution": "constant", "mean": 1.0}}
+                for n in names
+            ],
+            "columns": [{"name": "seed", "strategy": "full_column"}]
+            + [{"name": f"c{i}", "depends_on": ["seed"], "model": n} for i, n in enumerate(names)],
+        }
+    )
+    adv = advise(sc, "throughput", seeds=1, budget=SearchBudget(), progress=False)
+    text = format_advice(adv)
+    widths = [len(line) for line in text.splitlines()]
+    assert max(widths) <= 100, text
+    assert "…" not in text  # no header or cell cut short
+    front_block = text[text.index("Pareto front\n") : text.index("Endpoint busy share")]
+    for setting in adv.front["setting"]:
+        assert f"\n{setting} " in front_block
+    assert all(name in text for name in names)
+    code = text[text.index("Apply it in DataDesigner:") : text.index("Shipped default")].splitlines()[1:]
+    tree = ast.parse("\n".join(line[4:] for line in code))
+    assert any(isinstance(n, ast.Call) and getattr(n.func, "attr", "") == "RunConfig" for n in ast.walk(tree))

@@ -192,3 +192,20 @@ def test_03_custom_policy_numbers() -> None:
     assert b["localized-budget"]["max_deferred"] == b["localized"]["max_deferred"] == 11
     assert b["localized-budget"]["sim_time"] == b["localized"]["sim_time"] < b["global"]["sim_time"]
     assert f"{b['localized']['sim_time']:.1f}" == "54.4" and f"{b['global']['sim_time']:.1f}" == "56.6"
+
+
+def test_04_when_policies_differ_numbers() -> None:
+    f = facts("04_when_policies_differ.ipynb")
+    text = markdown("04_when_policies_differ.ipynb")
+    # The ramp without 429s: 0.35 s at the reference loop cost, 2.1 s with every cost x4.
+    assert f"{f['ramp']['1.0']:.2f}" == "0.35" and "**0.35 s**" in text
+    assert f"{f['ramp']['4.0']:.1f}" == "2.1" and "**2.1 s**" in text
+    # Inside the window localized is never behind, up to 14.6x; end to end 104 of 107 cells tie.
+    assert f["window_min"] >= 1.0 and f"{f['window_max']:.1f}" == "14.6" and "**14.6x**" in text
+    assert round(f["tie_share"] * 107) == 104 and "**104 of 107** cells" in text
+    # Live: 16 against 224 healthy calls in the window; a tie when all depend on cooling or after the ramp.
+    independent = f["live_independent"]
+    assert independent["healthy_calls_in_window[global]"] == 16 and "**16**" in text
+    assert independent["healthy_calls_in_window[localized]"] == 224 and "**224**" in text
+    for key in ("live_dependent", "live_after_ramp"):
+        assert f[key]["ratio_window"] == 1.0 and f[key]["region_throughput"] == "tie"
