@@ -50,10 +50,14 @@ def _run(scenario: sim.Scenario, policy: str) -> Scheduler:
 # ---------------------------------------------------------------------------------------------
 
 
-def test_the_default_is_still_the_zero_cost_loop(make_scenario) -> None:
+def test_the_default_is_the_calibrated_loop_and_none_stays_selectable(make_scenario) -> None:
     scenario = make_scenario([{"name": "a"}])
-    assert scenario.scheduler.loop.model == "none"
-    assert Scheduler(scenario, build_workload(scenario), sim.get_policy("fixed"), 0).loop is None
+    assert scenario.scheduler.loop.model == "calibrated"
+    assert scenario.scheduler.loop.profile == "reference-2core"
+    looped = Scheduler(scenario, build_workload(scenario), sim.get_policy("fixed"), 0)
+    assert looped.loop is not None and looped.costs == COSTS
+    zero = make_scenario([{"name": "a"}], scheduler={"loop": {"model": "none"}})
+    assert Scheduler(zero, build_workload(zero), sim.get_policy("fixed"), 0).loop is None
 
 
 def test_an_unknown_profile_name_is_rejected_with_its_key(make_scenario) -> None:
@@ -244,7 +248,7 @@ def test_the_zero_cost_model_spins_at_one_instant_on_the_same_scenario(make_scen
 def test_cooling_2048_global_freezes_at_the_target_reached_before_the_first_deferral() -> None:
     scenario = sim.load_scenario(ROOT / "sim" / "scenarios" / "cooling-2048.toml")
     looped = sim.simulate(with_overrides(scenario, {"scheduler.loop.model": "calibrated"}), policy="global")
-    zero = sim.simulate(scenario, policy="global")
+    zero = sim.simulate(_looped(scenario, "none"), policy="global")
     assert zero.summary["observed_max_target"] == 1
     assert 2 <= looped.summary["observed_max_target"] <= 3  # the real scheduler: 2-3
     localized = sim.simulate(with_overrides(scenario, {"scheduler.loop.model": "calibrated"}), policy="localized")
@@ -259,7 +263,7 @@ def test_the_time_series_keeps_moving_during_salvage_drains() -> None:
     assert sched.drain_time > 1.0
     times = [row[0] for row in sched.recorder.series]
     gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
-    zero = _run(scenario, "global")
+    zero = _run(_looped(scenario, "none"), "global")
     zero_times = [row[0] for row in zero.recorder.series]
     zero_gaps = [b - a for a, b in zip(zero_times, zero_times[1:], strict=False)]
     assert len(times) > len(zero_times)
@@ -297,7 +301,7 @@ def test_every_long_drain_is_sampled_with_the_loop_on_and_never_in_the_zero_cost
     for start, end in long_drains:
         inside = [t for t in times if start < t < end]
         assert len(inside) >= 3, (start, end, len(inside))
-    zero = _drain_log(scenario, policy)
+    zero = _drain_log(_looped(scenario, "none"), policy)
     zero_times = [row[0] for row in zero.recorder.series]
     assert any(not [t for t in zero_times if a < t < b] for a, b in zero.drains if b - a > 0.5)
 
