@@ -553,8 +553,11 @@ class LoopConfig(_Strict):
     """
 
     model: Literal["calibrated", "none"] = Field(
-        default="none",
-        **_doc("`none`: the idealized zero-cost loop; `calibrated`: scheduler work costs CPU on one simulated loop."),
+        default="calibrated",
+        **_doc(
+            "`calibrated` (the default): scheduler work costs CPU on one simulated loop; `none`: the idealized "
+            "zero-cost loop (results as before the loop model existed)."
+        ),
     )
     profile: str = Field(
         default="reference-2core",

@@ -441,13 +441,16 @@ class Scheduler:
             self.in_flight += 1
             self.in_flight_by_gen[task.gen.index] += 1
             started.append(task)
+        if started:
+            # the leased tasks are dispatched work from here on, so a run that stops while the
+            # pass still holds the CPU accounts for them (sim/invariants.py)
+            self.running.update(started)
         if self.loop is not None:  # the pass's CPU time, then the workers start after one yield
             if started:
                 yield self.loop.hold(self.costs.main_loop_pass + len(started) * self.costs.dispatch)
             else:
                 self.loop.charge(self.costs.main_loop_pass)
         if started:
-            self.running.update(started)
             self.recorder.dispatched(self, len(started))
             for task in started:
                 self._start(task)
@@ -643,11 +646,11 @@ class Scheduler:
         for _round in range(self.scenario.scheduler.salvage_max_rounds):
             if not self.deferred:
                 break
+            if self.loop is not None:  # the round's CPU time first: its tasks stay deferred until it ends
+                yield self.loop.hold(len(self.deferred) * self.costs.salvage_task)
             batch = self.deferred
             self._replace_deferred([])
             self.salvage_rounds += 1
-            if self.loop is not None:
-                yield self.loop.hold(len(batch) * self.costs.salvage_task)
             for task in batch:
                 self.tasks.push(task)
             yield from self._drain()

@@ -54,7 +54,12 @@ def _scenario(
         {
             "name": name,
             "row_groups": {"num_records": groups * size, "buffer_size": size},
-            "scheduler": {"policy": "fixed", "max_in_flight_tasks": tasks, "max_model_task_admission": tasks},
+            "scheduler": {
+                "policy": "fixed",
+                "max_in_flight_tasks": tasks,
+                "max_model_task_admission": tasks,
+                "loop": {"model": "none"},  # the zero-cost loop: the hand-derived optima are exact
+            },
             "models": [{"name": "m", "max_parallel_requests": parallel, "latency": latency}],
             "columns": columns,
         }

@@ -113,3 +113,84 @@ def test_a_timer_on_an_idle_loop_runs_when_it_expires() -> None:
     env.run()
     assert log == [("timer", pytest.approx(0.251))]
     assert not loop.running and loop.ready == 0
+
+
+def test_charged_time_is_waited_out_before_the_next_step_runs() -> None:
+    """``charge`` (a pass that dispatched nothing) costs CPU like ``hold``: the busy time counts it
+    and nothing queued runs until it has passed, though no SimPy event marks it."""
+    env, loop, log = _loop()
+
+    def coroutine():  # noqa: ANN202 - a SimPy process
+        yield loop.turn()
+        loop.call_soon(0.001, lambda: log.append(("callback", env.now)))
+        loop.charge(0.003)
+        loop.release()
+
+    env.process(coroutine())
+    env.run()
+    assert log == [("callback", pytest.approx(0.004))]
+    assert loop.busy_time == pytest.approx(0.004)
+
+
+def test_a_charge_is_added_to_the_next_hold() -> None:
+    env, loop, log = _loop()
+
+    def coroutine():  # noqa: ANN202 - a SimPy process
+        yield loop.turn()
+        loop.charge(0.002)
+        yield loop.hold(0.001)
+        log.append(("after hold", env.now))
+        loop.release()
+
+    env.process(coroutine())
+    env.run()
+    assert log == [("after hold", pytest.approx(0.003))]
+    assert loop.busy_time == pytest.approx(0.003)
+
+
+def test_an_extended_step_keeps_the_cpu_until_its_second_part_ends() -> None:
+    """A worker whose acquire succeeds sends in the same step: nothing queued meanwhile runs
+    between the two parts, and both costs count."""
+    env, loop, log = _loop()
+
+    def acquire() -> None:
+        log.append(("acquired", env.now))
+        loop.extend(0.002, lambda: log.append(("sent", env.now)))
+
+    loop.call_soon(0.001, acquire)
+    loop.call_soon(0.0005, lambda: log.append(("other", env.now)))
+    env.run()
+    assert [n for n, _ in log] == ["acquired", "sent", "other"]
+    assert [t for _, t in log] == pytest.approx([0.001, 0.003, 0.0035])
+    assert loop.busy_time == pytest.approx(0.0035)
+    assert loop.callbacks_run == 2  # the extension is part of the same step
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_steps_never_overlap_and_the_busy_time_is_their_sum(seed: int) -> None:
+    """Random callbacks and timers: one step at a time (each starts at or after the previous
+    one's end), so the loop's busy time is exactly the sum of the costs that ran."""
+    import random
+
+    rng = random.Random(seed)
+    env, loop, _log = _loop()
+    spans: list[tuple[float, float]] = []
+
+    def step(cost: float, depth: int) -> None:
+        spans.append((env.now - cost, env.now))
+        if depth < 3 and rng.random() < 0.5:
+            c = rng.choice([0.0, 0.0003, 0.001])
+            if rng.random() < 0.5:
+                loop.call_soon(c, step, c, depth + 1)
+            else:
+                loop.call_later(rng.choice([0.0, 0.0005, 0.002]), c, step, c, depth + 1)
+
+    for _ in range(40):
+        cost = rng.choice([0.0, 0.0002, 0.0007, 0.0015])
+        at = rng.choice([0.0, 0.001, 0.003, 0.01])
+        env.timeout(at).callbacks.append(lambda _ev, c=cost: loop.call_soon(c, step, c, 0))
+    env.run()
+    # in the order they ran, each step starts when (or after) the previous one ended
+    assert all(b[0] >= a[1] - 1e-12 for a, b in zip(spans, spans[1:], strict=False))
+    assert loop.busy_time == pytest.approx(sum(end - start for start, end in spans))
+    assert not loop.running and loop.ready == 0

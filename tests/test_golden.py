@@ -5,7 +5,9 @@ This pins the model's behaviour bit for bit while the hot paths are optimised. O
 keys present in the golden file are compared (new metrics may be added freely), and only the
 time-series columns that existed when the goldens were written are hashed.
 
-Both event-loop models have goldens: ``tests/golden`` (``none``) and ``tests/golden/calibrated``.
+Both event-loop models have goldens: ``tests/golden`` (``none``, the zero-cost loop) and
+``tests/golden/calibrated`` (the default). Each snapshot names its model explicitly, so changing
+the default changes no golden.
 Regenerate after an *intended* behaviour change with::
 
     ADMISSION_SIM_UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/test_golden.py -q
@@ -66,7 +68,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-#: Golden folder of each event-loop model: today's default and the calibrated loop (docs/event-loop.md).
+#: Golden folder of each event-loop model: the zero-cost loop and the calibrated default (docs/event-loop.md).
 LOOP_GOLDEN_DIRS = {"none": GOLDEN_DIR, "calibrated": GOLDEN_DIR / "calibrated"}
 
 

@@ -207,7 +207,8 @@ def test_without_the_budget_a_runaway_regime_trips_the_event_guard(monkeypatch: 
             {"name": "cooling", "depends_on": ["seed"], "model": "cooling"},
             {"name": "healthy", "depends_on": ["seed"], "model": "healthy"},
         ],
-        "scheduler": {"resalvage_backoff": 1e-4},
+        # the zero-cost loop: its retries take no simulated time (the modelled loop paces them)
+        "scheduler": {"resalvage_backoff": 1e-4, "loop": {"model": "none"}},
         "request_admission": {"enabled": False},
         "stop": {"max_time": 1e9, "max_events": 10**12},
     }

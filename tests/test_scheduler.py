@@ -10,7 +10,7 @@ import pytest
 
 from sim import SimulationError, load_scenario, simulate
 from sim.policies import get_policy
-from sim.scenario import DEFAULT_EVENTS_PER_TASK, MIN_DEFAULT_MAX_EVENTS, scenario_from_dict
+from sim.scenario import DEFAULT_EVENTS_PER_TASK, MIN_DEFAULT_MAX_EVENTS, scenario_from_dict, with_overrides
 from sim.scheduler import WALL_CHECK_EVENTS, Scheduler
 from sim.workload import Task, build_workload
 
@@ -95,6 +95,8 @@ def pr743_e2e(policy: str) -> dict:
                 "initial_target": 1,
                 "salvage_max_rounds": 1,
                 "resalvage_backoff": 0.001,
+                # the zero-cost loop: everything happens at t = 0, as the PR's test assumes
+                "loop": {"model": "none"},
             },
             "request_admission": {"enabled": False},
             # The real test allows 5 s of wall time; here everything happens by t=0, so 0.5 simulated
@@ -150,8 +152,10 @@ def base_scenario(**over) -> dict:
 
 
 def test_same_instant_completions_merge_into_one_iteration():
-    together = simulate(scenario_from_dict(base_scenario())).summary
-    apart_data = base_scenario()
+    """The zero-cost loop's rule (with the loop modelled, docs/event-loop.md decides what merges)."""
+    zero_cost = {"scheduler": {"policy": "fixed", "loop": {"model": "none"}}}
+    together = simulate(scenario_from_dict(base_scenario(**zero_cost))).summary
+    apart_data = base_scenario(**zero_cost)
     apart_data["models"][1]["latency"] = {"mean": 1.5}
     apart = simulate(scenario_from_dict(apart_data)).summary
     assert together["sim_time"] == 1.0 and apart["sim_time"] == 1.5
@@ -159,7 +163,7 @@ def test_same_instant_completions_merge_into_one_iteration():
 
 
 def test_run_to_completion_durations_are_exact():
-    data = base_scenario()
+    data = base_scenario(scheduler={"policy": "fixed", "loop": {"model": "none"}})  # no scheduler CPU time
     data["row_groups"] = {"count": 3, "size": 2}
     data["columns"][0]["duration"] = 0.25
     data["columns"].append({"name": "judge", "depends_on": ["ca", "cb"], "model": "a"})
@@ -197,8 +201,10 @@ def test_window_scenario_completes_and_salvages():
 
 
 def test_resalvage_pause_paces_the_retry_loop(headline):
-    """Global with an always-429 model: one salvage cycle per resalvage backoff (0.05 s)."""
-    s = headline["global"].summary
+    """Global with an always-429 model, zero-cost loop: one salvage cycle per resalvage backoff
+    (0.05 s); with the loop modelled each cycle also costs its CPU time, so there are fewer."""
+    zero = simulate(with_overrides(headline["global"].scenario, {"scheduler.loop.model": "none"}), policy="global")
+    s = zero.summary
     assert 60.0 / 0.05 - 5 <= s["salvage_cycles"] <= 60.0 / 0.05 + 1
 
 
@@ -235,7 +241,9 @@ def advisory_scenario(advisory: bool):
                 {"name": "flaky", "depends_on": ["seed"], "model": "flaky"},
                 {"name": "healthy", "depends_on": ["seed"], "model": "healthy"},
             ],
-            "scheduler": {"policy": "fixed", "request_pressure_advisory": advisory},
+            # zero-cost loop: with scheduler CPU time the dispatch passes no longer meet a pressured
+            # head with an open peer behind it in this small scenario
+            "scheduler": {"policy": "fixed", "request_pressure_advisory": advisory, "loop": {"model": "none"}},
         }
     )
 
@@ -247,8 +255,9 @@ def test_request_pressure_advisory_skips_pressured_heads_only_with_an_open_peer(
     assert advised["request_pressure_advisory_skips"] > 0
     assert advised["completed_rows"] == plain["completed_rows"] == 64
     # In window-recovery the pressured `flaky` head is always the only eligible one: no open
-    # peer, so it is dispatched anyway and nothing is skipped (docs/model.md, "Request-pressure advisory").
-    window = load_scenario(SCENARIOS / "window-recovery.toml", ["row_groups.count=20"])
+    # peer, so it is dispatched anyway and nothing is skipped (docs/model.md, "Request-pressure advisory")
+    # in the zero-cost loop (with scheduler CPU time, completions spread out and a few skips happen).
+    window = load_scenario(SCENARIOS / "window-recovery.toml", ["row_groups.count=20", "scheduler.loop.model=none"])
     assert (
         simulate(window, overrides=["scheduler.request_pressure_advisory=true"]).summary[
             "request_pressure_advisory_skips"
@@ -308,6 +317,7 @@ def spinning_headline(**stop) -> dict:
     for model in data["models"]:
         model["latency"] = {"distribution": "constant", "mean": 0.0}
     data["stop"] = {"max_time": 60.0, **stop}
+    data["scheduler"]["loop"] = {"model": "none"}  # the zero-cost loop spins; the modelled one does not
     return data
 
 
