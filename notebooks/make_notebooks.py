@@ -146,10 +146,10 @@ show(comparison_figure(list(cooling_runs.values()), until=20.0), "cooling-2048")
 * **localized** keeps growing. The pending group exposes `healthy_1..3`, which share no key with the deferred
   `cooling` work, so growth is not blocked: the target climbs by one every other evaluation to **100** and the run
   reaches **300** healthy calls. But the climb now takes **17.03 s** of simulated time, paced by the loop's CPU:
-  between main-loop iterations the scheduler salvages the deferred `cooling` cells and sends them again (9899
-  429s; salvage drains hold the loop for 16.6 s of the run), and that pile grows with every admitted group, so each
-  step up takes longer. The healthy models are busy only ~4% of the time. The price is still stuck work: up to 99
-  `cooling` cells deferred at once.
+  the scheduler keeps salvaging the stalled groups' deferred `cooling` cells and sending them again, each retry
+  costing loop CPU (9899 429s; the run spends 16.6 s inside salvage drains), and that pile grows with every
+  admitted group, so each step up takes longer. The healthy models are busy only ~4% of the time. The price is
+  still stuck work: up to 99 `cooling` cells deferred at once.
 * **fixed** (cap 4096) admits all **2048** groups in one admission step that holds the loop for 2.75 s, and gets its
   300 healthy calls first (5.44 s), with the whole dataset active at once: ~2890 tasks queued on average, and
   144 deferred cooling cells at the end (the loop got only 148 `cooling` calls out). A fixed cap
