@@ -85,6 +85,8 @@ Three row-group admission policies (see the README):
 
 We run each on two bundled scenarios, seed 0, and read the metrics that explain a run
 (`docs/metrics.md`): when rows came out, how far the target grew, and where each model's time went.
+The runs use the default event-loop model, `calibrated` (`docs/event-loop.md`): every piece of scheduler work
+costs CPU on one simulated asyncio loop, so admitting, dispatching and retrying take simulated time.
 
 Every figure draws a policy in the same colour (`sim.plots.POLICY_COLORS`: fixed grey, global red, localized
 blue); models have a palette of their own. Times are simulated seconds."""
@@ -128,24 +130,29 @@ tidy(cooling_summary)"""
     new_code_cell("tidy(cooling_models)"),
     new_code_cell(
         """\
-# global runs the full 60 s; fixed and localized stop within 0.2 s, so zoom on the start (the figure says so).
-show(comparison_figure(list(cooling_runs.values()), until=0.25), "cooling-2048")"""
+# global runs the full 60 s; fixed and localized stop within 18 s, so zoom on the start (the figure says so).
+show(comparison_figure(list(cooling_runs.values()), until=20.0), "cooling-2048")"""
     ),
     new_markdown_cell(
         """\
 **What differs, and why.**
 
-* **global** freezes. The first `cooling` 429 defers one task of row group 0, and from then on every adaptive
-  evaluation (2408 of 2410) reports `deferred_tasks`: the target stays at **1** for the whole 60 s. Only row group 0's
-  three healthy calls are made (**3** healthy calls). The healthy models are idle with work left for ~60 s
-  (`busy_fraction` ≈ 0 in the model table). The `deferred_admission` diagnostics show the cost: the pending
-  group's `healthy_1..3` columns were *independent* of the deferred key and could have run.
+* **global** freezes, one row group late. The loop has grown the target to 2 and admitted row group 1 before the
+  first `cooling` 429 is deferred (at ~0.014 s); from then on nearly every adaptive evaluation (1981 of 1984)
+  reports `deferred_tasks`: the target stays at **2** for the whole 60 s. Only the two admitted groups' healthy cells
+  run (**6** healthy calls). The healthy models are idle with work left for ~60 s (`busy_fraction` ≈ 0 in the model
+  table). The `deferred_admission` diagnostics show the cost: the pending group's `healthy_1..3` columns were
+  *independent* of the deferred key and could have run.
 * **localized** keeps growing. The pending group exposes `healthy_1..3`, which share no key with the deferred
-  `cooling` work, so growth is not blocked: the target climbs by one every other evaluation to **100**. The run
-  reaches **300** healthy calls after **0.18 s** of simulated time, with the healthy models busy ~51-56% of it. The
-  price is stuck work: each admitted group leaves one `cooling` cell deferred (`max_deferred` = 100).
-* **fixed** (cap 4096) admits all **2048** groups at t = 0 and gets its 300 healthy calls fastest (0.026 s), but with
-  the whole dataset active at once: ~8172 tasks queued on average and 2048 deferred cooling cells. A fixed cap
+  `cooling` work, so growth is not blocked: the target climbs by one every other evaluation to **100** and the run
+  reaches **300** healthy calls. But the climb now takes **17.03 s** of simulated time, paced by the loop's CPU:
+  the scheduler keeps salvaging the stalled groups' deferred `cooling` cells and sending them again, each retry
+  costing loop CPU (9899 429s; the run spends 16.6 s inside salvage drains), and that pile grows with every
+  admitted group, so each step up takes longer. The healthy models are busy only ~4% of the time. The price is
+  still stuck work: up to 99 `cooling` cells deferred at once.
+* **fixed** (cap 4096) admits all **2048** groups in one admission step that holds the loop for 2.75 s, and gets its
+  300 healthy calls first (5.44 s), with the whole dataset active at once: ~2890 tasks queued on average, and
+  144 deferred cooling cells at the end (the loop got only 148 `cooling` calls out). A fixed cap
   is only as good as its value; the adaptive policies find a level on their own."""
     ),
     new_markdown_cell(
@@ -171,19 +178,23 @@ tidy(window_summary)"""
 
 * The bottleneck is `flaky` in every policy: it spends **30 s** in cooldown (the whole window; 33 calls get a 429),
   its AIMD limit falls from 8 to **1** and then climbs back by +1 per 25 successes, reaching 8 only near t = 60 s
-  (bottom panels). No row can finish before its `flaky` cell, so nothing completes before ~62 s.
-* **fixed** admits all 240 groups at t = 0: the healthy models finish all their work by ~50 s without ever being idle
-  with work left, but every row then waits for `flaky`. The first row appears at **96.0 s** and the median row group
-  takes 96 s; the run ends at **99.0 s**.
-* **global** and **localized** admit ~65-70 groups. Rows start coming out at **62.5 s**, half of them by ~75-76 s, with
-  a median row-group latency of ~14 s. The whole run takes **102.0 s** (global) and **100.9 s** (localized), 1-3% longer
-  than fixed. The healthy models sit idle with work left for ~50 s: they wait for new row groups, and these wait for
-  `flaky` rows to checkpoint.
-* **global vs localized** barely differ here. Global is blocked by `deferred_tasks` 93 times and localized never is.
-  But localized then hits `queued_llm_demand` (102 times): the `flaky` cells waiting for AIMD request admission
-  count as queued LLM demand. So the next guardrail stops growth at nearly the same target (70 vs 66). The
-  localized clause pays off when the cooling model's cells do *not* pile up as queued demand, as in cooling-2048,
-  where there is no request-admission controller and the deferred cells leave the queue."""
+  (bottom panels). No row can finish before its `flaky` cell, so no row completes before ~42 s.
+* **fixed** admits all 240 groups at once: the healthy models finish all their work by ~51 s without ever being idle
+  with work left for more than a second, but every row then waits for `flaky`. The first row appears at **97.0 s**
+  and the median row group takes 97 s; the run ends at **100.0 s**.
+* **global** and **localized** part at the first deferred 429 (0.068 s), when the target of both is still 7 (the
+  loop pays for every step of the climb). Global stays at 7 groups until 48.2 s, long after the window. Localized keeps
+  growing: it holds 68 groups within the first second, and from then on `queued_llm_demand` stops it (69 times;
+  the `flaky` cells waiting for AIMD request admission count as queued LLM demand), at a peak of 70.
+* That makes **global** the fastest here. Its 7 groups' `flaky` cells are few, so they are done soon after the
+  window: the first row appears at **41.9 s** (localized: **62.6 s**, its 68 groups' `flaky` cells all queue behind
+  the recovering AIMD limit). Global then grows (blocked by `deferred_tasks` 101 times, by `queued_llm_demand` 2553
+  times) to a higher peak (90 vs 70). Half the rows are out by 73.7 s (global) and 76.4 s (localized), median
+  row-group latency 17.0 s and 14.8 s; the run takes **98.7 s** (global) and **101.8 s** (localized), against 100.0 s
+  for fixed. The healthy models sit idle with work left for ~44 s (global) and ~50 s (localized): they wait for
+  new row groups, and these wait for `flaky` rows to checkpoint.
+* The localized clause pays off when the cooling model's cells do *not* pile up as queued demand, as in
+  cooling-2048, where there is no request-admission controller and the deferred cells leave the queue."""
     ),
     facts_cell(
         """\
@@ -198,7 +209,25 @@ def facts_of(runs):
     }
 
 
-FACTS = {"cooling-2048": facts_of(cooling_runs), "window-recovery": facts_of(window_runs)}"""
+def first_deferral(run):
+    # time and target of the first sample with a deferred task
+    row = run.timeseries.query("deferred_tasks > 0").iloc[0]
+    return {"time": float(row["time"]), "target": int(row["target"])}
+
+
+def first_time(run, condition):
+    return float(run.timeseries.query(condition)["time"].iloc[0])
+
+
+FACTS = {"cooling-2048": facts_of(cooling_runs), "window-recovery": facts_of(window_runs)}
+FACTS["first_deferral"] = {
+    "cooling-2048": {p: first_deferral(r) for p, r in cooling_runs.items() if p != "fixed"},
+    "window-recovery": {p: first_deferral(r) for p, r in window_runs.items() if p != "fixed"},
+}
+FACTS["cooling_fixed_all_admitted_at"] = first_time(cooling_runs["fixed"], "active_row_groups >= 2048")
+FACTS["window_global_grows_past_7_at"] = first_time(window_runs["global"], "target > 7")
+localized_window = window_runs["localized"].timeseries
+FACTS["window_localized_target_at_1s"] = int(localized_window.query("time <= 1.0")["target"].iloc[-1])"""
     ),
 ]
 
@@ -239,7 +268,8 @@ sorted(p.name for p in report.out.iterdir())"""
         """\
 runs = pd.read_csv(report.out / "runs.csv")
 print(runs["status"].value_counts().to_dict())
-tidy(runs[["run_id", "policy", "seed", f"param:{KEY}", "sim_time", "observed_max_target", "time_to_50pct_rows"]].head(8))"""
+shown = ["run_id", "policy", "seed", f"param:{KEY}", "sim_time", "observed_max_target", "time_to_50pct_rows"]
+tidy(runs[shown].head(8))"""
     ),
     new_code_cell(
         """\
@@ -292,16 +322,18 @@ print(f"localized target at t = 20 s (cap 64, seed 0): {target_at_20}; "
 **Reading it** (means over seeds 0 and 1).
 
 * **caps 2-4: no real gain.** The hard cap binds before deferred work holds global back, so global and localized admit
-  the same groups (`observed_max_target` equals the cap) and finish within 2% of each other (0.7% and 1.5%).
-* **cap 8 and up: localized helps, by ~8%.** Global's target is frozen while `flaky`'s 429s are deferred. Localized
-  keeps admitting groups whose healthy cells are independent of them (57.4 s vs 52.9 s at cap 16).
+  the same groups (`observed_max_target` equals the cap) and finish within 2% of each other (0.0% and 1.0%).
+* **cap 8 and up: localized helps, by ~5-8%** (7.5% at cap 8, 5.1% from 16 on). Global's target is frozen while
+  `flaky`'s 429s are deferred. Localized keeps admitting groups whose healthy cells are independent of them
+  (57.4 s vs 54.5 s at cap 16).
 * **beyond 16, localized stops helping.** What holds it back is no longer deferred work (it is never blocked by
   `deferred_tasks`) but the pace of growth. The target grows by +1 per two evaluations, and an evaluation happens only
   when the main loop wakes, here about once per slow healthy completion. So at the end of the 20 s window the target is
-  still small (11 in seed 0). By then the healthy models have been idle with work left for ~10 s on average (table
-  above; global ~20 s, fixed 0 s). The target then jumps (to 53 at cap 64), but that no longer shortens the
-  run: 52.9 s at both 16 and 64. The fixed cap starts every group at t = 0 and keeps gaining (40.8 s at cap 64),
-  because this model charges nothing for many active row groups (no memory model).
+  still small (14 in seed 0). By then the healthy models have been idle with work left for ~11 s on average (table
+  above; global ~20 s, fixed ~0.2 s). The target then grows (to 50.5 on average at cap 64), but that no longer
+  shortens the run: 54.5 s at both 16 and 64. The fixed cap starts every group at once and keeps gaining (41.1 s at
+  cap 64, 0.75x localized's time): the model charges no memory for many active row groups (no memory model), and the
+  loop's CPU is small next to these models' slow calls.
 
 `sim.plots.plot_results_dir(folder)` draws these sweep figures into `folder/figures/`, for each headline metric
 that varies across the sweep (`sim.plots.informative_sweep_metrics`; here we passed `figures=False` to keep the
@@ -377,13 +409,14 @@ tidy(cooling_table)"""
     ),
     new_code_cell(
         """\
-show(comparison_figure(list(cooling_runs.values()), until=0.5), "custom-cooling")"""
+show(comparison_figure(list(cooling_runs.values())), "custom-cooling")"""
     ),
     new_markdown_cell(
         """\
-On cooling-2048 the budget does what it says: growth stops at **32** groups with **32** cooling cells deferred, and the
-healthy models get exactly 3 × 32 = **96** calls (global: 3, localized: 300 with 100 deferred). It sits between the two
-built-in policies. It trades throughput for a bound on stuck work.
+On cooling-2048 (cut to 5 s) the budget does what it says: growth stops at **32** groups with **32** cooling cells
+deferred, and the healthy models get exactly 3 × 32 = **96** calls (global: 6, frozen at 2 groups; localized: 156, at a
+target of 53 with up to 52 deferred, still climbing when the 5 s are up). It sits between the two built-in policies.
+It trades throughput for a bound on stuck work.
 
 When little work is deferred, the budget never binds and the policy behaves exactly like localized:"""
     ),
@@ -396,8 +429,8 @@ tidy(bottleneck_table)"""
     ),
     new_markdown_cell(
         """\
-Here at most 11 tasks are ever deferred, under the budget of 32, so localized-budget makes the same decisions as
-localized and finishes at the same instant (54.4 s), ahead of global (56.6 s)."""
+Here at most 14 tasks are ever deferred, under the budget of 32, so localized-budget makes the same decisions as
+localized and finishes at the same instant (55.7 s), ahead of global (56.6 s)."""
     ),
     facts_cell(
         """\
