@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from .errors import InputError, RunFailed
-from .metrics import MODEL_SERIES_COLUMNS, SCHEDULER_SERIES_COLUMNS
+from .metrics import CALL_COUNT_COLUMNS, MODEL_SERIES_COLUMNS, SCHEDULER_SERIES_COLUMNS
 from .row_group_admission import REASONS, DeferredBlock
 from .scenario import Scenario
 from .workload import Workload
@@ -62,7 +62,7 @@ class Result:
 
 
 def result_from_scheduler(sched: Scheduler, wall_seconds: float = 0.0) -> Result:
-    from .metrics import model_metrics, run_metrics
+    from .metrics import call_columns, model_metrics, run_metrics, scheduler_columns
 
     scenario = sched.scenario
     rec = sched.recorder
@@ -168,11 +168,10 @@ def result_from_scheduler(sched: Scheduler, wall_seconds: float = 0.0) -> Result
         deferred_admission.get("independent_candidate_columns", [])
     )
 
-    timeseries = pd.DataFrame(rec.series, columns=list(SCHEDULER_SERIES_COLUMNS))
-    model_ts = pd.DataFrame(rec.model_series, columns=list(MODEL_SERIES_COLUMNS))
-    if not model_ts.empty:
-        model_ts["model"] = pd.Categorical.from_codes(model_ts["model"], categories=rec.model_names)
-    row_groups = pd.DataFrame(rec.row_groups, columns=["row_group", "size", "admitted_at", "checkpointed_at"])
+    timeseries = pd.DataFrame(scheduler_columns(rec), columns=list(SCHEDULER_SERIES_COLUMNS))
+    model_ts = pd.DataFrame(call_columns(rec), columns=[*MODEL_SERIES_COLUMNS, *CALL_COUNT_COLUMNS])
+    model_ts["model"] = pd.Categorical.from_codes(model_ts["model"], categories=rec.model_names)
+    row_groups = pd.DataFrame(rec.row_groups.columns())
     row_groups["latency"] = row_groups["checkpointed_at"] - row_groups["admitted_at"]
 
     return Result(

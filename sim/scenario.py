@@ -817,6 +817,40 @@ class StopConfig(_Strict):
     )
 
 
+#: Bounds of the recorder's series caps (rows); the defaults are sim.metrics.MAX_SERIES_ROWS and
+#: MAX_MODEL_SERIES_ROWS (a test keeps them equal).
+DEFAULT_SERIES_ROWS = 200_000
+DEFAULT_CALL_ROWS = 500_000
+MAX_SERIES_CAP = 50_000_000
+
+
+class RecorderConfig(_Strict):
+    """What a run keeps row by row (docs/reliability.md, "Bounded recorder"). The summary is the
+    same either way; only the stored time series differ."""
+
+    detail: Literal["bounded", "full"] = Field(
+        default="bounded",
+        **_doc(
+            "`bounded`: every change is kept up to the caps below, then the series are thinned to at most "
+            "that many rows (the last change per time cell; call counts and time means stay exact). `full`: "
+            "every scheduler sample and every call sent or answered is kept (the full per-call log; memory "
+            "grows with the run)."
+        ),
+    )
+    max_series_rows: Int = Field(
+        default=DEFAULT_SERIES_ROWS,
+        ge=2,
+        le=MAX_SERIES_CAP,
+        **_doc("Scheduler time-series rows kept before thinning, and at most after it.", unit="rows"),
+    )
+    max_model_series_rows: Int = Field(
+        default=DEFAULT_CALL_ROWS,
+        ge=512,
+        le=MAX_SERIES_CAP,
+        **_doc("Per-call (model) time-series rows kept before thinning, and at most after it.", unit="rows"),
+    )
+
+
 class Scenario(_Strict):
     """A whole simulation case, resolved and validated."""
 
@@ -847,6 +881,9 @@ class Scenario(_Strict):
         default=RequestAdmissionConfig(), **_doc("AIMD request admission.")
     )
     stop: StopConfig = Field(default=StopConfig(), **_doc("Stop rules."))
+    recorder: RecorderConfig = Field(
+        default=RecorderConfig(), **_doc("What the run keeps row by row (bounded by default).")
+    )
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Scenario:
