@@ -504,3 +504,13 @@ def _fold_every(env, rec, step: float):
     while True:
         yield env.timeout(step)
         rec.fold_intervals(env.now)
+
+
+def test_the_scenarios_default_caps_are_the_recorders() -> None:
+    from sim.metrics import MAX_MODEL_SERIES_ROWS, MAX_SERIES_ROWS
+    from sim.scenario import RecorderConfig
+
+    assert (RecorderConfig().max_series_rows, RecorderConfig().max_model_series_rows) == (
+        MAX_SERIES_ROWS,
+        MAX_MODEL_SERIES_ROWS,
+    )
