@@ -109,7 +109,10 @@ def run_production(rows: int, loops: Sequence[str], admissions: Sequence[str]) -
                 m = pool.submit(one_run, overrides).result()
             m.update(label=f"{rows:,} rows / {name} / loop {loop}", loop=loop, admission=name, rows=rows)
             m["us_per_task_cpu"] = 1e6 * m["cpu_seconds"] / m["tasks"] if m["tasks"] else 0.0
-            m["wall_ok"] = m["wall_seconds"] < TARGET_RUN_SECONDS
+            # The target is for 1,000,000 rows; a smaller job gets its share of it (cost is linear).
+            m["wall_target_seconds"] = TARGET_RUN_SECONDS * rows / 1_000_000
+            m["wall_ok"] = m["wall_seconds"] < m["wall_target_seconds"]
+            m["cpu_ok"] = m["cpu_seconds"] < m["wall_target_seconds"]
             m["memory_ok"] = m["peak_rss_mb"] < TARGET_RUN_PEAK_MB
             print(_case_line(m), file=sys.stderr, flush=True)
             cases.append(m)
@@ -179,19 +182,21 @@ def format_report(report: dict[str, Any]) -> str:
         p = report["production"]
         lines.append(f"production job, {p['rows']:,} rows (one spawned interpreter per run)")
         head = (
-            f"{'case':44s} {'wall s':>7s} {'CPU s':>7s} {'us/task':>8s} {'tasks':>10s} {'peak MB':>8s} "
+            f"{'case':50s} {'wall s':>7s} {'CPU s':>7s} {'us/task':>8s} {'tasks':>10s} {'peak MB':>8s} "
             f"{'ts rows':>8s} {'call rows':>9s}"
         )
         lines += [head, "-" * len(head)]
         for c in p["cases"]:
             lines.append(
-                f"{c['label']:44s} {c['wall_seconds']:7.1f} {c['cpu_seconds']:7.1f} {c['us_per_task_cpu']:8.1f} "
+                f"{c['label']:50s} {c['wall_seconds']:7.1f} {c['cpu_seconds']:7.1f} {c['us_per_task_cpu']:8.1f} "
                 f"{c['tasks']:10,d} {c['peak_rss_mb']:8.0f} {c['timeseries_rows']:8d} {c['model_timeseries_rows']:9d}"
             )
         lines.append("")
         for c in p["cases"]:
+            target = c["wall_target_seconds"]
             lines.append(
-                f"{c['label']:44s} wall < {TARGET_RUN_SECONDS:.0f} s: {'OK' if c['wall_ok'] else 'MISSED'}; "
+                f"{c['label']:50s} wall < {target:.0f} s: {'OK' if c['wall_ok'] else 'MISSED'} "
+                f"(CPU: {'OK' if c['cpu_ok'] else 'MISSED'}); "
                 f"peak RSS < {TARGET_RUN_PEAK_MB:.0f} MB: {'OK' if c['memory_ok'] else 'MISSED'}"
             )
         la = p["load_average_before_after"]
