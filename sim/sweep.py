@@ -131,8 +131,8 @@ class RunSpec:
 class RunOutcome:
     """What came back from one run. ``summary`` is empty when the run failed.
 
-    The series are None when not asked for or already written by the worker (``series_dir``),
-    else parquet bytes (or frames, from a custom run function) for the sweep to write."""
+    The series are None when the worker wrote them itself (``series_dir``), parquet bytes when
+    asked to send them back (``return_series``), else the frames."""
 
     run_id: str
     status: str  # "ok" | "failed"
@@ -165,8 +165,9 @@ def execute_run(spec: RunSpec) -> RunOutcome:
         return RunOutcome(spec.run_id, "failed", message, {}, None, None, time.perf_counter() - started)
 
 
-def _series_of(spec: RunSpec, ts: pd.DataFrame, mts: pd.DataFrame) -> tuple[bytes | None, bytes | None]:
-    """Write the run's series into the sweep folder (``series_dir``), or encode them to send back.
+def _series_of(spec: RunSpec, ts: pd.DataFrame, mts: pd.DataFrame) -> tuple[Any, Any]:
+    """Write the run's series into the sweep folder (``series_dir``), or encode them to send back
+    (``return_series``), or else return the frames themselves (in-memory plans, tests).
 
     If the folder refuses the write (disk full), the series go back as bytes and the sweep's own
     write reports the error, so a disk problem stops the sweep resumably instead of failing a run.
@@ -180,7 +181,7 @@ def _series_of(spec: RunSpec, ts: pd.DataFrame, mts: pd.DataFrame) -> tuple[byte
         except OSError:
             pass
     elif not spec.return_series:
-        return None, None
+        return ts, mts
     return series_bytes(ts), series_bytes(mts)
 
 
