@@ -139,6 +139,10 @@ class Recorder:
         self.model_limit = [m.max_parallel_requests for m in scenario.models]
         self.model_min_limit = [m.max_parallel_requests for m in scenario.models]
         self.model_cooldown_until = [0.0] * n_models
+        #: integral of calls in flight over time per model (call-seconds), and when it last changed:
+        #: over the answered calls it is their mean time in flight (Little's law), with no per-call log
+        self.call_seconds = [0.0] * n_models
+        self.in_flight_since = [0.0] * n_models
         self.successful_calls = 0
         self.healthy_calls = 0
         #: healthy successes while another model was rate-limited: its last answer was a 429 or
@@ -256,7 +260,10 @@ class Recorder:
         return sum(self.model_waiting_count)
 
     def model_sent(self, now: float, model: int, limit: int) -> None:
-        n = self.model_in_flight[model] + 1
+        prev = self.model_in_flight[model]
+        self.call_seconds[model] += prev * (now - self.in_flight_since[model])
+        self.in_flight_since[model] = now
+        n = prev + 1
         self.model_in_flight[model] = n
         if n == 1:
             self.busy_since[model] = now
@@ -272,7 +279,10 @@ class Recorder:
     def model_answered(
         self, now: float, model: int, gen: int, rate_limited: bool, limit: int, cooldown_until: float
     ) -> None:
-        n = self.model_in_flight[model] - 1
+        prev = self.model_in_flight[model]
+        self.call_seconds[model] += prev * (now - self.in_flight_since[model])
+        self.in_flight_since[model] = now
+        n = prev - 1
         self.model_in_flight[model] = n
         if n == 0:
             start = self.busy_since[model]
@@ -537,6 +547,9 @@ def model_metrics(rec: Recorder, sim_time: float) -> list[dict[str, Any]]:
             + total_length(cool_to_horizon)
             - (f.overlap_to_horizon[i] + overlap_length(busy_to_horizon, cool_to_horizon)),
         )
+        # calls still in flight at the end count up to sim_time
+        call_seconds = rec.call_seconds[i] + rec.model_in_flight[i] * max(0.0, sim_time - rec.in_flight_since[i])
+        answered = rec.model_ok[i] + rec.model_429[i]
         continued = 1 if f.cool_continues[slot] and cool and cool[0][0] == f.until else 0
         cooldown_periods = f.cool_periods[slot] + len(cool) - continued
         rows.append(
@@ -553,6 +566,8 @@ def model_metrics(rec: Recorder, sim_time: float) -> list[dict[str, Any]]:
                 "cooldown_fraction": cooldown_time / sim_time if sim_time > 0 else 0.0,
                 "cooldown_periods": cooldown_periods,
                 "min_limit": rec.model_min_limit[i],
+                "call_seconds": call_seconds,
+                "mean_call_seconds": call_seconds / answered if answered else NAN,
             }
         )
     return rows

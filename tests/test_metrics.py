@@ -514,3 +514,19 @@ def test_the_scenarios_default_caps_are_the_recorders() -> None:
         MAX_SERIES_ROWS,
         MAX_MODEL_SERIES_ROWS,
     )
+
+
+def test_mean_call_time_is_the_latency_without_a_per_call_log() -> None:
+    """Constant 1 s calls, two at a time: each call's time in flight is exactly its latency."""
+    result = sim.simulate(scenario(count=3, size=2, latency=1.0, mpr=2))
+    m = model_row(result)
+    assert m["successful_calls"] == 6
+    assert m["call_seconds"] == pytest.approx(6.0)
+    assert m["mean_call_seconds"] == pytest.approx(1.0)
+    quick_429s = sim.simulate(
+        scenario(count=2, size=1, latency=1.0, rate_limit={"pattern": "window", "end": 0.5, "latency": 0.25})
+    )
+    q = model_row(quick_429s)  # 429 answers take 0.25 s; their calls count too
+    answered = q["successful_calls"] + q["rate_limited_calls"]
+    expected = (q["successful_calls"] * 1.0 + q["rate_limited_calls"] * 0.25) / answered
+    assert q["rate_limited_calls"] >= 1 and q["mean_call_seconds"] == pytest.approx(expected)
