@@ -311,7 +311,7 @@ display(tidy(idle).rename_axis(columns="healthy models idle with work left (s)")
 
 # The localized run at cap 64, seed 0, from the folder's time series: the target at the end of the window
 run_id = runs.query(f"policy == 'localized' and seed == 0 and `param:{KEY}` == 64")["run_id"].item()
-ts = pd.read_csv(report.out / "timeseries" / f"{run_id}.csv")
+ts = pd.read_parquet(report.out / "timeseries" / f"{run_id}.parquet")
 target_at_20 = int(ts.loc[ts["time"] <= 20.0, "target"].iloc[-1])
 localized_deferred_blocks = int(runs.query("policy == 'localized'")["blocked_deferred_tasks"].sum())
 print(f"localized target at t = 20 s (cap 64, seed 0): {target_at_20}; "

@@ -1090,8 +1090,10 @@ def check(
 
 def is_results_folder(folder: Path) -> bool:
     """A ``compare``/``sweep`` folder (``runs.csv``) or a ``run --out`` folder (its time series)."""
+    from .results import find_series
+
     return (folder / "runs.csv").is_file() or (
-        (folder / "timeseries.csv").is_file() and (folder / "model_timeseries.csv").is_file()
+        find_series(folder, "timeseries") is not None and find_series(folder, "model_timeseries") is not None
     )
 
 
@@ -1117,7 +1119,7 @@ def plot(
         if inside:
             listed = ", ".join(inside[:20]) + (f" and {len(inside) - 20} more" if len(inside) > 20 else "")
             raise CliError(f"{folder}: not a results folder itself; results folders inside: {listed}")
-        raise CliError(f"{folder}: not a results folder (no runs.csv, and no timeseries.csv of a run --out)")
+        raise CliError(f"{folder}: not a results folder (no runs.csv, and no time series of a run --out)")
     try:
         from .plots import plot_results_dir
     except ImportError as err:

@@ -46,6 +46,9 @@ class Executor(Protocol):
 class SerialExecutor:
     """One run after another in this process: simplest, and what tests and debuggers want."""
 
+    #: runs can write into the sweep folder themselves (same machine)
+    writes_local_files = True
+
     def run(self, specs: Sequence[RunSpec]) -> Iterator[RunOutcome]:
         for spec in specs:
             from .sweep import execute_run  # looked up per run, so tests can patch it
@@ -170,7 +173,12 @@ class LocalExecutor:
     are known to them; plugins named in a spec are loaded in the worker either way. ``fn`` is the
     per-run function (default :func:`sim.sweep.execute_run`, looked up when :meth:`run` is called);
     it must be picklable where workers are spawned rather than forked.
+
+    Workers share this machine's file system, so each writes its run's time series into the
+    sweep folder itself (:attr:`writes_local_files`); only summaries cross the pipe.
     """
+
+    writes_local_files = True
 
     def __init__(
         self,

@@ -2,9 +2,11 @@
 metrics derived from it after the run.
 
 The scheduler calls the recorder at the moments the real scheduler samples its metrics (docs/metrics.md):
-after each main-loop iteration, at dispatch, and when a call is sent or answered. Values are
-plain Python numbers in lists; every per-call hook is O(1) (a few comparisons and at most one
-append), because the recorder sits on the simulator's hot path. Anything that needs a scan over
+after each main-loop iteration, at dispatch, and when a call is sent or answered. Counters are
+plain Python numbers; the time series and the row-group log are columnar arrays whose memory is
+bounded by caps, not by the run's length (:mod:`sim.series`; docs/reliability.md, "Bounded
+recorder"). Every per-call hook is O(1) amortized (a few comparisons and one row appended or
+updated), because the recorder sits on the simulator's hot path. Anything that needs a scan over
 the run (percentiles, time-weighted means, interval overlaps) is computed once, after the run, by
 :func:`model_metrics` and :func:`run_metrics`, and pandas tables are built by :mod:`sim.results`.
 The recorder decides nothing.
@@ -16,12 +18,14 @@ The metrics answer "what limited progress?"; each one is defined, with its unit,
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from array import array
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .scenario import Scenario
+from .series import CALL_WIDTH, CallSeries, StepSeries
 from .workload import Workload
 
 if TYPE_CHECKING:
@@ -41,45 +45,66 @@ SCHEDULER_SERIES_COLUMNS = (
 )
 #: One row per call sent or answered; ``rate_limited`` is True only on the row of a 429 answer.
 MODEL_SERIES_COLUMNS = ("time", "model", "in_flight", "waiting", "current_limit", "cooldown_until", "rate_limited")
+#: Calls of the row's model sent, answered and answered 429 at the row (0 or 1 each) or, once the
+#: series is thinned, since the model's previous row: counts over any time window stay exact.
+CALL_COUNT_COLUMNS = ("sent", "answered", "answered_429")
 
 #: Scheduler-series columns whose time-weighted mean goes into the summary as ``<column>_time_mean``.
 TIME_MEAN_COLUMNS = ("queued_tasks", "active_row_groups", "in_flight_tasks", "deferred_tasks")
 
 NAN = float("nan")
 
-#: Rows kept per run (docs/reliability.md, "Bounded recorder"). Past the cap, scheduler samples are
-#: folded into streaming time integrals (the summary's time means stay exact) and the last sample
-#: is kept as the final row; per-call rows are counted per model, not stored. The bundled scenarios
-#: record at most about 2,000 and 21,000 rows.
+#: Rows kept at full fidelity per run (docs/reliability.md, "Bounded recorder"); past them a series is
+#: thinned to at most this many rows (sim/series.py), the summary stays exact. The bundled scenarios
+#: record at most about 2,000 and 21,000 rows, so they keep every row. A scenario may set its own
+#: caps, or ``recorder.detail = "full"`` to keep every row (memory then grows with the run).
 MAX_SERIES_ROWS = 200_000
 MAX_MODEL_SERIES_ROWS = 500_000
 #: Busy and cooldown intervals kept per model or cooldown slot; past it, everything before the
 #: current time is folded into exact running totals (lengths, overlaps, period counts).
 MAX_INTERVALS = 100_000
 _TIME_MEAN_INDEX = tuple(SCHEDULER_SERIES_COLUMNS.index(c) for c in TIME_MEAN_COLUMNS)
+#: Scheduler-series columns stored as integers (all but ``time``).
+_INT_SCHEDULER_COLUMNS = SCHEDULER_SERIES_COLUMNS[1:]
 
 
-class SeriesTail:
-    """Scheduler samples past the row cap: the latest one and the time integrals of the others."""
+class RowGroupLog:
+    """Checkpointed row groups, columnar: id, size, admitted_at, checkpointed_at (checkpoint order).
 
-    __slots__ = ("first_time", "last", "integrals", "rows")
+    It appends, pops and iterates ``(id, size, admitted_at, checkpointed_at)`` tuples, like the list
+    of tuples it replaces, at 32 bytes a group instead of about 150."""
 
-    def __init__(self, row: tuple[Any, ...]) -> None:
-        self.first_time = row[0]
-        self.last = row
-        self.integrals = [0.0] * len(_TIME_MEAN_INDEX)
-        self.rows = 1
+    __slots__ = ("ids", "sizes", "admitted", "checkpointed")
 
-    def add(self, row: tuple[Any, ...]) -> None:
-        last = self.last
-        if last[1:] == row[1:]:
-            return
-        if last[0] != row[0]:
-            width = row[0] - last[0]
-            for j, k in enumerate(_TIME_MEAN_INDEX):
-                self.integrals[j] += width * last[k]
-            self.rows += 1
-        self.last = row
+    def __init__(self) -> None:
+        self.ids = array("q")
+        self.sizes = array("q")
+        self.admitted = array("d")
+        self.checkpointed = array("d")
+
+    def append(self, row: tuple[int, int, float, float]) -> None:
+        rg_id, size, admitted_at, checkpointed_at = row
+        self.ids.append(rg_id)
+        self.sizes.append(size)
+        self.admitted.append(admitted_at)
+        self.checkpointed.append(checkpointed_at)
+
+    def pop(self) -> tuple[int, int, float, float]:
+        return (self.ids.pop(), self.sizes.pop(), self.admitted.pop(), self.checkpointed.pop())
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __iter__(self) -> Iterator[tuple[int, int, float, float]]:
+        return zip(self.ids, self.sizes, self.admitted, self.checkpointed, strict=True)
+
+    def columns(self) -> dict[str, np.ndarray]:
+        return {
+            "row_group": np.frombuffer(self.ids, dtype=np.int64).copy() if len(self) else np.zeros(0, np.int64),
+            "size": np.frombuffer(self.sizes, dtype=np.int64).copy() if len(self) else np.zeros(0, np.int64),
+            "admitted_at": np.frombuffer(self.admitted, dtype=np.float64).copy() if len(self) else np.zeros(0),
+            "checkpointed_at": np.frombuffer(self.checkpointed, dtype=np.float64).copy() if len(self) else np.zeros(0),
+        }
 
 
 Interval = list[float]  # [start, end), mutable so that a renewed cooldown extends it in place
@@ -92,10 +117,12 @@ class Recorder:
         self,
         scenario: Scenario,
         workload: Workload,
-        max_series_rows: int = MAX_SERIES_ROWS,
-        max_model_series_rows: int = MAX_MODEL_SERIES_ROWS,
+        max_series_rows: int | None = None,
+        max_model_series_rows: int | None = None,
         max_intervals: int = MAX_INTERVALS,
     ) -> None:
+        """Caps default to the scenario's ``recorder`` settings; ``None`` there (``detail = "full"``)
+        keeps every row."""
         self.model_names = [m.name for m in scenario.models]
         n_models = len(self.model_names)
         n_gen = len(workload.generators)
@@ -112,6 +139,10 @@ class Recorder:
         self.model_limit = [m.max_parallel_requests for m in scenario.models]
         self.model_min_limit = [m.max_parallel_requests for m in scenario.models]
         self.model_cooldown_until = [0.0] * n_models
+        #: integral of calls in flight over time per model (call-seconds), and when it last changed:
+        #: over the answered calls it is their mean time in flight (Little's law), with no per-call log
+        self.call_seconds = [0.0] * n_models
+        self.in_flight_since = [0.0] * n_models
         self.successful_calls = 0
         self.healthy_calls = 0
         #: healthy successes while another model was rate-limited: its last answer was a 429 or
@@ -124,17 +155,14 @@ class Recorder:
         self.dispatches = 0
         self.first_target_change: float | None = None
         self.target_changes = 0
-        self.series: list[tuple[Any, ...]] = []
-        self.model_series: list[tuple[Any, ...]] = []
-        self.row_groups: list[tuple[int, int, float, float]] = []  # id, size, admitted_at, checkpointed_at
+        # Bounded memory: columnar series, thinned past their caps (sim/series.py).
+        series_cap, calls_cap = _caps(scenario)
+        self.max_series_rows = series_cap if max_series_rows is None else max_series_rows
+        self.max_model_series_rows = calls_cap if max_model_series_rows is None else max_model_series_rows
+        self.scheduler_series = StepSeries(len(SCHEDULER_SERIES_COLUMNS), self.max_series_rows, _TIME_MEAN_INDEX)
+        self.call_series = CallSeries(n_models, self.max_model_series_rows)
+        self.row_groups = RowGroupLog()
         self.row_groups_admitted = 0
-        # Bounded memory: rows past these caps are aggregated (see SeriesTail and _model_row).
-        self.max_series_rows = max_series_rows
-        self.max_model_series_rows = max_model_series_rows
-        self.series_tail: SeriesTail | None = None
-        self.model_rows_not_stored = [0] * n_models
-        self.model_429_rows_not_stored = [0] * n_models
-        self.model_series_end_time = 0.0
         #: (stop reason, message) when a run budget ended the run
         self.budget_stop: tuple[str, str] | None = None
         self.scheduler_events = 0
@@ -188,28 +216,12 @@ class Recorder:
             self.successful_calls,
             self.healthy_calls,
         )
-        if self.series_tail is not None:
-            self.series_tail.add(row)
-            return
-        series = self.series
-        if series:
-            last = series[-1]
-            if last[1:] == row[1:]:
-                return
-            if last[0] == row[0]:
-                series[-1] = row
-                return
-            if len(series) >= self.max_series_rows:
-                self.series_tail = SeriesTail(row)
-                return
-        series.append(row)
+        self.scheduler_series.add(row)
 
     def finish(self, scheduler_events: int, max_events: int) -> None:
-        """End of run: the budget used, and past the cap the final sample as the series' last row."""
+        """End of run: the budget used (the final sample is always the series' last row)."""
         self.scheduler_events = scheduler_events
         self.max_events = max_events
-        if self.series_tail is not None:
-            self.series.append(self.series_tail.last)
 
     def budget_exhausted(self, reason: str, message: str) -> None:
         self.budget_stop = (reason, message)
@@ -248,7 +260,10 @@ class Recorder:
         return sum(self.model_waiting_count)
 
     def model_sent(self, now: float, model: int, limit: int) -> None:
-        n = self.model_in_flight[model] + 1
+        prev = self.model_in_flight[model]
+        self.call_seconds[model] += prev * (now - self.in_flight_since[model])
+        self.in_flight_since[model] = now
+        n = prev + 1
         self.model_in_flight[model] = n
         if n == 1:
             self.busy_since[model] = now
@@ -257,12 +272,17 @@ class Recorder:
         self.model_limit[model] = limit
         if limit < self.model_min_limit[model]:
             self.model_min_limit[model] = limit
-        self._model_row(now, model, False)
+        self.call_series.add(
+            now, model, n, self.model_waiting_count[model], limit, self.model_cooldown_until[model], 1, 0, 0
+        )
 
     def model_answered(
         self, now: float, model: int, gen: int, rate_limited: bool, limit: int, cooldown_until: float
     ) -> None:
-        n = self.model_in_flight[model] - 1
+        prev = self.model_in_flight[model]
+        self.call_seconds[model] += prev * (now - self.in_flight_since[model])
+        self.in_flight_since[model] = now
+        n = prev - 1
         self.model_in_flight[model] = n
         if n == 0:
             start = self.busy_since[model]
@@ -299,7 +319,17 @@ class Recorder:
                 self.healthy_calls += 1
                 if self._another_model_limited(model, now):
                     self.healthy_calls_while_limited += 1
-        self._model_row(now, model, rate_limited)
+        self.call_series.add(
+            now,
+            model,
+            n,
+            self.model_waiting_count[model],
+            limit,
+            self.model_cooldown_until[model],
+            0,
+            1,
+            1 if rate_limited else 0,
+        )
 
     def _another_model_limited(self, model: int, now: float) -> bool:
         until = self.model_cooldown_until
@@ -357,45 +387,74 @@ class Recorder:
         f.until = until
         f.folds += 1
 
-    def _model_row(self, now: float, model: int, rate_limited: bool) -> None:
-        if len(self.model_series) >= self.max_model_series_rows:
-            self.model_rows_not_stored[model] += 1
-            if rate_limited:
-                self.model_429_rows_not_stored[model] += 1
-            self.model_series_end_time = now
-            return
-        self.model_series.append(
-            (
-                now,
-                model,
-                self.model_in_flight[model],
-                self.model_waiting_count[model],
-                self.model_limit[model],
-                self.model_cooldown_until[model],
-                rate_limited,
-            )
-        )
+    @property
+    def series(self) -> list[tuple[Any, ...]]:
+        """The stored scheduler rows as tuples (for tests and notebooks; results use the columns)."""
+        cols = scheduler_columns(self)
+        return list(zip(*(cols[c].tolist() for c in SCHEDULER_SERIES_COLUMNS), strict=True))
+
+    @property
+    def model_series(self) -> list[tuple[Any, ...]]:
+        """The stored call rows as tuples ``MODEL_SERIES_COLUMNS`` (model as its index)."""
+        cols = call_columns(self)
+        return list(zip(*(cols[c].tolist() for c in MODEL_SERIES_COLUMNS), strict=True))
 
     def notes(self) -> list[str]:
-        """What the result does not hold row by row, in words (empty when nothing was capped)."""
+        """What the result does not hold row by row, in words (empty when nothing was thinned)."""
         out = []
-        tail = self.series_tail
-        if tail is not None:
+        s = self.scheduler_series
+        if s.thinned:
             out.append(
-                f"scheduler time series capped at {self.max_series_rows} rows: {tail.rows} later samples "
-                f"(t={tail.first_time:.6g}s to {tail.last[0]:.6g}s) are folded into the time means, the last "
-                "one kept as the final row"
+                f"scheduler time series thinned past {self.max_series_rows} rows: {s.n} rows kept, the last "
+                f"change in each {s.dt:.6g} s, {s.merged} samples merged; the time means are exact"
             )
-        dropped = sum(self.model_rows_not_stored)
-        if dropped:
-            counts = zip(self.model_names, self.model_rows_not_stored, self.model_429_rows_not_stored, strict=True)
-            per_model = ", ".join(f"{name}: {n} rows, {k} of them 429 answers" for name, n, k in counts if n)
+        c = self.call_series
+        if c.thinned:
             out.append(
-                f"model time series capped at {len(self.model_series)} rows: {dropped} later rows up to "
-                f"t={self.model_series_end_time:.6g}s counted, not stored ({per_model}); the per-model call "
-                "counts are complete"
+                f"model time series thinned past {self.max_model_series_rows} rows: {c.n} rows kept, each model's "
+                f"last change in each {c.dt:.6g} s, {c.merged} rows merged; columns sent, answered and "
+                "answered_429 count the calls since the model's previous row, so call counts stay exact"
             )
         return out
+
+
+def _caps(scenario: Scenario) -> tuple[int | None, int | None]:
+    """The scenario's series caps: ``None`` (keep every row) with ``recorder.detail = "full"``."""
+    rec = getattr(scenario, "recorder", None)
+    if rec is None:
+        return MAX_SERIES_ROWS, MAX_MODEL_SERIES_ROWS
+    if rec.detail == "full":
+        return None, None
+    return rec.max_series_rows, rec.max_model_series_rows
+
+
+def scheduler_columns(rec: Recorder) -> dict[str, np.ndarray]:
+    """The scheduler series as typed columns (``time`` float, the counts int64), in time order."""
+    rows = rec.scheduler_series.rows()
+    out = {"time": rows[:, 0]}
+    for j, name in enumerate(_INT_SCHEDULER_COLUMNS, start=1):
+        out[name] = rows[:, j].astype(np.int64)
+    return out
+
+
+def call_columns(rec: Recorder) -> dict[str, np.ndarray]:
+    """The call series as typed columns: ``MODEL_SERIES_COLUMNS`` then the counts ``CALL_COUNT_COLUMNS``.
+
+    ``rate_limited`` is true on a row that holds a 429 answer (its only answer, unless thinned)."""
+    rows = rec.call_series.rows()
+    assert rows.shape[1] == CALL_WIDTH
+    return {
+        "time": rows[:, 0],
+        "model": rows[:, 1].astype(np.int64),
+        "in_flight": rows[:, 2].astype(np.int64),
+        "waiting": rows[:, 3].astype(np.int64),
+        "current_limit": rows[:, 4].astype(np.int64),
+        "cooldown_until": rows[:, 5],
+        "rate_limited": rows[:, 8] > 0,
+        "sent": rows[:, 6].astype(np.int64),
+        "answered": rows[:, 7].astype(np.int64),
+        "answered_429": rows[:, 8].astype(np.int64),
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -488,6 +547,9 @@ def model_metrics(rec: Recorder, sim_time: float) -> list[dict[str, Any]]:
             + total_length(cool_to_horizon)
             - (f.overlap_to_horizon[i] + overlap_length(busy_to_horizon, cool_to_horizon)),
         )
+        # calls still in flight at the end count up to sim_time
+        call_seconds = rec.call_seconds[i] + rec.model_in_flight[i] * max(0.0, sim_time - rec.in_flight_since[i])
+        answered = rec.model_ok[i] + rec.model_429[i]
         continued = 1 if f.cool_continues[slot] and cool and cool[0][0] == f.until else 0
         cooldown_periods = f.cool_periods[slot] + len(cool) - continued
         rows.append(
@@ -504,6 +566,8 @@ def model_metrics(rec: Recorder, sim_time: float) -> list[dict[str, Any]]:
                 "cooldown_fraction": cooldown_time / sim_time if sim_time > 0 else 0.0,
                 "cooldown_periods": cooldown_periods,
                 "min_limit": rec.model_min_limit[i],
+                "call_seconds": call_seconds,
+                "mean_call_seconds": call_seconds / answered if answered else NAN,
             }
         )
     return rows
@@ -552,42 +616,25 @@ def row_progress_metrics(
 
 def run_metrics(rec: Recorder, sim_time: float, total_rows: int) -> dict[str, Any]:
     """Per run: row progress, row-group latency and time-weighted means of the scheduler series."""
-    rgs = rec.row_groups  # appended at checkpoint, so checkpoint times never decrease
+    rgs = rec.row_groups.columns()  # appended at checkpoint, so checkpoint times never decrease
     out: dict[str, Any] = row_progress_metrics(
-        [size for _, size, _, _ in rgs],
-        [at for _, _, _, at in rgs],
-        [at - admitted for _, _, admitted, at in rgs],
-        total_rows,
+        rgs["size"], rgs["checkpointed_at"], rgs["checkpointed_at"] - rgs["admitted_at"], total_rows
     )
-    tail = rec.series_tail
-    exact = rec.series[: rec.max_series_rows] if tail is not None else rec.series
-    series_times = [row[0] for row in exact]
-    for j, column in enumerate(TIME_MEAN_COLUMNS):
-        k = SCHEDULER_SERIES_COLUMNS.index(column)
-        values = [row[k] for row in exact]
-        if tail is None:
-            out[f"{column}_time_mean"] = time_weighted_mean(series_times, values, sim_time)
-        else:
-            out[f"{column}_time_mean"] = _time_mean_with_tail(series_times, values, tail, j, k, sim_time)
+    series = rec.scheduler_series
+    if series.thinned:  # the stored rows are thinned; the integrals kept on the side are exact
+        span = sim_time - series.first_time
+        for j, column in enumerate(TIME_MEAN_COLUMNS):
+            last = series.last[_TIME_MEAN_INDEX[j]]  # type: ignore[index]
+            out[f"{column}_time_mean"] = series.time_integral(j, sim_time) / span if span > 0 else float(last)
+    else:
+        cols = scheduler_columns(rec)
+        for column in TIME_MEAN_COLUMNS:
+            out[f"{column}_time_mean"] = time_weighted_mean(cols["time"], cols[column], sim_time)
     out["scheduler_events"] = rec.scheduler_events
     out["max_events"] = rec.max_events
     out["budget_exhausted"] = rec.budget_stop is not None
     out["budget_message"] = rec.budget_stop[1] if rec.budget_stop is not None else ""
-    out["timeseries_rows_aggregated"] = tail.rows if tail is not None else 0
-    out["model_timeseries_rows_aggregated"] = sum(rec.model_rows_not_stored)
+    out["timeseries_rows_aggregated"] = rec.scheduler_series.merged
+    out["model_timeseries_rows_aggregated"] = rec.call_series.merged
     out["recorder_note"] = "; ".join(rec.notes())
     return out
-
-
-def _time_mean_with_tail(
-    times: Sequence[float], values: Sequence[float], tail: SeriesTail, j: int, k: int, end: float
-) -> float:
-    """:func:`time_weighted_mean` over stored rows, then the tail's integral, then its last sample."""
-    t = np.asarray(times, dtype=float)
-    v = np.asarray(values, dtype=float)
-    span = end - t[0]
-    if span <= 0:
-        return float(tail.last[k])
-    stored = float(np.dot(np.diff(np.append(t, tail.first_time)), v))
-    last_width = max(end, tail.last[0]) - tail.last[0]
-    return (stored + tail.integrals[j] + last_width * tail.last[k]) / span

@@ -33,6 +33,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLocator
 
+from .results import find_series, read_series
 from .row_group_admission import REASONS
 
 if TYPE_CHECKING:
@@ -920,15 +921,15 @@ def _int_or_none(value: Any) -> int | None:
 def _read_run_series(
     results_dir: Path, run: pd.Series, aimd: bool = True, scenario: str | None = None
 ) -> RunSeries | None:
-    ts_path = results_dir / "timeseries" / f"{run['run_id']}.csv"
-    mts_path = results_dir / "model_timeseries" / f"{run['run_id']}.csv"
-    if not ts_path.exists() or not mts_path.exists():
+    ts_path = find_series(results_dir / "timeseries", str(run["run_id"]))
+    mts_path = find_series(results_dir / "model_timeseries", str(run["run_id"]))
+    if ts_path is None or mts_path is None:
         return None
     end = pd.to_numeric(run.get("sim_time"), errors="coerce")
     return RunSeries(
         str(run["policy"]),
-        pd.read_csv(ts_path),
-        pd.read_csv(mts_path),
+        read_series(ts_path),
+        read_series(mts_path),
         float(end),
         aimd,
         _blocked_of(run),
@@ -946,7 +947,7 @@ def plot_results_dir(results_dir: Path) -> list[Path]:
       (:func:`summary_figure`, ``summary.png``);
     * a ``sweep`` folder: :func:`sweep_figure` of each headline metric that varies
       (:func:`informative_sweep_metrics`) against each grid key with more than one value;
-    * a single-run folder written by ``write_result`` (``timeseries.csv`` at the top): its timeline.
+    * a single-run folder written by ``write_result`` (``timeseries.parquet``, or ``.csv``, at the top): its timeline.
     """
     results_dir = Path(results_dir)
     manifest_path = results_dir / "manifest.json"
@@ -957,12 +958,13 @@ def plot_results_dir(results_dir: Path) -> list[Path]:
 
     runs_csv = results_dir / "runs.csv"
     if not runs_csv.exists():
-        if (results_dir / "timeseries.csv").exists() and (results_dir / "model_timeseries.csv").exists():
+        ts_path, mts_path = find_series(results_dir, "timeseries"), find_series(results_dir, "model_timeseries")
+        if ts_path is not None and mts_path is not None:
             summary = manifest.get("summary") or {}
             run = RunSeries(
                 str(manifest.get("policy", results_dir.name)),
-                pd.read_csv(results_dir / "timeseries.csv"),
-                pd.read_csv(results_dir / "model_timeseries.csv"),
+                read_series(ts_path),
+                read_series(mts_path),
                 summary.get("sim_time"),
                 _aimd_enabled(manifest),
                 _blocked_of(summary),

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from .errors import InputError, RunFailed
-from .metrics import MODEL_SERIES_COLUMNS, SCHEDULER_SERIES_COLUMNS
+from .metrics import CALL_COUNT_COLUMNS, MODEL_SERIES_COLUMNS, SCHEDULER_SERIES_COLUMNS
 from .row_group_admission import REASONS, DeferredBlock
 from .scenario import Scenario
 from .workload import Workload
@@ -62,7 +62,7 @@ class Result:
 
 
 def result_from_scheduler(sched: Scheduler, wall_seconds: float = 0.0) -> Result:
-    from .metrics import model_metrics, run_metrics
+    from .metrics import call_columns, model_metrics, run_metrics, scheduler_columns
 
     scenario = sched.scenario
     rec = sched.recorder
@@ -168,11 +168,10 @@ def result_from_scheduler(sched: Scheduler, wall_seconds: float = 0.0) -> Result
         deferred_admission.get("independent_candidate_columns", [])
     )
 
-    timeseries = pd.DataFrame(rec.series, columns=list(SCHEDULER_SERIES_COLUMNS))
-    model_ts = pd.DataFrame(rec.model_series, columns=list(MODEL_SERIES_COLUMNS))
-    if not model_ts.empty:
-        model_ts["model"] = pd.Categorical.from_codes(model_ts["model"], categories=rec.model_names)
-    row_groups = pd.DataFrame(rec.row_groups, columns=["row_group", "size", "admitted_at", "checkpointed_at"])
+    timeseries = pd.DataFrame(scheduler_columns(rec), columns=list(SCHEDULER_SERIES_COLUMNS))
+    model_ts = pd.DataFrame(call_columns(rec), columns=[*MODEL_SERIES_COLUMNS, *CALL_COUNT_COLUMNS])
+    model_ts["model"] = pd.Categorical.from_codes(model_ts["model"], categories=rec.model_names)
+    row_groups = pd.DataFrame(rec.row_groups.columns())
     row_groups["latency"] = row_groups["checkpointed_at"] - row_groups["admitted_at"]
 
     return Result(
@@ -425,6 +424,9 @@ def _as_commit_error(final: Path, tmp: Path, err: OSError) -> ResultsWriteError:
 def write_result(result: Result, out_dir: str | Path, extra_manifest: Mapping[str, Any] | None = None) -> Path:
     """Write one run as ``manifest.json``, ``summary.csv`` and its tables, atomically.
 
+    Tables a person reads (``summary``, ``columns``, ``models``) are CSV; the time series and the
+    row-group log, which grow with the run, are parquet (:func:`write_series`).
+
     ``out_dir`` must not exist (:class:`OutputPathError`); a write the file system refuses (full,
     read-only) removes the temporary folder and raises :class:`ResultsWriteError`.
     """
@@ -446,14 +448,67 @@ def write_result(result: Result, out_dir: str | Path, extra_manifest: Mapping[st
             manifest.update(extra_manifest)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
         result.summary_frame().to_csv(tmp / "summary.csv", index=False)
-        result.timeseries.to_csv(tmp / "timeseries.csv", index=False)
-        result.model_timeseries.to_csv(tmp / "model_timeseries.csv", index=False)
+        write_series(result.timeseries, tmp / "timeseries.parquet")
+        write_series(result.model_timeseries, tmp / "model_timeseries.parquet")
+        write_series(result.row_groups, tmp / "row_groups.parquet")
         result.columns.to_csv(tmp / "columns.csv", index=False)
         result.models.to_csv(tmp / "models.csv", index=False)
-        result.row_groups.to_csv(tmp / "row_groups.csv", index=False)
     except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)  # the temporary folder made above, nothing else
         if isinstance(err, OSError):
             raise ResultsWriteError(f"{out_dir}: cannot write the results: {describe_os_error(err)}") from None
         raise
     return commit()
+
+
+# ---------------------------------------------------------------------------------------------
+# Time-series files: parquet, and the CSV of folders written before
+# ---------------------------------------------------------------------------------------------
+
+#: Suffixes a time-series table is read from, preferred first (older folders hold CSV).
+SERIES_SUFFIXES = (".parquet", ".csv")
+
+
+def write_series(frame: pd.DataFrame, path: Path) -> None:
+    """A time series as parquet (columnar, typed, compressed): what grows with a run is not CSV."""
+    frame.to_parquet(path, engine="pyarrow", index=False, compression="zstd")
+
+
+def series_bytes(frame: pd.DataFrame) -> bytes:
+    """The same parquet file, in memory (for a worker that cannot write into the results folder)."""
+    import io
+
+    buf = io.BytesIO()
+    frame.to_parquet(buf, engine="pyarrow", index=False, compression="zstd")
+    return buf.getvalue()
+
+
+def write_series_atomic(frame: pd.DataFrame | bytes, path: Path) -> None:
+    """Write under a temporary name, then rename: a crash never leaves a truncated file at ``path``."""
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        if isinstance(frame, bytes):
+            partial.write_bytes(frame)
+        else:
+            write_series(frame, partial)
+        os.replace(partial, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            partial.unlink()
+        raise
+
+
+def find_series(folder: Path, name: str) -> Path | None:
+    """``<folder>/<name>.parquet``, else ``<name>.csv`` (folders written before parquet), else None."""
+    for suffix in SERIES_SUFFIXES:
+        path = folder / f"{name}{suffix}"
+        if path.is_file():
+            return path
+    return None
+
+
+def read_series(path: Path) -> pd.DataFrame:
+    """A time-series table written by :func:`write_series` or, in older folders, as CSV."""
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path, engine="pyarrow")
+    return pd.read_csv(path)

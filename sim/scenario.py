@@ -41,9 +41,19 @@ from .files import read_user_text
 MAX_ROW_GROUPS = 1_000_000
 MAX_TOTAL_ROWS = 50_000_000
 MAX_COLUMNS = 256
-#: A run keeps about 0.1 KB per live task and about 0.5 KB per model call (time series and
-#: tables), so 5 million tasks stay within a few GB.
-MAX_TASKS_PER_RUN = 5_000_000
+#: Tasks the plan makes (cell-by-cell generators once per row, the others once per row group).
+#: Memory no longer grows with it (the recorder is bounded; MAX_RUN_BYTES is the memory cap); it
+#: bounds run time: at about 40 us of CPU per task, 20 million tasks take about 15 minutes, within
+#: the default wall-clock budget.
+MAX_TASKS_PER_RUN = 20_000_000
+#: Estimated peak memory of one run's own state, checked before anything is built (docs/reliability.md):
+#: live tasks (task objects, their rows' dependency counters, queue entries: about 115 bytes each
+#: measured on CPython 3.11), one log and table row per row group, and the stored time-series rows
+#: (8 bytes a value, about three copies while the result tables and files are built).
+BYTES_PER_LIVE_TASK = 150
+BYTES_PER_ROW_GROUP = 100
+BYTES_PER_SERIES_ROW = 250
+MAX_RUN_BYTES = 4 * 1024**3
 #: Simulated seconds: beyond this, float time steps of a millisecond are lost to rounding.
 MAX_SIM_TIME = 1.0e9
 #: The smallest resalvage backoff: a smaller pause can round to zero and spin at one instant.
@@ -820,6 +830,114 @@ class StopConfig(_Strict):
     )
 
 
+#: Bounds of the recorder's series caps (rows); the defaults are sim.metrics.MAX_SERIES_ROWS and
+#: MAX_MODEL_SERIES_ROWS (a test keeps them equal).
+DEFAULT_SERIES_ROWS = 200_000
+DEFAULT_CALL_ROWS = 500_000
+MAX_SERIES_CAP = 50_000_000
+
+
+class RecorderConfig(_Strict):
+    """What a run keeps row by row (docs/reliability.md, "Bounded recorder"). The summary is the
+    same either way; only the stored time series differ."""
+
+    detail: Literal["bounded", "full"] = Field(
+        default="bounded",
+        **_doc(
+            "`bounded`: every change is kept up to the caps below, then the series are thinned to at most "
+            "that many rows (the last change per time cell; call counts and time means stay exact). `full`: "
+            "every scheduler sample and every call sent or answered is kept (the full per-call log; memory "
+            "grows with the run)."
+        ),
+    )
+    max_series_rows: Int = Field(
+        default=DEFAULT_SERIES_ROWS,
+        ge=2,
+        le=MAX_SERIES_CAP,
+        **_doc("Scheduler time-series rows kept before thinning, and at most after it.", unit="rows"),
+    )
+    max_model_series_rows: Int = Field(
+        default=DEFAULT_CALL_ROWS,
+        ge=512,
+        le=MAX_SERIES_CAP,
+        **_doc("Per-call (model) time-series rows kept before thinning, and at most after it.", unit="rows"),
+    )
+
+
+@dataclass(frozen=True)
+class PlanSize:
+    """How much work a scenario plans and how much memory its run holds at most (estimated)."""
+
+    rows: int
+    groups: int  # for random sizes, the most the draw can give
+    cell_generators: int
+    full_generators: int
+    live_tasks: int  # tasks alive at once at most: admitted rows x cell generators + groups x full ones
+    hard_cap: int
+    largest_group: int
+    series_rows: int
+    detail: str
+
+    @property
+    def tasks(self) -> int:
+        return self.rows * self.cell_generators + self.groups * self.full_generators
+
+    @property
+    def live_bytes(self) -> int:
+        return self.live_tasks * BYTES_PER_LIVE_TASK + self.groups * BYTES_PER_ROW_GROUP
+
+    @property
+    def series_bytes(self) -> int:
+        return self.series_rows * BYTES_PER_SERIES_ROW
+
+    @property
+    def peak_bytes(self) -> int:
+        return self.live_bytes + self.series_bytes
+
+    def describe_tasks(self) -> str:
+        return (
+            f"{self.rows} rows x {self.cell_generators} cell-by-cell generators + "
+            f"{self.groups} row groups x {self.full_generators} full-column generators"
+        )
+
+    def too_big(self) -> str:
+        gb = 1024**3
+        return (
+            f"the run would hold about {self.peak_bytes / gb:.1f} GB, above the limit of "
+            f"{MAX_RUN_BYTES / gb:.1f} GB per run: {self.live_tasks} live tasks at most (hard cap "
+            f"{self.hard_cap} x {self.largest_group}-row groups; about {BYTES_PER_LIVE_TASK} bytes each), "
+            f"{self.groups} row groups and {self.series_rows} time-series rows ({self.detail} detail); "
+            "lower scheduler.max_concurrent_row_groups or the group size, or keep recorder.detail = 'bounded'"
+        )
+
+
+def plan_size(scenario: Scenario) -> PlanSize:
+    """The plan's real task count and its run's peak memory estimate, in constant time (no plan drawn)."""
+    rg = scenario.row_groups
+    strategy: dict[str, str] = {}
+    model_generators = set()
+    for col in scenario.columns:
+        strategy.setdefault(col.generator_name, col.strategy)
+        if col.model is not None:
+            model_generators.add(col.generator_name)
+    cell = sum(1 for v in strategy.values() if v == "cell_by_cell")
+    full = len(strategy) - cell
+    rows, groups = rg.total_rows, rg.max_groups
+    hard_cap = scenario.scheduler.max_concurrent_row_groups
+    largest = rg.guard_buffer_size
+    live_rows = min(rows, hard_cap * largest)
+    live_tasks = live_rows * cell + min(groups, hard_cap) * full
+    rec = scenario.recorder
+    if rec.detail == "full":  # one sample per task or so, two call rows per model task
+        model_cell = sum(1 for g in model_generators if strategy[g] == "cell_by_cell")
+        series_rows = (
+            rows * cell + groups * full + 2 * (rows * model_cell + groups * (len(model_generators) - model_cell))
+        )
+    else:
+        series_rows = rec.max_series_rows + rec.max_model_series_rows
+    return PlanSize(rows, groups, cell, full, live_tasks, hard_cap, largest, series_rows, rec.detail)
+
+
 class Scenario(_Strict):
     """A whole simulation case, resolved and validated."""
 
@@ -850,6 +968,9 @@ class Scenario(_Strict):
         default=RequestAdmissionConfig(), **_doc("AIMD request admission.")
     )
     stop: StopConfig = Field(default=StopConfig(), **_doc("Stop rules."))
+    recorder: RecorderConfig = Field(
+        default=RecorderConfig(), **_doc("What the run keeps row by row (bounded by default).")
+    )
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Scenario:
@@ -877,12 +998,13 @@ class Scenario(_Strict):
             for name in self.stop.successful_calls.columns:
                 if name not in known_cols:
                     raise _KeyedError("stop.successful_calls.columns", f"unknown column '{name}'")
-        rg = self.row_groups
-        tasks = (rg.total_rows + rg.max_groups) * len(self.columns)
-        if tasks > MAX_TASKS_PER_RUN:
+        size = plan_size(self)
+        if size.peak_bytes > MAX_RUN_BYTES:  # first: the more useful message when both apply
+            raise _KeyedError("row_groups" if size.live_bytes >= size.series_bytes else "recorder", size.too_big())
+        if size.tasks > MAX_TASKS_PER_RUN:
             raise _KeyedError(
                 "row_groups",
-                f"the plan makes about {tasks} tasks ({len(self.columns)} columns), above the limit of "
+                f"the plan makes {size.tasks} tasks ({size.describe_tasks()}), above the limit of "
                 f"{MAX_TASKS_PER_RUN} tasks per run",
             )
         endless = [m.name for m in self.models if m.rate_limit.never_ends and self._model_used(m.name)]

@@ -18,6 +18,7 @@ This module knows nothing about the model's internals: it calls :func:`sim.simul
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -41,7 +42,15 @@ from .comparison import compare_table
 from .errors import InputError, RunFailed
 from .files import read_user_text
 from .policies import get_policy, load_plugin
-from .results import ResultsWriteError, atomic_directory, check_new_folder, commit_folder, describe_os_error
+from .results import (
+    ResultsWriteError,
+    atomic_directory,
+    check_new_folder,
+    commit_folder,
+    describe_os_error,
+    series_bytes,
+    write_series_atomic,
+)
 from .scenario import Scenario, ScenarioError, parse_override, scenario_from_dict, with_overrides
 
 if TYPE_CHECKING:
@@ -111,18 +120,26 @@ class RunSpec:
     seed: int
     overrides: dict[str, Any]  # the grid point only, for the table
     plugins: tuple[str, ...] = ()  # module:function specs loaded in the worker before the run
+    #: The sweep folder, when the worker can write into it: the worker writes its own time series
+    #: there (``timeseries/<run_id>.parquet``, atomically) and sends back only the summary.
+    series_dir: str | None = None
+    #: Without ``series_dir``: send the time series back as parquet bytes (a remote worker).
+    return_series: bool = False
 
 
 @dataclass
 class RunOutcome:
-    """What came back from one run. ``summary`` is empty when the run failed."""
+    """What came back from one run. ``summary`` is empty when the run failed.
+
+    The series are None when the worker wrote them itself (``series_dir``), parquet bytes when
+    asked to send them back (``return_series``), else the frames."""
 
     run_id: str
     status: str  # "ok" | "failed"
     error: str | None
     summary: dict[str, Any]
-    timeseries: pd.DataFrame | None
-    model_timeseries: pd.DataFrame | None
+    timeseries: pd.DataFrame | bytes | None
+    model_timeseries: pd.DataFrame | bytes | None
     wall_seconds: float
 
 
@@ -141,18 +158,31 @@ def execute_run(spec: RunSpec) -> RunOutcome:
         scenario = scenario_from_dict(spec.scenario, source=f"run {spec.run_id}")
         result = simulate(scenario, policy=spec.policy, seed=spec.seed)
         summary = {k: _plain(v) for k, v in result.summary.items()}
-        return RunOutcome(
-            spec.run_id,
-            "ok",
-            None,
-            summary,
-            result.timeseries,
-            result.model_timeseries,
-            time.perf_counter() - started,
-        )
+        series = _series_of(spec, result.timeseries, result.model_timeseries)
+        return RunOutcome(spec.run_id, "ok", None, summary, *series, time.perf_counter() - started)
     except (Exception, SystemExit) as err:  # noqa: BLE001 - one failing run (or a policy's sys.exit) must not end the sweep
         message = " ".join(f"{type(err).__name__}: {err}".split())
         return RunOutcome(spec.run_id, "failed", message, {}, None, None, time.perf_counter() - started)
+
+
+def _series_of(spec: RunSpec, ts: pd.DataFrame, mts: pd.DataFrame) -> tuple[Any, Any]:
+    """Write the run's series into the sweep folder (``series_dir``), or encode them to send back
+    (``return_series``), or else return the frames themselves (in-memory plans, tests).
+
+    If the folder refuses the write (disk full), the series go back as bytes and the sweep's own
+    write reports the error, so a disk problem stops the sweep resumably instead of failing a run.
+    """
+    if spec.series_dir is not None:
+        folder = Path(spec.series_dir)
+        try:
+            for name, frame in (("timeseries", ts), ("model_timeseries", mts)):
+                write_series_atomic(frame, folder / name / f"{spec.run_id}.parquet")
+            return None, None
+        except OSError:
+            pass
+    elif not spec.return_series:
+        return ts, mts
+    return series_bytes(ts), series_bytes(mts)
 
 
 def _plain(value: Any) -> Any:
@@ -678,7 +708,13 @@ def _run_into(
         for run in plan.runs:
             if run.run_id not in done and run.spec is None:
                 record(RunOutcome(run.run_id, "failed", run.error, {}, None, None, 0.0))
-        pending = [run.spec for run in plan.runs if run.run_id not in done and run.spec is not None]
+        # Workers that see this folder write their own series; others send them back as bytes.
+        where = {"series_dir": str(tmp.resolve())} if getattr(ex, "writes_local_files", False) else {}
+        pending = [
+            dataclasses.replace(run.spec, **(where or {"return_series": True}))
+            for run in plan.runs
+            if run.run_id not in done and run.spec is not None
+        ]
         if pending:
             for outcome in ex.run(pending):
                 record(outcome)
@@ -730,22 +766,15 @@ def _unfinished(tmp: Path, done: int, doing: str, err: OSError) -> SweepRunFaile
 
 
 def _record(tmp: Path, outcome: RunOutcome) -> None:
-    """Write the run's series, then its journal line (the line marks the run as finished).
+    """Write the run's series if the worker sent them back, then its journal line (the line marks
+    the run as finished).
 
     Each series is written under a temporary name and renamed, so a full disk never leaves a
     truncated series under a run's name; the journal line is flushed and fsynced.
     """
-    for folder, frame in (("timeseries", outcome.timeseries), ("model_timeseries", outcome.model_timeseries)):
-        if frame is not None:
-            target = tmp / folder / f"{outcome.run_id}.csv"
-            partial = target.with_name(f".{target.name}.partial")
-            try:
-                frame.to_csv(partial, index=False)
-                os.replace(partial, target)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    partial.unlink()
-                raise
+    for folder, data in (("timeseries", outcome.timeseries), ("model_timeseries", outcome.model_timeseries)):
+        if data is not None:  # None: not produced, or written by the worker itself
+            write_series_atomic(data, tmp / folder / f"{outcome.run_id}.parquet")
     line = {
         "run_id": outcome.run_id,
         "status": outcome.status,

@@ -30,10 +30,43 @@ def test_process_executor_gives_the_same_runs_csv_as_serial(tmp_path: Path) -> N
     assert len(serial.runs) == 8 and serial.failed == 0
     assert (tmp_path / "serial" / "runs.csv").read_bytes() == (tmp_path / "local" / "runs.csv").read_bytes()
     for run_id in serial.runs["run_id"]:
-        name = f"{run_id}.csv"
+        name = f"{run_id}.parquet"
         assert (tmp_path / "serial" / "timeseries" / name).read_bytes() == (
             tmp_path / "local" / "timeseries" / name
         ).read_bytes()
+
+
+def test_local_workers_write_their_own_series_and_send_back_only_summaries(tmp_path: Path, monkeypatch) -> None:
+    """The parent writes no series of a local executor's runs: they arrive as None, already on disk."""
+    import sim.sweep as sweep_mod
+
+    seen = []
+    real = sweep_mod._record
+    monkeypatch.setattr(sweep_mod, "_record", lambda tmp, outcome: (seen.append(outcome), real(tmp, outcome)))
+    plan = _plan()
+    with LocalExecutor(jobs=2) as local:
+        run_sweep(plan, tmp_path / "local", executor=local, progress=False, figures=False)
+    assert len(seen) == 8 and all(o.timeseries is None and o.model_timeseries is None for o in seen)
+    for o in seen:
+        assert (tmp_path / "local" / "timeseries" / f"{o.run_id}.parquet").is_file()
+        assert (tmp_path / "local" / "model_timeseries" / f"{o.run_id}.parquet").is_file()
+
+
+def test_a_run_sends_its_series_as_parquet_bytes_when_asked_or_when_the_folder_refuses(tmp_path: Path) -> None:
+    import dataclasses
+    import io
+
+    import pandas as pd
+
+    spec = _plan().runs[0].spec
+    plain = execute_run(spec)  # in memory: the frames themselves
+    remote = execute_run(dataclasses.replace(spec, return_series=True))
+    assert isinstance(remote.timeseries, bytes) and isinstance(remote.model_timeseries, bytes)
+    for sent, frame in ((remote.timeseries, plain.timeseries), (remote.model_timeseries, plain.model_timeseries)):
+        pd.testing.assert_frame_equal(pd.read_parquet(io.BytesIO(sent)), frame)
+    missing = tmp_path / "no-such-folder"  # the worker's write fails: the series come back instead
+    fallback = execute_run(dataclasses.replace(spec, series_dir=str(missing)))
+    assert fallback.status == "ok" and isinstance(fallback.model_timeseries, bytes)
 
 
 def test_local_executor_yields_every_outcome_once() -> None:

@@ -350,30 +350,105 @@ def test_capped_series_keep_every_summary_metric(window_runs) -> None:
             assert b[key] == value or (value != value and b[key] != b[key]), key
 
 
-def test_capped_scheduler_series_keeps_its_head_and_the_final_state(window_runs) -> None:
-    full, capped = window_runs
-    ts = capped.timeseries
-    assert len(ts) == 51  # 50 samples, then the final one
-    pd.testing.assert_frame_equal(ts.iloc[:50], full.timeseries.iloc[:50])
-    assert ts.iloc[-1].equals(full.timeseries.iloc[-1])
-    s = capped.summary
-    assert s["timeseries_rows_aggregated"] == len(full.timeseries) - 50
-    assert "scheduler time series capped at 50 rows" in s["recorder_note"]
+def _row_set(frame: pd.DataFrame, columns: list[str]) -> set[tuple]:
+    values = [frame[c].astype(str).tolist() if c == "model" else frame[c].tolist() for c in columns]
+    return set(zip(*values, strict=True))
 
 
-def test_capped_model_series_counts_the_rows_it_does_not_store(window_runs) -> None:
+def test_thinned_scheduler_series_keeps_true_change_points_within_the_cap(window_runs) -> None:
     full, capped = window_runs
-    assert len(capped.model_timeseries) == 300
-    pd.testing.assert_frame_equal(capped.model_timeseries, full.model_timeseries.iloc[:300])
+    ts, whole = capped.timeseries, full.timeseries
+    assert 2 <= len(ts) <= 50 < len(whole)
+    # Every kept row is a state the run really had, at the time it began; first and final rows kept.
+    assert _row_set(ts, list(ts.columns)) <= _row_set(whole, list(whole.columns))
+    assert ts.iloc[0].equals(whole.iloc[0]) and ts.iloc[-1].equals(whole.iloc[-1])
+    assert ts["time"].is_monotonic_increasing
     s = capped.summary
-    assert s["model_timeseries_rows_aggregated"] == len(full.model_timeseries) - 300
-    assert "model time series capped at 300 rows" in s["recorder_note"]
-    assert "flaky: " in s["recorder_note"] and "of them 429 answers" in s["recorder_note"]
+    assert s["timeseries_rows_aggregated"] == len(whole) - len(ts)
+    assert "scheduler time series thinned past 50 rows" in s["recorder_note"]
+
+
+def test_thinned_model_series_keeps_exact_call_counts(window_runs) -> None:
+    full, capped = window_runs
+    mts, whole = capped.model_timeseries, full.model_timeseries
+    assert len(mts) <= 300 < len(whole)
+    state = ["time", "model", "in_flight", "waiting", "current_limit", "cooldown_until"]
+    assert _row_set(mts, state) <= _row_set(whole, state)
+    assert mts["time"].is_monotonic_increasing
+    counts = ["sent", "answered", "answered_429"]
+    pd.testing.assert_frame_equal(
+        mts.groupby("model", observed=False)[counts].sum(), whole.groupby("model", observed=False)[counts].sum()
+    )
+    models = full.models.set_index("model")
+    per_model = mts.groupby("model", observed=False)[counts].sum()
+    assert (per_model["answered_429"] == models["rate_limited_calls"]).all()
+    assert (per_model["answered"] == models["successful_calls"] + models["rate_limited_calls"]).all()
+    assert (mts["rate_limited"] == (mts["answered_429"] > 0)).all()
+    s = capped.summary
+    assert s["model_timeseries_rows_aggregated"] == len(whole) - len(mts)
+    assert "model time series thinned past 300 rows" in s["recorder_note"]
     # The per-model call counts do not depend on the stored rows.
     pd.testing.assert_frame_equal(capped.models, full.models)
 
 
-def test_uncapped_runs_have_no_note(window_runs) -> None:
+def test_full_detail_keeps_one_row_per_call_and_sample(window_runs) -> None:
+    full, _ = window_runs
+    scenario = sim.load_scenario("window-recovery", ["recorder.detail=full", "recorder.max_series_rows=2"])
+    detailed = sim.simulate(scenario)
+    pd.testing.assert_frame_equal(detailed.timeseries, full.timeseries)
+    pd.testing.assert_frame_equal(detailed.model_timeseries, full.model_timeseries)
+    whole = full.model_timeseries
+    assert (whole["sent"] + whole["answered"] == 1).all()  # one row per call sent or answered
+    assert (whole["answered_429"] == whole["rate_limited"].astype(int)).all()
+
+
+def test_bounded_and_full_detail_give_the_same_summary() -> None:
+    base = ["row_groups.count=960", "stop.max_time=1e7"]
+    bounded = sim.simulate(
+        sim.load_scenario(
+            "window-recovery", [*base, "recorder.max_series_rows=100", "recorder.max_model_series_rows=600"]
+        )
+    )
+    full = sim.simulate(sim.load_scenario("window-recovery", [*base, "recorder.detail=full"]))
+    assert len(bounded.timeseries) <= 100 and len(bounded.model_timeseries) <= 600
+    assert len(full.model_timeseries) > 10 * 600
+    changed = {"timeseries_rows_aggregated", "model_timeseries_rows_aggregated", "recorder_note"}
+    for key, value in full.summary.items():
+        if key in changed:
+            continue
+        if isinstance(value, float):
+            assert bounded.summary[key] == pytest.approx(value, rel=1e-12, abs=1e-12, nan_ok=True), key
+        else:
+            assert bounded.summary[key] == value, key
+
+
+def test_recorder_size_does_not_grow_with_the_run_beyond_its_caps() -> None:
+    """Four times the work: the same stored rows (bounded), four times the rows with full detail."""
+    sizes = {}
+    for factor in (1, 4):
+        caps = ["recorder.max_series_rows=200", "recorder.max_model_series_rows=800"]
+        scenario = sim.load_scenario(
+            "window-recovery", [f"row_groups.count={240 * factor}", "stop.max_time=1e7", *caps]
+        )
+        from sim.policies import get_policy
+        from sim.scheduler import Scheduler
+        from sim.workload import build_workload
+
+        sched = Scheduler(scenario, build_workload(scenario), get_policy("localized"), seed=0)
+        sched.run()
+        rec = sched.recorder
+        assert rec.scheduler_series.n <= 200 and rec.call_series.n <= 800
+        sizes[factor] = (
+            rec.scheduler_series.data.buffer_info()[1] * 8 + rec.call_series.data.buffer_info()[1] * 8,
+            sched.recorder.dispatches,
+        )
+    (bytes1, tasks1), (bytes4, tasks4) = sizes[1], sizes[4]
+    assert bytes1 <= (200 * 10 + 800 * 9) * 8 * 1.2
+    assert tasks4 > 3.5 * tasks1
+    assert bytes4 <= (200 * 10 + 800 * 9) * 8 * 1.2  # within the caps' bytes, whatever the task count
+
+
+def test_unthinned_runs_have_no_note(window_runs) -> None:
     full, _ = window_runs
     assert full.summary["recorder_note"] == ""
     assert full.summary["timeseries_rows_aggregated"] == full.summary["model_timeseries_rows_aggregated"] == 0
@@ -430,3 +505,29 @@ def _fold_every(env, rec, step: float):
     while True:
         yield env.timeout(step)
         rec.fold_intervals(env.now)
+
+
+def test_the_scenarios_default_caps_are_the_recorders() -> None:
+    from sim.metrics import MAX_MODEL_SERIES_ROWS, MAX_SERIES_ROWS
+    from sim.scenario import RecorderConfig
+
+    assert (RecorderConfig().max_series_rows, RecorderConfig().max_model_series_rows) == (
+        MAX_SERIES_ROWS,
+        MAX_MODEL_SERIES_ROWS,
+    )
+
+
+def test_mean_call_time_is_the_latency_without_a_per_call_log() -> None:
+    """Constant 1 s calls, two at a time: each call's time in flight is exactly its latency."""
+    result = sim.simulate(scenario(count=3, size=2, latency=1.0, mpr=2))
+    m = model_row(result)
+    assert m["successful_calls"] == 6
+    assert m["call_seconds"] == pytest.approx(6.0)
+    assert m["mean_call_seconds"] == pytest.approx(1.0)
+    quick_429s = sim.simulate(
+        scenario(count=2, size=1, latency=1.0, rate_limit={"pattern": "window", "end": 0.5, "latency": 0.25})
+    )
+    q = model_row(quick_429s)  # 429 answers take 0.25 s; their calls count too
+    answered = q["successful_calls"] + q["rate_limited_calls"]
+    expected = (q["successful_calls"] * 1.0 + q["rate_limited_calls"] * 0.25) / answered
+    assert q["rate_limited_calls"] >= 1 and q["mean_call_seconds"] == pytest.approx(expected)

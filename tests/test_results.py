@@ -12,7 +12,14 @@ import pytest
 
 from sim import load_scenario, simulate, write_result
 from sim.errors import InputError, RunFailed
-from sim.results import OutputPathError, ResultsWriteError, atomic_directory, summary_metric_names
+from sim.results import (
+    OutputPathError,
+    ResultsWriteError,
+    atomic_directory,
+    find_series,
+    read_series,
+    summary_metric_names,
+)
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "sim" / "scenarios"
 
@@ -57,13 +64,42 @@ def test_timeseries_is_time_ordered_and_ends_at_the_final_state(result):
 def test_write_result_layout(result, tmp_path):
     out = write_result(result, tmp_path / "run")
     names = {p.name for p in out.iterdir()}
-    assert {"manifest.json", "summary.csv", "timeseries.csv", "model_timeseries.csv"} <= names
+    assert names == {
+        "manifest.json",
+        "summary.csv",
+        "columns.csv",
+        "models.csv",
+        "timeseries.parquet",
+        "model_timeseries.parquet",
+        "row_groups.parquet",
+    }
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["policy"] == result.policy and manifest["seed"] == result.seed
     assert manifest["scenario"]["name"] == "rpm-capacity"
     summary = pd.read_csv(out / "summary.csv")
     assert summary.loc[0, "completed_rows"] == 80
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".partial-")]
+
+
+def test_series_round_trip_through_parquet_exactly(result, tmp_path):
+    out = write_result(result, tmp_path / "run")
+    for name in ("timeseries", "model_timeseries", "row_groups"):
+        path = find_series(out, name)
+        assert path is not None and path.suffix == ".parquet"
+        pd.testing.assert_frame_equal(read_series(path), getattr(result, name), check_exact=True)
+    assert read_series(out / "model_timeseries.parquet")["model"].cat.categories.tolist() == ["limited", "judge"]
+
+
+def test_older_csv_series_are_still_found_and_read(result, tmp_path):
+    folder = tmp_path / "old"
+    folder.mkdir()
+    result.timeseries.to_csv(folder / "timeseries.csv", index=False)
+    path = find_series(folder, "timeseries")
+    assert path == folder / "timeseries.csv"
+    pd.testing.assert_frame_equal(read_series(path), result.timeseries)
+    assert find_series(folder, "model_timeseries") is None
+    result.timeseries.iloc[:1].to_parquet(folder / "timeseries.parquet")
+    assert find_series(folder, "timeseries") == folder / "timeseries.parquet"  # parquet preferred
 
 
 def test_failed_write_leaves_nothing(result, tmp_path, monkeypatch):

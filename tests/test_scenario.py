@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -366,3 +367,81 @@ def test_cli_blames_set_not_the_file(capsys):
     err = capsys.readouterr().err
     assert "--set 'scheduler.polcy=global': scheduler.polcy: unknown key; did you mean 'scheduler.policy'?" in err
     assert str(COOLING) not in err and "Traceback" not in err
+
+
+# -- plan size: the real task count and the memory estimate ------------------------------------
+
+
+def _production(**changes: Any) -> dict[str, Any]:
+    """1,000,000 rows in groups of 1,000; a full-column seed and four cell-by-cell model columns."""
+    data: dict[str, Any] = {
+        "name": "production",
+        "row_groups": {"num_records": 1_000_000, "buffer_size": 1000},
+        "scheduler": {"policy": "localized", "max_concurrent_row_groups": 64},
+        "models": [{"name": f"m{i}"} for i in range(4)],
+        "columns": [{"name": "seed", "strategy": "full_column"}]
+        + [{"name": f"c{i}", "depends_on": ["seed"], "model": f"m{i}"} for i in range(4)],
+    }
+    data.update(changes)
+    return data
+
+
+def test_a_million_rows_with_a_seed_and_four_model_columns_is_accepted() -> None:
+    from sim.scenario import plan_size
+
+    scenario = scenario_from_dict(_production())
+    size = plan_size(scenario)
+    # 4 cell-by-cell generators x 1,000,000 rows + 1 full-column generator x 1,000 groups
+    assert size.tasks == 4_001_000
+    assert size.live_tasks == 64 * 1000 * 4 + 64
+    assert size.peak_bytes < 512 * 1024**2
+
+
+def test_the_task_cap_counts_the_plans_real_tasks() -> None:
+    from sim.scenario import MAX_TASKS_PER_RUN, plan_size
+
+    # Five cell-by-cell columns over four million rows: exactly the cap, so still accepted ...
+    cells = _production(
+        row_groups={"num_records": 4_000_000, "buffer_size": 1000},
+        columns=[{"name": f"c{i}", "model": f"m{i % 4}"} for i in range(5)],
+    )
+    assert plan_size(scenario_from_dict(cells)).tasks == MAX_TASKS_PER_RUN == 20_000_000
+    # ... one more row is over it, and the message gives the count and how it is made.
+    cells["row_groups"] = {"num_records": 4_000_001, "buffer_size": 1000}
+    with pytest.raises(ScenarioError, match=r"row_groups: the plan makes 20000005 tasks \(4000001 rows x 5 cell-by"):
+        scenario_from_dict(cells, source="big.toml")
+
+
+def test_a_run_whose_live_state_would_not_fit_is_refused_in_memory_terms() -> None:
+    huge = _production(
+        row_groups={"count": 10, "size": 4_000_000},
+        scheduler={"policy": "fixed", "max_concurrent_row_groups": 10},
+        columns=[{"name": "c0", "model": "m0"}],
+    )
+    with pytest.raises(ScenarioError) as info:
+        scenario_from_dict(huge, source="huge.toml")
+    text = str(info.value)
+    assert "huge.toml: row_groups: the run would hold about 5.8 GB, above the limit of 4.0 GB per run" in text
+    assert "40000000 live tasks at most (hard cap 10 x 4000000-row groups" in text
+    huge["scheduler"]["max_concurrent_row_groups"] = 5  # half the live state fits in memory ...
+    with pytest.raises(ScenarioError, match="the plan makes 40000000 tasks"):  # ... the run time does not
+        scenario_from_dict(huge, source="huge.toml")
+
+
+def test_full_detail_counts_its_series_rows_against_the_memory_limit() -> None:
+    from sim.scenario import plan_size
+
+    bounded = plan_size(scenario_from_dict(_production()))
+    full = plan_size(scenario_from_dict(_production(recorder={"detail": "full"})))
+    assert bounded.series_rows == 700_000
+    assert full.series_rows == 4_001_000 + 2 * 4_000_000
+    assert full.peak_bytes > bounded.peak_bytes
+    # Ten million tasks: bounded, the run's estimate does not grow with them; with every row kept it does.
+    cells = _production(
+        row_groups={"num_records": 2_000_000, "buffer_size": 1000},
+        columns=[{"name": f"c{i}", "model": f"m{i % 4}"} for i in range(5)],
+    )
+    assert plan_size(scenario_from_dict(cells)).series_bytes == bounded.series_bytes
+    cells["recorder"] = {"detail": "full"}
+    with pytest.raises(ScenarioError, match=r"full.toml: recorder: the run would hold about 7\.\d GB.*\(full detail\)"):
+        scenario_from_dict(cells, source="full.toml")

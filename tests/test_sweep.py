@@ -67,8 +67,8 @@ def test_grid_sweep_writes_one_row_per_run_and_manifest_reproduces_it(tmp_path: 
     assert "healthy_calls_while_limited" in runs.columns
     assert "wall_seconds" not in runs.columns
     for run_id in runs["run_id"]:
-        assert (out / "timeseries" / f"{run_id}.csv").is_file()
-        assert (out / "model_timeseries" / f"{run_id}.csv").is_file()
+        assert (out / "timeseries" / f"{run_id}.parquet").is_file()
+        assert (out / "model_timeseries" / f"{run_id}.parquet").is_file()
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["kind"] == "sweep"
     assert manifest["grid"] == {"scheduler.initial_target": [1, 4], "row_groups.count": [8, 12]}
@@ -161,7 +161,7 @@ def test_interrupted_sweep_keeps_finished_runs_and_resume_matches_uninterrupted(
     assert "after 2 of 8 runs" in err
     done = [json.loads(line)["run_id"] for line in (partial / JOURNAL).read_text().splitlines()]
     assert done == ["r0000", "r0001"]
-    assert sorted(p.name for p in (partial / "timeseries").iterdir()) == ["r0000.csv", "r0001.csv"]
+    assert sorted(p.name for p in (partial / "timeseries").iterdir()) == ["r0000.parquet", "r0001.parquet"]
     assert not (partial / "runs.csv").exists()
 
     monkeypatch.setattr(sweep_mod, "execute_run", real)
@@ -176,7 +176,7 @@ def test_interrupted_sweep_keeps_finished_runs_and_resume_matches_uninterrupted(
     assert ran == [f"r{i:04d}" for i in range(2, 8)]  # only the missing runs
     assert not partial.exists()
     assert (out / "runs.csv").read_bytes() == (reference / "runs.csv").read_bytes()
-    assert sorted(p.name for p in (out / "timeseries").iterdir()) == [f"r{i:04d}.csv" for i in range(8)]
+    assert sorted(p.name for p in (out / "timeseries").iterdir()) == [f"r{i:04d}.parquet" for i in range(8)]
     assert not (out / JOURNAL).exists()
 
 

@@ -104,7 +104,7 @@ def test_write_validation_writes_a_complete_folder_with_overlays(window_report, 
     runs = pd.read_csv(out / "runs.csv")
     assert sorted(runs["engine"]) == ["real", "real", "sim", "sim"]
     assert (out / "runs" / "real__localized__r0" / "calls.csv").is_file()
-    assert (out / "runs" / "sim__global__r0" / "timeseries.csv").is_file()
+    assert (out / "runs" / "sim__global__r0" / "timeseries.parquet").is_file()
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["figures"] == ["figures/overlay__localized.png", "figures/overlay__global.png"]
     assert all((out / f).stat().st_size > 0 for f in manifest["figures"])
