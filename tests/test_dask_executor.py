@@ -24,6 +24,10 @@ import sim
 from sim.executors import ExecutorUnavailable, make_executor
 from sim.sweep import RunOutcome, RunSpec, SweepPlan, execute_run, plan_sweep, run_sweep
 
+#: Seconds to wait for the cluster's workers (start-up or a nanny's restart after a death). A worker
+#: process imports dask and this package: a few seconds, tens on a loaded 2-core machine.
+WORKER_RESTART_TIMEOUT = 120
+
 SCENARIO = Path(__file__).resolve().parents[1] / "sim" / "scenarios" / "healthy-bottleneck.toml"
 
 
@@ -57,20 +61,27 @@ def _raise_for(bad_run_id: str, attempts_dir: str, spec: RunSpec) -> RunOutcome:
     return execute_run(spec)
 
 
-def _die_for(bad_run_id: str, attempts_dir: str, spec: RunSpec) -> RunOutcome:
-    """execute_run, except that ``bad_run_id`` kills its worker process on every attempt."""
+def _die_for(bad_run_id: str, attempts_dir: str, gate: str, spec: RunSpec) -> RunOutcome:
+    """execute_run, except that ``bad_run_id`` waits for ``gate``, then kills its worker process on
+    every attempt."""
     if spec.run_id == bad_run_id:
+        _wait_for(gate)
         Path(attempts_dir, f"attempt-{time.monotonic_ns()}-{os.getpid()}").touch()
         os._exit(17)
     return execute_run(spec)
 
 
+def _wait_for(gate: str, seconds: float = 60) -> None:
+    """Wait until ``gate`` exists; bounded, so that a broken test cannot hang the suite."""
+    deadline = time.monotonic() + seconds
+    while not os.path.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def _gated(gate: str, marks: str, gated: frozenset[str], spec: RunSpec) -> RunOutcome:
     """execute_run, but runs in ``gated`` wait until the test creates ``gate``; marks every run started."""
     if spec.run_id in gated:
-        deadline = time.monotonic() + 20  # a broken test must not hang the suite
-        while not os.path.exists(gate) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        _wait_for(gate)
     Path(marks, spec.run_id).touch()
     return execute_run(spec)
 
@@ -82,17 +93,23 @@ def _gated(gate: str, marks: str, gated: frozenset[str], spec: RunSpec) -> RunOu
 def executor() -> Iterator[Any]:
     pytest.importorskip("distributed")
     import cloudpickle
+    import dask
 
     from sim.dask_executor import DaskExecutor
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    ex = DaskExecutor(n_workers=2, threads_per_worker=1, processes=True, retries=1)
-    try:
-        ex.client.wait_for_workers(2, timeout=60)
-        yield ex
-    finally:
-        ex.close()
-        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    # The LocalCluster closes for good a nanny whose worker has not re-registered within
+    # lost-worker-timeout (Dask default 15 s, read when the worker is removed); a restart on a
+    # loaded machine can take longer, which left the module without workers. Allow the same time
+    # as the waits here.
+    with dask.config.set({"distributed.deploy.lost-worker-timeout": f"{WORKER_RESTART_TIMEOUT}s"}):
+        ex = DaskExecutor(n_workers=2, threads_per_worker=1, processes=True, retries=1)
+        try:
+            ex.client.wait_for_workers(2, timeout=WORKER_RESTART_TIMEOUT)
+            yield ex
+        finally:
+            ex.close()
+            cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
 
 
 @pytest.fixture(scope="module")
@@ -181,17 +198,26 @@ def test_raising_task_is_retried_once_then_recorded_failed(executor, specs, expe
 
 
 def test_dying_worker_is_retried_once_then_recorded_failed(executor, specs, expected, tmp_path, monkeypatch) -> None:
-    bad = specs[2].run_id
-    monkeypatch.setattr(executor, "fn", functools.partial(_die_for, bad, str(tmp_path)))
-    outcomes = {o.run_id: o for o in executor.run(specs[:3])}
+    # Dask charges a dying worker to every run assigned to it, queued ones included (it keeps runs
+    # on the scheduler only for batches larger than twice the cluster's threads), so the bad run
+    # dies only once the good runs are back: the deaths then count against the bad run alone.
+    bad, gate, attempts = specs[2].run_id, tmp_path / "gate", tmp_path / "attempts"
+    attempts.mkdir()
+    monkeypatch.setattr(executor, "fn", functools.partial(_die_for, bad, str(attempts), str(gate)))
+    stream = executor.run(specs[:3])
+    good = {o.run_id: o for o in (next(stream), next(stream))}
+    gate.touch()
+    (failed,) = stream
 
-    failed = outcomes.pop(bad)
-    assert failed.status == "failed"
+    assert sorted(good) == sorted(s.run_id for s in specs[:2])
+    assert failed.run_id == bad and failed.status == "failed"
     assert failed.error.startswith("KilledWorker") and "\n" not in failed.error
-    assert len(list(tmp_path.iterdir())) == 2  # killed two workers: first attempt + one retry
-    for run_id, outcome in outcomes.items():
+    assert len(list(attempts.iterdir())) == 2  # killed two workers: first attempt + one retry
+    for run_id, outcome in good.items():
         _assert_same_as_in_process(outcome, expected[run_id])
-    executor.client.wait_for_workers(2, timeout=60)  # the nannies restart them; later tests need both
+    # The nannies restart both workers (a fresh process imports this package: allow for a loaded
+    # machine); later tests need both.
+    executor.client.wait_for_workers(2, timeout=WORKER_RESTART_TIMEOUT)
 
 
 def test_abandoned_run_cancels_queued_tasks(executor, specs, monkeypatch, tmp_path) -> None:

@@ -8,10 +8,12 @@ outputs and are what ``notebooks/make_notebooks.py`` writes.
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import json
+import os
 import re
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -20,20 +22,45 @@ import pytest
 
 nbclient = pytest.importorskip("nbclient")
 
-NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ROOT / "notebooks"
 NAMES = sorted(p.name for p in NOTEBOOKS.glob("*.ipynb"))
 CELL_TIMEOUT = 120
 HEALTHY = ("healthy-a", "healthy-b", "healthy-c")
 
 
-@functools.cache
+#: Executions started by the module fixture (each notebook runs in its own kernel process).
+_STARTED: dict[str, Future[nbformat.NotebookNode]] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _execute_side_by_side() -> Iterator[None]:
+    """Start every notebook at once, so that their kernels run side by side; :func:`execute` waits
+    for its own (a failing notebook fails only the tests that read it)."""
+    with ThreadPoolExecutor(max_workers=len(NAMES)) as pool:
+        _STARTED.update({name: pool.submit(_run, name) for name in NAMES})
+        try:
+            yield
+        finally:
+            _STARTED.clear()
+
+
 def execute(name: str) -> nbformat.NotebookNode:
+    """The notebook with its outputs (run once per module)."""
+    started = _STARTED.get(name)
+    return started.result() if started is not None else _run(name)
+
+
+def _run(name: str) -> nbformat.NotebookNode:
     """Run the notebook in a fresh ``python3`` kernel; return it with its outputs."""
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
     client = nbclient.NotebookClient(
         nb, kernel_name="python3", timeout=CELL_TIMEOUT, resources={"metadata": {"path": str(NOTEBOOKS)}}
     )
-    client.execute()  # raises CellExecutionError on the first failing cell
+    # The kernel starts in notebooks/, so without this it would import the installed `sim` (which
+    # may be another checkout's), not the one under test.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    client.execute(env=env)  # raises CellExecutionError on the first failing cell
     return nb
 
 
