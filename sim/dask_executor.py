@@ -81,6 +81,19 @@ def _installed_version() -> str:
     return metadata.version(DISTRIBUTION)
 
 
+#: How long a LocalCluster nanny may take to restart a dead worker before the cluster gives the
+#: worker up for good. Dask's default (15 s) is too short on a loaded machine: a sweep whose
+#: workers were all given up would wait for ever. Read when a worker is removed, so it is set for
+#: the process rather than only while the cluster starts.
+WORKER_RESTART_TIMEOUT = "120s"
+
+
+def _keep_restarting_workers() -> None:
+    """Raise Dask's lost-worker timeout to :data:`WORKER_RESTART_TIMEOUT` unless the user set it."""
+    if dask.config.get("distributed.deploy.lost-worker-timeout", "15s") == "15s":
+        dask.config.set({"distributed.deploy.lost-worker-timeout": WORKER_RESTART_TIMEOUT})
+
+
 class DaskExecutor:
     """Executor (see :mod:`sim.executors`) that runs each spec as one Dask task.
 
@@ -120,8 +133,10 @@ class DaskExecutor:
                 raise ValueError(f"n_workers must be >= 1, got {workers}")
             # Port 0 and no dashboard: a quick try must not collide with a running cluster or a
             # second sweep on the same machine. Our own scheduler also gets the "retry once" rule
-            # for dying workers; saturation 1.0 keeps queued runs on the scheduler rather than on a
-            # worker, so a worker death only counts against the run it was executing.
+            # for dying workers; saturation 1.0 keeps most queued runs on the scheduler, but with
+            # fewer than twice as many runs as threads some do queue on a worker, and a worker's
+            # death then counts against them too (at worst a good run uses up its retry).
+            _keep_restarting_workers()
             with dask.config.set(
                 {
                     "distributed.scheduler.allowed-failures": retries,

@@ -291,3 +291,19 @@ def test_missing_extra_names_the_install_command(monkeypatch) -> None:
 
 def _scheduler_task_count(executor: Any) -> int:
     return executor.client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks))
+
+
+def test_a_local_cluster_waits_for_slow_worker_restarts_unless_the_user_said_otherwise() -> None:
+    """Dask gives up a worker whose restart takes longer than lost-worker-timeout; at its default
+    (15 s) a loaded machine could lose every worker and leave a sweep waiting for ever."""
+    import dask
+
+    from sim.dask_executor import WORKER_RESTART_TIMEOUT, _keep_restarting_workers
+
+    key = "distributed.deploy.lost-worker-timeout"
+    with dask.config.set({key: "15s"}):
+        _keep_restarting_workers()
+        assert dask.config.get(key) == WORKER_RESTART_TIMEOUT
+    with dask.config.set({key: "7s"}):
+        _keep_restarting_workers()
+        assert dask.config.get(key) == "7s"
