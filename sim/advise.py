@@ -957,9 +957,6 @@ class _Search:
 # Output
 # ---------------------------------------------------------------------------------------------
 
-#: Front columns of the printed table: (front.csv column, header, unit). Busy fractions per model
-#: and the settings with the same runs go to a second table and the notes, so the table fits
-#: sim.output.MAX_WIDTH columns whatever the number of models.
 #: Front columns of the printed table: (front.csv column, header, unit). The throughput's spread
 #: shares its cell; busy fractions per model and the settings with the same runs go to a second
 #: table and the notes, so the tables fit sim.output.MAX_WIDTH columns whatever the models.
@@ -1047,7 +1044,10 @@ def advice_report(advice: Advice) -> Report:
         ]
     )
     front = advice.front.to_dict(orient="records")
-    columns = [Column(header, unit, numeric=key != "setting") for key, header, unit in TABLE_COLUMNS]
+    # The setting's label wraps (it can be 40 characters), so the numbers never get cut short.
+    columns = [
+        Column(header, unit, numeric=key != "setting", wrap=key == "setting") for key, header, unit in TABLE_COLUMNS
+    ]
     rows = [[_cell(r, key) for key, _h, _u in TABLE_COLUMNS] for r in front]
     models = [m.name for m in advice.scenario.models]
     # One wrapped cell per setting, so any number of endpoints (and long names) fits the width.

@@ -5,6 +5,7 @@ and resumable. Scenarios are small (a few hundred model calls per run)."""
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
 
 import numpy as np
@@ -30,6 +31,7 @@ from sim.advise import (
     slot_utilization,
 )
 from sim.errors import InputError
+from sim.output import format_value
 from sim.row_group_admission import REASONS
 from sim.scenario import Scenario, scenario_from_dict
 
@@ -378,3 +380,29 @@ def test_the_printed_advice_fits_100_columns_with_many_long_model_names():
     code = text[text.index("Apply it in DataDesigner:") : text.index("Shipped default")].splitlines()[1:]
     tree = ast.parse("\n".join(line[4:] for line in code))
     assert any(isinstance(n, ast.Call) and getattr(n.func, "attr", "") == "RunConfig" for n in ast.walk(tree))
+
+
+def test_a_long_setting_label_wraps_instead_of_cutting_the_numbers_short():
+    """Real labels ("adaptive<= 8, buffer 125, tasks 1024") left too little room at 100 columns
+    and rich cut the total time and open rows to "158…": the label column wraps instead."""
+    sc = scenario_from_dict(
+        {
+            "name": "advise-long-label",
+            "row_groups": {"num_records": 32, "buffer_size": 8},
+            "scheduler": {"policy": "fixed"},
+            "models": [{"name": "m", "max_parallel_requests": 4, "latency": {"distribution": "constant", "mean": 1.0}}],
+            "columns": [
+                {"name": "seed", "strategy": "full_column"},
+                {"name": "c", "depends_on": ["seed"], "model": "m"},
+            ],
+        }
+    )
+    adv = advise(sc, "throughput", seeds=1, budget=SearchBudget(), progress=False)
+    label = "adaptive<= 64, buffer 1000, tasks 1024, a label that is long"
+    long = dataclasses.replace(adv, front=adv.front.assign(setting=label))
+    text = format_advice(long)
+    assert max(len(line) for line in text.splitlines()) <= 100, text
+    assert "…" not in text, text
+    front_block = text[text.index("Pareto front\n") : text.index("Endpoint busy share")]
+    for value in long.front["total_time_mean"]:
+        assert f" {format_value(round(value, 2))} " in front_block, front_block
