@@ -138,21 +138,21 @@ show(comparison_figure(list(cooling_runs.values()), until=20.0), "cooling-2048")
 **What differs, and why.**
 
 * **global** freezes, one row group late. The loop has grown the target to 2 and admitted row group 1 before the
-  first `cooling` 429 is deferred (at ~0.014 s); from then on nearly every adaptive evaluation (1981 of 1984)
+  first `cooling` 429 is deferred (at ~0.007 s); from then on nearly every adaptive evaluation (2250 of 2253)
   reports `deferred_tasks`: the target stays at **2** for the whole 60 s. Only the two admitted groups' healthy cells
   run (**6** healthy calls). The healthy models are idle with work left for ~60 s (`busy_fraction` ≈ 0 in the model
   table). The `deferred_admission` diagnostics show the cost: the pending group's `healthy_1..3` columns were
   *independent* of the deferred key and could have run.
 * **localized** keeps growing. The pending group exposes `healthy_1..3`, which share no key with the deferred
   `cooling` work, so growth is not blocked: the target climbs by one every other evaluation to **100** and the run
-  reaches **300** healthy calls. But the climb now takes **17.03 s** of simulated time, paced by the loop's CPU:
+  reaches **300** healthy calls. The climb takes **2.70 s** of simulated time, paced by the loop's CPU:
   the scheduler keeps salvaging the stalled groups' deferred `cooling` cells and sending them again, each retry
-  costing loop CPU (9899 429s; the run spends 16.6 s inside salvage drains), and that pile grows with every
-  admitted group, so each step up takes longer. The healthy models are busy only ~4% of the time. The price is
+  costing loop CPU (9892 429s; the run spends 2.3 s inside salvage drains), and that pile grows with every
+  admitted group, so each step up takes longer. The healthy models are busy only ~5% of the time. The price is
   still stuck work: up to 99 `cooling` cells deferred at once.
-* **fixed** (cap 4096) admits all **2048** groups in one admission step that holds the loop for 2.75 s, and gets its
-  300 healthy calls first (5.44 s), with the whole dataset active at once: ~2890 tasks queued on average, and
-  144 deferred cooling cells at the end (the loop got only 148 `cooling` calls out). A fixed cap
+* **fixed** (cap 4096) admits all **2048** groups in one admission step that holds the loop for 2.62 s, and gets its
+  300 healthy calls after localized (4.60 s), with the whole dataset active at once: ~2264 tasks queued on average,
+  and 204 deferred cooling cells at the end (the loop got only 208 `cooling` calls out). A fixed cap
   is only as good as its value; the adaptive policies find a level on their own."""
     ),
     new_markdown_cell(
