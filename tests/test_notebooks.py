@@ -196,30 +196,30 @@ def test_02_sweep_numbers() -> None:
     t = f["sim_time"]
     text = markdown("02_sweep_explorer.ipynb")
     assert f["runs"] == 30 and f["failed"] == 0
-    # caps 2-4: under 2% apart (0.0% and 1.0%); from 8 on, localized 5-8% faster (7.5% at 8, 5.1% from 16)
+    # caps 2-4: under 2% apart (0.0% and 1.1%); from 8 on, localized 5-8% faster (7.6% at 8, 5.4% from 16)
     assert f["no_gain_caps"] == [2, 4] and f["helping_caps"] == [8, 16, 64]
     gains = {cap: f"{row['localized_gain_vs_global']:.1%}" for cap, row in t.items()}
-    assert (gains["2"], gains["4"]) == ("0.0%", "1.0%") and "(0.0% and 1.0%)" in text
+    assert (gains["2"], gains["4"]) == ("0.0%", "1.1%") and "(0.0% and 1.1%)" in text
     assert (gains["8"], gains["16"], gains["64"]) == (
-        "7.5%",
-        "5.1%",
-        "5.1%",
-    ) and "(7.5% at cap 8, 5.1% from 16 on)" in text
+        "7.6%",
+        "5.4%",
+        "5.4%",
+    ) and "(7.6% at cap 8, 5.4% from 16 on)" in text
     assert all(row["localized"] <= row["global"] + 1e-9 for row in t.values())
-    # 57.4 s vs 54.5 s at cap 16; localized 54.5 s at both 16 and 64; fixed 41.1 s at cap 64
-    assert f"{t['16']['global']:.1f}" == "57.4" and f"{t['16']['localized']:.1f}" == "54.5"
-    assert "(57.4 s vs 54.5 s at cap 16)" in text
-    assert f"{t['64']['localized']:.1f}" == "54.5" and "54.5 s at both 16 and 64" in text
-    assert f"{t['64']['fixed']:.1f}" == "41.1" and "(41.1 s at" in text
+    # 57.4 s vs 54.3 s at cap 16; localized 54.3 s at both 16 and 64; fixed 41.0 s at cap 64
+    assert f"{t['16']['global']:.1f}" == "57.4" and f"{t['16']['localized']:.1f}" == "54.3"
+    assert "(57.4 s vs 54.3 s at cap 16)" in text
+    assert f"{t['64']['localized']:.1f}" == "54.3" and "54.3 s at both 16 and 64" in text
+    assert f"{t['64']['fixed']:.1f}" == "41.0" and "(41.0 s at" in text
     assert f"{t['64']['fixed'] / t['64']['localized']:.2f}" == "0.75" and "0.75x localized" in text
     # localized never blocked by deferred_tasks; target 14 at t = 20 s (cap 64, seed 0), 50.5 at the end (cap 64)
     assert f["localized_deferred_blocks"] == 0 and f["localized_target_at_20s"] == 14 and "(14 in seed 0)" in text
     assert f["target"]["64"]["localized"] == 50.5 and "(to 50.5 on average at cap 64)" in text
     assert all(f["target"][c]["global"] == int(c) for c in ("2", "4", "8", "16"))
-    # healthy models idle with work left at cap 64: ~11 s localized, ~20 s global, ~0.2 s fixed
+    # healthy models idle with work left at cap 64: ~11 s localized, ~20 s global, ~0.1 s fixed
     idle = f["healthy_idle"]["64"]
-    assert round(idle["localized"]) == 11 and round(idle["global"]) == 20 and round(idle["fixed"], 1) == 0.2
-    assert "~11 s on average" in text and "global ~20 s, fixed ~0.2 s" in text
+    assert round(idle["localized"]) == 11 and round(idle["global"]) == 20 and round(idle["fixed"], 1) == 0.1
+    assert "~11 s on average" in text and "global ~20 s, fixed ~0.1 s" in text
 
 
 def test_03_custom_policy_numbers() -> None:
@@ -229,19 +229,21 @@ def test_03_custom_policy_numbers() -> None:
     budget = f["budget"]
     assert budget == 32
     # cooling-2048 (5 s): growth stops at 32 groups with 32 deferred; 96 healthy calls
-    assert all(c[p]["sim_time"] == 5.0 and c[p]["stop_reason"] == "max_time" for p in c)
+    assert all(c[p]["sim_time"] == 5.0 and c[p]["stop_reason"] == "max_time" for p in ("global", "localized-budget"))
     assert c["localized-budget"]["observed_max_target"] == budget and c["localized-budget"]["max_deferred"] == budget
     assert c["localized-budget"]["healthy_calls"] == 3 * budget == 96
-    # global: 6 calls, frozen at 2; localized: 156 calls, target 53, up to 52 deferred
+    # global: 6 calls, frozen at 2; localized: its 300 calls at 2.7 s, target 100, up to 99 deferred
     assert c["global"]["healthy_calls"] == 6 and c["global"]["observed_max_target"] == 2
     assert "(global: 6, frozen at 2 groups;" in text
-    assert (c["localized"]["healthy_calls"], c["localized"]["observed_max_target"]) == (156, 53)
-    assert c["localized"]["max_deferred"] == 52 and "localized: 156, at a\ntarget of 53 with up to 52 deferred" in text
-    # healthy-bottleneck: at most 14 deferred, so localized-budget = localized (55.7 s), ahead of global (56.6 s)
+    assert (c["localized"]["healthy_calls"], c["localized"]["observed_max_target"]) == (300, 100)
+    assert c["localized"]["stop_reason"] == "successful_calls" and f"{c['localized']['sim_time']:.1f}" == "2.7"
+    assert c["localized"]["max_deferred"] == 99 and "localized: 300, its stop rule, reached at\n2.7 s" in text
+    assert "target of 100 with up to 99 deferred" in text
+    # healthy-bottleneck: at most 14 deferred, so localized-budget = localized (55.5 s), ahead of global (56.6 s)
     assert b["localized-budget"]["max_deferred"] == b["localized"]["max_deferred"] == 14 and "at most 14 tasks" in text
     assert b["localized-budget"]["sim_time"] == b["localized"]["sim_time"] < b["global"]["sim_time"]
-    assert f"{b['localized']['sim_time']:.1f}" == "55.7" and f"{b['global']['sim_time']:.1f}" == "56.6"
-    assert "(55.7 s), ahead of global (56.6 s)" in text
+    assert f"{b['localized']['sim_time']:.1f}" == "55.5" and f"{b['global']['sim_time']:.1f}" == "56.6"
+    assert "(55.5 s), ahead of global (56.6 s)" in text
 
 
 def test_04_when_policies_differ_numbers() -> None:
