@@ -414,8 +414,8 @@ show(comparison_figure(list(cooling_runs.values())), "custom-cooling")"""
     new_markdown_cell(
         """\
 On cooling-2048 (cut to 5 s) the budget does what it says: growth stops at **32** groups with **32** cooling cells
-deferred, and the healthy models get exactly 3 × 32 = **96** calls (global: 6, frozen at 2 groups; localized: 300, its stop rule, reached at
-2.7 s at a target of 100 with up to 99 deferred). It sits between the two built-in policies.
+deferred, and the healthy models get exactly 3 × 32 = **96** calls (global: 6, frozen at 2 groups; localized: 300,
+its stop rule, reached at 2.7 s at a target of 100 with up to 99 deferred). It sits between the two built-in policies.
 It trades throughput for a bound on stuck work.
 
 When little work is deferred, the budget never binds and the policy behaves exactly like localized:"""

@@ -237,7 +237,7 @@ def test_03_custom_policy_numbers() -> None:
     assert "(global: 6, frozen at 2 groups;" in text
     assert (c["localized"]["healthy_calls"], c["localized"]["observed_max_target"]) == (300, 100)
     assert c["localized"]["stop_reason"] == "successful_calls" and f"{c['localized']['sim_time']:.1f}" == "2.7"
-    assert c["localized"]["max_deferred"] == 99 and "localized: 300, its stop rule, reached at\n2.7 s" in text
+    assert c["localized"]["max_deferred"] == 99 and "localized: 300,\nits stop rule, reached at 2.7 s" in text
     assert "target of 100 with up to 99 deferred" in text
     # healthy-bottleneck: at most 14 deferred, so localized-budget = localized (55.5 s), ahead of global (56.6 s)
     assert b["localized-budget"]["max_deferred"] == b["localized"]["max_deferred"] == 14 and "at most 14 tasks" in text
