@@ -138,21 +138,21 @@ show(comparison_figure(list(cooling_runs.values()), until=20.0), "cooling-2048")
 **What differs, and why.**
 
 * **global** freezes, one row group late. The loop has grown the target to 2 and admitted row group 1 before the
-  first `cooling` 429 is deferred (at ~0.014 s); from then on nearly every adaptive evaluation (1981 of 1984)
+  first `cooling` 429 is deferred (at ~0.007 s); from then on nearly every adaptive evaluation (2250 of 2253)
   reports `deferred_tasks`: the target stays at **2** for the whole 60 s. Only the two admitted groups' healthy cells
   run (**6** healthy calls). The healthy models are idle with work left for ~60 s (`busy_fraction` ≈ 0 in the model
   table). The `deferred_admission` diagnostics show the cost: the pending group's `healthy_1..3` columns were
   *independent* of the deferred key and could have run.
 * **localized** keeps growing. The pending group exposes `healthy_1..3`, which share no key with the deferred
   `cooling` work, so growth is not blocked: the target climbs by one every other evaluation to **100** and the run
-  reaches **300** healthy calls. But the climb now takes **17.03 s** of simulated time, paced by the loop's CPU:
+  reaches **300** healthy calls. The climb takes **2.70 s** of simulated time, paced by the loop's CPU:
   the scheduler keeps salvaging the stalled groups' deferred `cooling` cells and sending them again, each retry
-  costing loop CPU (9899 429s; the run spends 16.6 s inside salvage drains), and that pile grows with every
-  admitted group, so each step up takes longer. The healthy models are busy only ~4% of the time. The price is
+  costing loop CPU (9892 429s; the run spends 2.3 s inside salvage drains), and that pile grows with every
+  admitted group, so each step up takes longer. The healthy models are busy only ~5% of the time. The price is
   still stuck work: up to 99 `cooling` cells deferred at once.
-* **fixed** (cap 4096) admits all **2048** groups in one admission step that holds the loop for 2.75 s, and gets its
-  300 healthy calls first (5.44 s), with the whole dataset active at once: ~2890 tasks queued on average, and
-  144 deferred cooling cells at the end (the loop got only 148 `cooling` calls out). A fixed cap
+* **fixed** (cap 4096) admits all **2048** groups in one admission step that holds the loop for 2.62 s, and gets its
+  300 healthy calls after localized (4.60 s), with the whole dataset active at once: ~2264 tasks queued on average,
+  and 204 deferred cooling cells at the end (the loop got only 208 `cooling` calls out). A fixed cap
   is only as good as its value; the adaptive policies find a level on their own."""
     ),
     new_markdown_cell(
@@ -322,16 +322,16 @@ print(f"localized target at t = 20 s (cap 64, seed 0): {target_at_20}; "
 **Reading it** (means over seeds 0 and 1).
 
 * **caps 2-4: no real gain.** The hard cap binds before deferred work holds global back, so global and localized admit
-  the same groups (`observed_max_target` equals the cap) and finish within 2% of each other (0.0% and 1.0%).
-* **cap 8 and up: localized helps, by ~5-8%** (7.5% at cap 8, 5.1% from 16 on). Global's target is frozen while
+  the same groups (`observed_max_target` equals the cap) and finish within 2% of each other (0.0% and 1.1%).
+* **cap 8 and up: localized helps, by ~5-8%** (7.6% at cap 8, 5.4% from 16 on). Global's target is frozen while
   `flaky`'s 429s are deferred. Localized keeps admitting groups whose healthy cells are independent of them
-  (57.4 s vs 54.5 s at cap 16).
+  (57.4 s vs 54.3 s at cap 16).
 * **beyond 16, localized stops helping.** What holds it back is no longer deferred work (it is never blocked by
   `deferred_tasks`) but the pace of growth. The target grows by +1 per two evaluations, and an evaluation happens only
   when the main loop wakes, here about once per slow healthy completion. So at the end of the 20 s window the target is
   still small (14 in seed 0). By then the healthy models have been idle with work left for ~11 s on average (table
-  above; global ~20 s, fixed ~0.2 s). The target then grows (to 50.5 on average at cap 64), but that no longer
-  shortens the run: 54.5 s at both 16 and 64. The fixed cap starts every group at once and keeps gaining (41.1 s at
+  above; global ~20 s, fixed ~0.1 s). The target then grows (to 50.5 on average at cap 64), but that no longer
+  shortens the run: 54.3 s at both 16 and 64. The fixed cap starts every group at once and keeps gaining (41.0 s at
   cap 64, 0.75x localized's time): the model charges no memory for many active row groups (no memory model), and the
   loop's CPU is small next to these models' slow calls.
 
@@ -414,8 +414,8 @@ show(comparison_figure(list(cooling_runs.values())), "custom-cooling")"""
     new_markdown_cell(
         """\
 On cooling-2048 (cut to 5 s) the budget does what it says: growth stops at **32** groups with **32** cooling cells
-deferred, and the healthy models get exactly 3 × 32 = **96** calls (global: 6, frozen at 2 groups; localized: 156, at a
-target of 53 with up to 52 deferred, still climbing when the 5 s are up). It sits between the two built-in policies.
+deferred, and the healthy models get exactly 3 × 32 = **96** calls (global: 6, frozen at 2 groups; localized: 300,
+its stop rule, reached at 2.7 s at a target of 100 with up to 99 deferred). It sits between the two built-in policies.
 It trades throughput for a bound on stuck work.
 
 When little work is deferred, the budget never binds and the policy behaves exactly like localized:"""
@@ -430,7 +430,7 @@ tidy(bottleneck_table)"""
     new_markdown_cell(
         """\
 Here at most 14 tasks are ever deferred, under the budget of 32, so localized-budget makes the same decisions as
-localized and finishes at the same instant (55.7 s), ahead of global (56.6 s)."""
+localized and finishes at the same instant (55.5 s), ahead of global (56.6 s)."""
     ),
     facts_cell(
         """\

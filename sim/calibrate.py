@@ -33,14 +33,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .errors import InputError, RunFailed
-from .event_loop import LoopCosts, LoopProfile, load_profile
+from .event_loop import DIRECT_DEFAULTS, LoopCosts, LoopProfile, load_profile, with_direct_defaults
 from .policies import get_policy
 from .row_group_admission import REASONS
 from .scenario import Scenario, scenario_from_dict
@@ -48,6 +48,8 @@ from .scheduler import Scheduler
 from .workload import Task, build_workload
 
 OPERATIONS = LoopCosts.names()
+#: the costs charged only on the direct path (no request-admission controller), fitted on their own
+DIRECT_PATH_COSTS = tuple(DIRECT_DEFAULTS)
 HEALTHY_MODELS = ("cooling", "healthy_1", "healthy_2", "healthy_3")
 
 
@@ -321,32 +323,39 @@ class _CountingScheduler(Scheduler):
 
     def current_counts(self) -> dict[str, int]:
         c = dict(self.counts)
-        c["dispatch"] = self.recorder.dispatches
+        c["direct_dispatch" if self._direct else "dispatch"] = self.recorder.dispatches
         c["checkpoint"] = self.completed_row_groups
         c["target_evaluation"] = self.row_groups.evaluations
         c["salvage_pass"] = self.salvage_cycles
         return c
 
+    @property
+    def _direct(self) -> bool:
+        """No request-admission controller: passes and dispatches cost the direct-path values."""
+        return self.request_admission is None
+
     def _dispatch_pass(self):  # noqa: ANN202 - a SimPy sub-generator
-        self.counts["main_loop_pass"] += 1
+        self.counts["direct_main_loop_pass" if self._direct else "main_loop_pass"] += 1
         return (yield from super()._dispatch_pass())
 
     def _loop_start(self, task: Task) -> None:
         gen = task.gen
         if gen.kind == "local":
             self.counts["local_task"] += 1
+        elif self.gen_request_resource[gen.index] is None:
+            self.counts["direct_call_start"] += 1
         else:
             self.counts["worker_start"] += 1
-            if self.gen_request_resource[gen.index] is not None:
-                self.counts["request_acquire"] += 1
+            self.counts["request_acquire"] += 1
         super()._loop_start(task)
 
     def _send(self, task: Task, lease: Any) -> None:
-        self.counts["request_send"] += 1
+        if lease is not None:  # a direct call's send is part of its direct_call_start
+            self.counts["request_send"] += 1
         super()._send(task, lease)
 
     def _answered(self, task: Task, lease: Any, answer: Any) -> None:
-        self.counts["completion"] += 1
+        self.counts["completion" if lease is not None else "direct_completion"] += 1
         super()._answered(task, lease, answer)
 
     def _admit(self, rg_id: int, size: int) -> None:
@@ -381,7 +390,7 @@ class SimulatedRun:
 
     @property
     def calls(self) -> int:
-        return self.counts["completion"]
+        return self.counts["completion"] + self.counts["direct_completion"]
 
     def target_reached_s(self, value: int) -> float | None:
         snap = self.target_snapshots.get(value)
@@ -553,6 +562,7 @@ def fit_costs(
     tolerance: float = 0.005,
     clean_share: float = CLEAN_SHARE,
     fit_direct_path: bool = False,
+    free: Iterable[str] | None = None,
 ) -> FitResult:
     """Fit per-operation costs (microseconds) to ``measurements``, starting from ``prior_us``.
 
@@ -561,11 +571,19 @@ def fit_costs(
     towards its prior by ``prior_weight`` (relative). Stops after ``iterations`` or when no cost
     moves by more than ``tolerance`` (relative). Runs with request admission off are compared,
     not fitted, unless ``fit_direct_path``; runs on a contended machine (cpu share below
-    ``clean_share``) likewise.
+    ``clean_share``) likewise. ``free``: fit only these operations and hold every other at its
+    prior (the direct-path costs are fitted to direct-path runs this way, the facade-path costs
+    staying as they are); None fits all.
     """
+    prior_us = with_direct_defaults(prior_us)
     missing = [op for op in OPERATIONS if op not in prior_us]
     if missing:
         raise CalibrationError(f"prior profile: costs_us.{missing[0]}: missing")
+    free_ops = set(OPERATIONS if free is None else free)
+    unknown = sorted(free_ops - set(OPERATIONS))
+    if unknown:
+        raise CalibrationError(f"free: {unknown[0]}: unknown cost (known: {', '.join(OPERATIONS)})")
+    solved = np.array([op in free_ops for op in OPERATIONS])
     prior = np.array([max(float(prior_us[op]), 1e-3) for op in OPERATIONS]) * 1e-6
     costs = prior.copy()
     exercised = np.zeros(len(OPERATIONS), dtype=bool)
@@ -588,9 +606,12 @@ def fit_costs(
             # divided by its measured value (relative errors).
             a = xs * prior / np.array([q.measured for q in rows])[:, None]
             b = np.array([(q.measured - q.offset) / q.measured for q in rows])
-            ridge = math.sqrt(prior_weight) * np.eye(len(OPERATIONS))
-            u, *_ = np.linalg.lstsq(np.vstack([a, ridge]), np.concatenate([b, ridge @ np.ones(len(OPERATIONS))]))
-            new = np.maximum(u, 0.01) * prior
+            b -= a[:, ~solved] @ (costs[~solved] / prior[~solved])  # held operations keep their cost
+            a = a[:, solved]
+            ridge = math.sqrt(prior_weight) * np.eye(int(solved.sum()))
+            u, *_ = np.linalg.lstsq(np.vstack([a, ridge]), np.concatenate([b, ridge @ np.ones(int(solved.sum()))]))
+            new = costs.copy()
+            new[solved] = np.maximum(u, 0.01) * prior[solved]
             moved = float(np.max(np.abs(new - costs) / costs))
             costs = new
             runs = _simulate_all(measurements, dict(zip(OPERATIONS, costs * 1e6, strict=True)), workdir)
@@ -624,6 +645,64 @@ def fit_costs(
         weak,
         uncounted,
     )
+
+
+def machine_ratio(
+    measurements: Sequence[Measurement], reference: Sequence[Measurement], clean_share: float = CLEAN_SHARE
+) -> float:
+    """How much CPU this set's machine takes for the reference set's work: the median, over the
+    clean runs of micro-scenarios both sets measured, of CPU time over the reference mean."""
+    by_micro: dict[MicroScenario, list[float]] = {}
+    for m in reference:
+        by_micro.setdefault(m.micro, []).append(m.cpu_s)
+    ratios = [
+        m.cpu_s / float(np.mean(by_micro[m.micro]))
+        for m in measurements
+        if m.micro in by_micro and (m.cpu_share is None or m.cpu_share >= clean_share)
+    ]
+    if not ratios:
+        raise CalibrationError("reference: no clean run of a micro-scenario both sets measured")
+    return float(np.median(ratios))
+
+
+def rescaled(measurements: Sequence[Measurement], factor: float) -> list[Measurement]:
+    """The measurements with their CPU times and times to targets divided by ``factor`` (runs of a
+    machine ``factor`` x as slow as the reference, expressed in the reference machine's time)."""
+    return [
+        replace(
+            m,
+            cpu_s=m.cpu_s / factor,
+            wall_s=m.wall_s / factor,
+            rows_per_s=m.rows_per_s * factor,
+            target_reached_s={k: v / factor for k, v in m.target_reached_s.items()},
+        )
+        for m in measurements
+    ]
+
+
+def fit_direct_path_costs(
+    measurements: Sequence[Measurement],
+    prior_us: Mapping[str, float],
+    *,
+    reference: Sequence[Measurement] = (),
+    **options: Any,
+) -> tuple[FitResult, float]:
+    """Fit only the direct-path costs (:data:`DIRECT_PATH_COSTS`) to the runs with request
+    admission off, every other cost held at the prior (``docs/event-loop.md``, "The direct path").
+    With ``reference`` runs (the prior's own measurements), the runs are first rescaled by
+    :func:`machine_ratio`, so that a faster or slower machine's runs describe the prior's machine;
+    returns the fit and the ratio used (1 without a reference). The direct-path costs start from
+    their facade-path values (:data:`sim.event_loop.DIRECT_DEFAULTS`), whatever the prior has, so
+    a refit does not depend on an earlier one.
+    """
+    facade = {op: v for op, v in prior_us.items() if op not in DIRECT_PATH_COSTS}
+    prior_us = with_direct_defaults(facade)
+    direct = [m for m in measurements if not m.micro.request_admission]
+    if not direct:
+        raise CalibrationError("measurements: no run with request admission off (the direct path)")
+    ratio = machine_ratio(measurements, reference, options.get("clean_share", CLEAN_SHARE)) if reference else 1.0
+    fit = fit_costs(rescaled(direct, ratio), prior_us, fit_direct_path=True, free=DIRECT_PATH_COSTS, **options)
+    return fit, ratio
 
 
 # ---------------------------------------------------------------------------------------------
@@ -860,9 +939,13 @@ def calibrate(
     name: str | None = None,
     iterations: int = 4,
     kinds: Iterable[str] = ("healthy", "burst"),
+    direct_path: bool = False,
+    reference: str | Path | None = None,
 ) -> FitResult:
     """Fit a profile to measurements files and write it to ``out`` (what ``calibrate
-    --measurements`` runs).
+    --measurements`` runs). ``direct_path``: fit only the direct-path costs to the runs with
+    request admission off (:func:`fit_direct_path_costs`; ``reference``: the prior's own
+    measurements file, to rescale the runs to the prior's machine).
 
     The profile's ``measured_on`` is the measurements files' own table if they have one (the
     machine the real scheduler ran on), else this machine. Raises :class:`InputError` subclasses
@@ -870,12 +953,20 @@ def calibrate(
     paths = [measurements_path] if isinstance(measurements_path, str | Path) else list(measurements_path)
     measurements, measured_on = read_measurements(paths, kinds)
     start = load_profile(prior)
-    fit = fit_costs(measurements, start.costs_us, iterations=iterations)
-    out = Path(out)
     sources = ", ".join(Path(p).name for p in paths)
-    write_profile(
-        out, fit, name=name or out.stem, measured_on=measured_on, description=f"fitted by sim.calibrate to {sources}"
-    )
+    description = f"fitted by sim.calibrate to {sources}"
+    if direct_path:
+        ref = load_measurements(reference) if reference is not None else []
+        fit, ratio = fit_direct_path_costs(measurements, start.costs_us, reference=ref, iterations=iterations)
+        measured_on = start.measured_on
+        description = (
+            f"{start.description}; direct-path costs fitted by sim.calibrate to the request-admission-off runs of "
+            f"{sources}" + (f" rescaled by {ratio:.3f} to {Path(reference).name}" if reference is not None else "")
+        )
+    else:
+        fit = fit_costs(measurements, start.costs_us, iterations=iterations)
+    out = Path(out)
+    write_profile(out, fit, name=name or out.stem, measured_on=measured_on, description=description)
     return fit
 
 
@@ -886,9 +977,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--prior", default="reference-2core", help="profile to start from (name or path)")
     parser.add_argument("--name", default=None, help="profile name (default: the file name)")
     parser.add_argument("--iterations", type=int, default=4)
+    parser.add_argument(
+        "--direct-path", action="store_true", help="fit only the direct-path costs (runs with request admission off)"
+    )
+    parser.add_argument(
+        "--reference",
+        default=None,
+        help="with --direct-path: the prior's measurements (rescales the runs to its machine)",
+    )
     args = parser.parse_args(argv)
     try:
-        fit = calibrate(args.measurements, args.out, prior=args.prior, name=args.name, iterations=args.iterations)
+        fit = calibrate(
+            args.measurements,
+            args.out,
+            prior=args.prior,
+            name=args.name,
+            iterations=args.iterations,
+            direct_path=args.direct_path,
+            reference=args.reference,
+        )
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

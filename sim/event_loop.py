@@ -70,6 +70,18 @@ class LoopCosts:
     salvage_pass: float
     #: one deferred task put back into the ready queue by salvage
     salvage_task: float
+    # The direct path (docs/event-loop.md, "The direct path"): with request admission off the
+    # scheduler has no request-pressure provider, so its passes and dispatches skip the pressure
+    # snapshots, and a model call runs its generator against the client without the facade, the
+    # request executor and the controller. A profile without these keys uses the facade-path costs.
+    #: ``main_loop_pass`` when the scheduler has no request-admission controller
+    direct_main_loop_pass: float
+    #: ``dispatch`` when the scheduler has no request-admission controller
+    direct_dispatch: float
+    #: a worker's first step for a model call without a controller: build the call and send it
+    direct_call_start: float
+    #: such a call's answer: outcome, completion tracker, wake (no lease, no AIMD, no parsing)
+    direct_completion: float
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -77,10 +89,30 @@ class LoopCosts:
 
     @classmethod
     def from_microseconds(cls, costs_us: Mapping[str, float], scale: float = 1.0) -> LoopCosts:
+        costs_us = with_direct_defaults(costs_us)
         return cls(**{name: float(costs_us[name]) * 1e-6 * scale for name in cls.names()})
 
     def microseconds(self) -> dict[str, float]:
         return {name: getattr(self, name) * 1e6 for name in self.names()}
+
+
+#: each direct-path cost -> the facade-path costs it stands for when a profile does not set it
+DIRECT_DEFAULTS: dict[str, tuple[str, ...]] = {
+    "direct_main_loop_pass": ("main_loop_pass",),
+    "direct_dispatch": ("dispatch",),
+    "direct_call_start": ("worker_start", "request_send"),
+    "direct_completion": ("completion",),
+}
+
+
+def with_direct_defaults(costs_us: Mapping[str, float]) -> dict[str, float]:
+    """``costs_us`` with every missing direct-path cost set to its facade-path sum (profiles written
+    before the direct path had its own costs keep their behaviour)."""
+    out = dict(costs_us)
+    for name, facade in DIRECT_DEFAULTS.items():
+        if name not in out and all(f in out for f in facade):
+            out[name] = sum(float(out[f]) for f in facade)
+    return out
 
 
 @dataclass(frozen=True)
@@ -108,11 +140,14 @@ def profile_from_dict(data: Mapping[str, Any], source: str) -> LoopProfile:
     values: dict[str, float] = {}
     for name in names:
         value = costs.get(name)
+        if value is None and name in DIRECT_DEFAULTS:
+            continue  # filled from the facade-path costs below
         if value is None:
             raise ProfileError(f"{source}: costs_us.{name}: missing")
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= float(value) <= 1e7:
             raise ProfileError(f"{source}: costs_us.{name}: must be a number of microseconds in [0, 1e7]")
         values[name] = float(value)
+    values = with_direct_defaults(values)
     measured = data.get("measured_on", {})
     if not isinstance(measured, Mapping):
         raise ProfileError(f"{source}: measured_on: must be a table")

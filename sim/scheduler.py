@@ -182,6 +182,11 @@ class Scheduler:
         if loop_cfg.model == "calibrated":
             self.loop = EventLoop(self.env)
             self.costs = load_profile(loop_cfg.profile).costs(loop_cfg.scale)
+            # without a request-admission controller the passes and dispatches take no
+            # request-pressure snapshots (docs/event-loop.md, "The direct path")
+            direct = self.request_admission is None
+            self._pass_cost = self.costs.direct_main_loop_pass if direct else self.costs.main_loop_pass
+            self._dispatch_cost = self.costs.direct_dispatch if direct else self.costs.dispatch
 
     # ------------------------------------------------------------------------------------------
     # Views used by row-group admission (AdmissionState)
@@ -447,9 +452,9 @@ class Scheduler:
             self.running.update(started)
         if self.loop is not None:  # the pass's CPU time, then the workers start after one yield
             if started:
-                yield self.loop.hold(self.costs.main_loop_pass + len(started) * self.costs.dispatch)
+                yield self.loop.hold(self._pass_cost + len(started) * self._dispatch_cost)
             else:
-                self.loop.charge(self.costs.main_loop_pass)
+                self.loop.charge(self._pass_cost)
         if started:
             self.recorder.dispatched(self, len(started))
             for task in started:
@@ -509,7 +514,8 @@ class Scheduler:
         model_idx = self.gen_model_index[task.gen.index]
         self.recorder.model_sent(now, model_idx, self._limit_of(task.gen))
         if self.loop is not None:
-            self.loop.call_later(answer.latency, self.costs.completion, self._answered, task, lease, answer)
+            cost = self.costs.completion if lease is not None else self.costs.direct_completion
+            self.loop.call_later(answer.latency, cost, self._answered, task, lease, answer)
             return
         self.env.timeout(answer.latency).callbacks.append(lambda _ev: self._answered(task, lease, answer))
 
@@ -737,8 +743,8 @@ class Scheduler:
             else:
                 self.loop.call_soon(costs.local_task, self._task_done, task, None)
             return
-        if self.gen_request_resource[gen.index] is None:
-            self.loop.call_soon(costs.worker_start + costs.request_send, self._send, task, None)
+        if self.gen_request_resource[gen.index] is None:  # the direct path: no facade, no controller
+            self.loop.call_soon(costs.direct_call_start, self._send, task, None)
             return
         self.loop.call_soon(costs.worker_start + costs.request_acquire, self._loop_acquire, task)
 

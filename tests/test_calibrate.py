@@ -15,19 +15,23 @@ import pytest
 import sim
 import sim.calibrate as cal
 from sim.calibrate import (
+    DIRECT_PATH_COSTS,
     OPERATIONS,
     CalibrationError,
     FitResult,
     Measurement,
     MicroScenario,
     fit_costs,
+    fit_direct_path_costs,
     load_measurements,
+    machine_ratio,
     main,
     measurement_from_twin,
     measurement_to_dict,
     measurements_from_dicts,
     micro_set,
     profile_toml,
+    rescaled,
     simulate_micro,
     write_profile,
 )
@@ -111,7 +115,7 @@ def test_the_counts_cover_every_cost_the_scheduler_charges(fitted: FitResult, bu
 
 
 def test_operations_no_run_exercises_keep_the_prior(fitted: FitResult) -> None:
-    assert set(fitted.unconstrained) == {"salvage_pass", "salvage_task"}
+    assert set(fitted.unconstrained) == {"salvage_pass", "salvage_task", *DIRECT_PATH_COSTS}
     for op in fitted.unconstrained:
         assert fitted.costs_us[op] == pytest.approx(REFERENCE[op], rel=0.02)
 
@@ -192,6 +196,49 @@ def test_runs_with_request_admission_off_are_compared_not_fitted(synthetic: list
     assert forced.costs_us != alone.costs_us  # the same run, fitted, moves the costs
     with pytest.raises(CalibrationError, match="none can be fitted"):
         fit_costs([direct], REFERENCE, iterations=1)
+
+
+#: A direct-path machine: passes, dispatches and calls far cheaper than the facade path's.
+DIRECT_TRUTH = {
+    "direct_main_loop_pass": 400.0,
+    "direct_dispatch": 40.0,
+    "direct_call_start": 90.0,
+    "direct_completion": 60.0,
+}
+DIRECT_MICROS = (
+    MicroScenario(0.001, 4, 16, 48, "localized", rate_limit="window", burst_s=0.1, request_admission=False),
+    MicroScenario(0.001, 4, 16, 48, "fixed", rate_limit="window", burst_s=0.1, request_admission=False),
+    MicroScenario(0.02, 4, 16, 48, "fixed", request_admission=False),
+)
+
+
+def test_the_direct_path_fit_moves_only_the_direct_costs(tmp_path: Path, synthetic: list[Measurement]) -> None:
+    truth = tmp_path / "direct-truth.toml"
+    truth.write_text(profile_toml({**REFERENCE, **DIRECT_TRUTH}, name="truth", measured_on={}))
+    direct = [_simulated_measurement(m, str(truth), f"direct-{i}") for i, m in enumerate(DIRECT_MICROS)]
+    fit, ratio = fit_direct_path_costs([*synthetic, *direct], REFERENCE, iterations=4)
+    assert ratio == 1.0
+    for op in OPERATIONS:
+        if op not in DIRECT_PATH_COSTS:
+            assert fit.costs_us[op] == REFERENCE[op], op  # the facade path is held
+    assert fit.uncounted_share < 1e-9  # the counting scheduler counts every direct-path cost
+    assert {q.name.split(":")[0] for q in fit.quantities if q.fitted} == {m.name for m in direct}
+    before = fit_direct_path_costs(direct, REFERENCE, iterations=0)[0]
+    assert max(_relative_errors(before)) > 0.5  # the facade-path values are far off
+    # within 10 %: the counts move with the costs (the retry pace), so the fit settles near, not at, the truth
+    assert max(_relative_errors(fit)) < 0.1
+    with pytest.raises(CalibrationError, match="request admission off"):
+        fit_direct_path_costs(synthetic, REFERENCE)
+
+
+def test_runs_of_another_machine_are_rescaled_by_the_median_clean_ratio(synthetic: list[Measurement]) -> None:
+    slower = [replace(m, cpu_s=m.cpu_s * 1.5, cpu_share=0.95) for m in synthetic]
+    slower.append(replace(synthetic[0], cpu_s=synthetic[0].cpu_s * 9, cpu_share=0.2))  # contended: ignored
+    assert machine_ratio(slower, synthetic) == pytest.approx(1.5)
+    back = rescaled(slower[:1], 1.5)[0]
+    assert back.cpu_s == pytest.approx(synthetic[0].cpu_s) and back.wall_s == pytest.approx(synthetic[0].wall_s / 1.5)
+    with pytest.raises(CalibrationError, match="no clean run"):
+        machine_ratio(slower[-1:], synthetic)
 
 
 def test_a_contended_run_is_compared_not_fitted(synthetic: list[Measurement]) -> None:

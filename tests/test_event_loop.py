@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import simpy
 
-from sim.event_loop import EventLoop
+from sim.event_loop import EventLoop, load_profile
 
 
 def _loop() -> tuple[simpy.Environment, EventLoop, list[tuple[str, float]]]:
@@ -194,3 +194,20 @@ def test_steps_never_overlap_and_the_busy_time_is_their_sum(seed: int) -> None:
     assert all(b[0] >= a[1] - 1e-12 for a, b in zip(spans, spans[1:], strict=False))
     assert loop.busy_time == pytest.approx(sum(end - start for start, end in spans))
     assert not loop.running and loop.ready == 0
+
+
+def test_a_profile_without_direct_path_costs_uses_the_facade_path_ones(tmp_path) -> None:
+    """Profiles written before the direct path had its own costs keep their behaviour."""
+    from sim.event_loop import DIRECT_DEFAULTS
+
+    shipped = load_profile("reference-2core").costs_us
+    facade = {op: v for op, v in shipped.items() if op not in DIRECT_DEFAULTS}
+    lines = "\n".join(f"{op} = {v}" for op, v in facade.items())
+    path = tmp_path / "old.toml"
+    path.write_text(f"[costs_us]\n{lines}\n")
+    costs = load_profile(str(path)).costs()
+    assert costs.direct_main_loop_pass == costs.main_loop_pass
+    assert costs.direct_dispatch == costs.dispatch
+    assert costs.direct_call_start == pytest.approx(costs.worker_start + costs.request_send)
+    assert costs.direct_completion == costs.completion
+    assert load_profile("reference-2core").costs().direct_call_start < costs.direct_call_start  # shipped: its own
