@@ -24,11 +24,13 @@ import tomllib
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
+from heapq import heappush
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import simpy
+from simpy.events import NORMAL
 
 from .errors import InputError
 
@@ -152,6 +154,23 @@ def load_profile(name_or_path: str) -> LoopProfile:
 _TURN = None
 
 
+class _Step:
+    """A SimPy queue entry with no :class:`simpy.Timeout` behind it: the loop's hot path schedules
+    these directly (same time, priority and event id a Timeout would get, so the order of events
+    is unchanged) and skips a Timeout, its callback list and a closure per callback.
+
+    SimPy's ``step`` reads only ``callbacks`` and ``_ok``; a process that yields one reads ``_value``.
+    """
+
+    __slots__ = ("callbacks", "entry")
+    _ok = True
+    _value = None
+
+    def __init__(self, callbacks: Any, entry: Any = None) -> None:
+        self.callbacks = callbacks
+        self.entry = entry
+
+
 class EventLoop:
     """One simulated single-threaded event loop: a FIFO ready queue and a CPU clock."""
 
@@ -167,6 +186,13 @@ class EventLoop:
         "busy_time",
         "callbacks_run",
         "turns",
+        "_queue",
+        "_eid",
+        "_cpu",
+        "_cpu_callbacks",
+        "_timer_callbacks",
+        "_fn",
+        "_args",
     )
 
     def __init__(self, env: simpy.Environment) -> None:
@@ -185,6 +211,15 @@ class EventLoop:
         #: callbacks and coroutine turns run so far
         self.callbacks_run = 0
         self.turns = 0
+        # SimPy's event heap and id counter, pushed to directly (as Environment.schedule does)
+        self._queue = env._queue
+        self._eid = env._eid
+        # At most one callback holds the CPU at a time, so one reusable queue entry serves them all.
+        self._cpu_callbacks = [self._cpu_done]
+        self._cpu = _Step(None)
+        self._timer_callbacks = (self._timer_done,)
+        self._fn: Callback | None = None
+        self._args: tuple[Any, ...] = ()
 
     # -- queueing --------------------------------------------------------------------------------
 
@@ -213,7 +248,8 @@ class EventLoop:
         if delay <= 0.0:
             self.call_soon(cost, fn, *args)
             return
-        self.env.timeout(delay).callbacks.append(lambda _ev: self._timer_expired(cost, fn, args))
+        timer = _Step(self._timer_callbacks, (cost, fn, args))
+        heappush(self._queue, (self.env._now + delay, NORMAL, next(self._eid), timer))
 
     def turn(self) -> simpy.Event:
         """An event that fires when the calling coroutine (which does not own the CPU) gets it:
@@ -270,8 +306,8 @@ class EventLoop:
 
     # -- running ---------------------------------------------------------------------------------
 
-    def _timer_expired(self, cost: float, fn: Callback, args: tuple[Any, ...]) -> None:
-        self._due.append((cost, fn, args))
+    def _timer_done(self, timer: _Step) -> None:
+        self._due.append(timer.entry)
         if not self._running:
             self._run_next()
 
@@ -295,16 +331,23 @@ class EventLoop:
             fn.succeed()
             return
         self.callbacks_run += 1
-        self.busy_time += cost
-        self.env.timeout(cost).callbacks.append(lambda _ev: self._finish(fn, args))
+        self._occupy(cost, fn, args)
 
-    def _finish(self, fn: Callback, args: tuple[Any, ...]) -> None:
-        fn(*args)
+    def _occupy(self, cost: float, fn: Callback, args: tuple[Any, ...]) -> None:
+        """The running callback holds the CPU for ``cost``, then ``fn(*args)`` runs (as a Timeout
+        of ``cost`` would, scheduled through the one reusable entry)."""
+        self.busy_time += cost
+        self._fn = fn
+        self._args = args
+        cpu = self._cpu
+        cpu.callbacks = self._cpu_callbacks
+        heappush(self._queue, (self.env._now + cost, NORMAL, next(self._eid), cpu))
+
+    def _cpu_done(self, _ev: _Step) -> None:
+        self._fn(*self._args)
         extension = self._extension
         if extension is not None:
             self._extension = None
-            cost, fn, args = extension
-            self.busy_time += cost
-            self.env.timeout(cost).callbacks.append(lambda _ev: self._finish(fn, args))
+            self._occupy(*extension)
             return
         self._run_next()
