@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Generator as PyGenerator
+from heapq import heappop
 from typing import Any
 
 import simpy
@@ -236,15 +237,32 @@ class Scheduler:
         env.process(self._admission())
         if self.scenario.stop.max_time is not None:
             env.timeout(self.scenario.stop.max_time).callbacks.append(lambda _ev: self._finish("max_time"))
-        try:
-            env.run(until=self._done)
-        except RuntimeError as err:
-            if "until" in str(err) or "No scheduled events" in str(err):
-                raise SimulationError(f"the model stalled at t={env.now:.3f}s with nothing scheduled") from None
-            raise
+        self._step_until_done()
         self.recorder.sample(self)
         self.recorder.finish(self.scheduler_events, self.max_events)
         self.check_invariants()
+
+    def _step_until_done(self) -> None:
+        """``env.run(until=self._done)`` with SimPy's ``step`` inlined: the same events in the same
+        order, minus a method call and an exception frame per event (the run's hottest loop)."""
+        env = self.env
+        queue = env._queue
+        done = self._done
+        pop = heappop
+        while True:
+            try:
+                env._now, _, _, event = pop(queue)
+            except IndexError:
+                raise SimulationError(f"the model stalled at t={env.now:.3f}s with nothing scheduled") from None
+            callbacks, event.callbacks = event.callbacks, None
+            for callback in callbacks:
+                callback(event)
+            if not event._ok and not hasattr(event, "_defused"):
+                exc = type(event._value)(*event._value.args)
+                exc.__cause__ = event._value
+                raise exc
+            if event is done:
+                return
 
     def _finish(self, reason: str) -> None:
         if not self._done.triggered:
