@@ -171,6 +171,14 @@ class _Step:
         self.entry = entry
 
 
+def timeout_step(env: simpy.Environment, delay: float) -> _Step:
+    """What ``env.timeout(delay)`` schedules, for a process to yield, without the Timeout object:
+    the same time, priority and event id, so the run is unchanged."""
+    step = _Step([])
+    heappush(env._queue, (env._now + delay, NORMAL, next(env._eid), step))
+    return step
+
+
 class EventLoop:
     """One simulated single-threaded event loop: a FIFO ready queue and a CPU clock."""
 
@@ -251,30 +259,32 @@ class EventLoop:
         timer = _Step(self._timer_callbacks, (cost, fn, args))
         heappush(self._queue, (self.env._now + delay, NORMAL, next(self._eid), timer))
 
-    def turn(self) -> simpy.Event:
+    def turn(self) -> _Step:
         """An event that fires when the calling coroutine (which does not own the CPU) gets it:
         a woken coroutine's continuation joins the back of the ready queue."""
-        ev = self.env.event()
+        ev = _Step([])
         self._ready.append((_TURN, ev, ()))
         if not self._running:
             self._run_next()
         return ev
 
-    def yield_turn(self) -> simpy.Event:
+    def yield_turn(self) -> _Step:
         """``await asyncio.sleep(0)`` by the coroutine that owns the CPU: it goes to the back of the
         ready queue and gets the CPU again after everything queued before it has run."""
-        ev = self.env.event()
+        ev = _Step([])
         self._ready.append((_TURN, ev, ()))
         self.release()
         return ev
 
-    def hold(self, cost: float) -> simpy.Timeout:
+    def hold(self, cost: float) -> _Step:
         """The owning coroutine keeps the CPU for ``cost`` seconds (yield the returned timeout),
         plus any time it :meth:`charge`-d since its last hold."""
         self.busy_time += cost
         total = cost + self._debt
         self._debt = 0.0
-        return self.env.timeout(total)
+        step = _Step([])
+        heappush(self._queue, (self.env._now + total, NORMAL, next(self._eid), step))
+        return step
 
     def charge(self, cost: float) -> None:
         """The owning coroutine used ``cost`` of CPU whose effect nobody can observe before its
@@ -295,7 +305,7 @@ class EventLoop:
             debt = self._debt
             if debt > 0.0:  # the CPU stays busy until the charged time has passed
                 self._debt = 0.0
-                self.env.timeout(debt).callbacks.append(self._after_debt)
+                heappush(self._queue, (self.env._now + debt, NORMAL, next(self._eid), _Step([self._after_debt])))
                 return
             self._running = False
             self._run_next()
@@ -328,7 +338,8 @@ class EventLoop:
         if cost is _TURN:
             self.turns += 1
             self._owned = True
-            fn.succeed()
+            # what Event.succeed() does for the turn's entry: due now, after what is already due
+            heappush(self._queue, (self.env._now, NORMAL, next(self._eid), fn))
             return
         self.callbacks_run += 1
         self._occupy(cost, fn, args)

@@ -27,7 +27,7 @@ from typing import Any
 
 import simpy
 
-from .event_loop import EventLoop, LoopCosts, load_profile
+from .event_loop import EventLoop, LoopCosts, load_profile, timeout_step
 from .invariants import SimulationError, check_end_state
 from .metrics import Recorder
 from .policies import Policy
@@ -333,7 +333,7 @@ class Scheduler:
             yield self._wake_ev
         else:
             yield self._wake_ev | self.env.timeout(timeout)
-        yield self.env.timeout(0)
+        yield timeout_step(self.env, 0)
 
     # ------------------------------------------------------------------------------------------
     # Admission coroutine (docs/model.md, "Row-group admission")
@@ -472,7 +472,7 @@ class Scheduler:
             self.recorder.dispatched(self, len(started))
             for task in started:
                 self._start(task)
-            yield self.env.timeout(0) if self.loop is None else self.loop.yield_turn()
+            yield timeout_step(self.env, 0) if self.loop is None else self.loop.yield_turn()
         return bool(started), blocked
 
     def _checkpoint_pass(self) -> None:
