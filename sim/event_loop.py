@@ -179,6 +179,12 @@ def timeout_step(env: simpy.Environment, delay: float) -> _Step:
     return step
 
 
+def schedule_step(env: simpy.Environment, delay: float, callbacks: tuple[Callback, ...], entry: Any) -> None:
+    """``env.timeout(delay).callbacks.append(...)`` for fixed ``callbacks`` that read their data
+    from ``step.entry``: no Timeout, callback list or closure per call, same event order."""
+    heappush(env._queue, (env._now + delay, NORMAL, next(env._eid), _Step(callbacks, entry)))
+
+
 class EventLoop:
     """One simulated single-threaded event loop: a FIFO ready queue and a CPU clock."""
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import simpy
 
-from .event_loop import EventLoop, LoopCosts, load_profile, timeout_step
+from .event_loop import EventLoop, LoopCosts, load_profile, schedule_step, timeout_step
 from .invariants import SimulationError, check_end_state
 from .metrics import Recorder
 from .policies import Policy
@@ -171,6 +171,9 @@ class Scheduler:
         self.drain_passes = 0
         self.salvage_scanned = 0
         self._wall_deadline = 0.0
+        # fixed callbacks of the zero-cost model's worker timeouts (the data rides on the entry)
+        self._answered_callbacks = (self._answered_step,)
+        self._local_done_callbacks = (self._local_done_step,)
         #: scheduler events at which the budgets are next looked at (the hot path compares only this)
         self._budget_mark = min(self.max_events, WALL_CHECK_EVENTS)
         self.stop_message = ""
@@ -512,7 +515,7 @@ class Scheduler:
             self._loop_start(task)
             return
         if gen.kind == "local":
-            self.env.timeout(gen.duration).callbacks.append(lambda _ev: self._task_done(task, None))
+            schedule_step(self.env, gen.duration, self._local_done_callbacks, task)
             return
         res = self.gen_request_resource[gen.index]
         if res is None:
@@ -540,7 +543,13 @@ class Scheduler:
         if self.loop is not None:
             self.loop.call_later(answer.latency, self.costs.completion, self._answered, task, lease, answer)
             return
-        self.env.timeout(answer.latency).callbacks.append(lambda _ev: self._answered(task, lease, answer))
+        schedule_step(self.env, answer.latency, self._answered_callbacks, (task, lease, answer))
+
+    def _answered_step(self, step: Any) -> None:
+        self._answered(*step.entry)
+
+    def _local_done_step(self, step: Any) -> None:
+        self._task_done(step.entry, None)
 
     def _limit_of(self, gen: Generator) -> int:
         res = self.gen_request_resource[gen.index]
