@@ -24,11 +24,13 @@ import tomllib
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
+from heapq import heappush
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import simpy
+from simpy.events import NORMAL
 
 from .errors import InputError
 
@@ -187,6 +189,37 @@ def load_profile(name_or_path: str) -> LoopProfile:
 _TURN = None
 
 
+class _Step:
+    """A SimPy queue entry with no :class:`simpy.Timeout` behind it: the loop's hot path schedules
+    these directly (same time, priority and event id a Timeout would get, so the order of events
+    is unchanged) and skips a Timeout, its callback list and a closure per callback.
+
+    SimPy's ``step`` reads only ``callbacks`` and ``_ok``; a process that yields one reads ``_value``.
+    """
+
+    __slots__ = ("callbacks", "entry")
+    _ok = True
+    _value = None
+
+    def __init__(self, callbacks: Any, entry: Any = None) -> None:
+        self.callbacks = callbacks
+        self.entry = entry
+
+
+def timeout_step(env: simpy.Environment, delay: float) -> _Step:
+    """What ``env.timeout(delay)`` schedules, for a process to yield, without the Timeout object:
+    the same time, priority and event id, so the run is unchanged."""
+    step = _Step([])
+    heappush(env._queue, (env._now + delay, NORMAL, next(env._eid), step))
+    return step
+
+
+def schedule_step(env: simpy.Environment, delay: float, callbacks: tuple[Callback, ...], entry: Any) -> None:
+    """``env.timeout(delay).callbacks.append(...)`` for fixed ``callbacks`` that read their data
+    from ``step.entry``: no Timeout, callback list or closure per call, same event order."""
+    heappush(env._queue, (env._now + delay, NORMAL, next(env._eid), _Step(callbacks, entry)))
+
+
 class EventLoop:
     """One simulated single-threaded event loop: a FIFO ready queue and a CPU clock."""
 
@@ -202,6 +235,13 @@ class EventLoop:
         "busy_time",
         "callbacks_run",
         "turns",
+        "_queue",
+        "_eid",
+        "_cpu",
+        "_cpu_callbacks",
+        "_timer_callbacks",
+        "_fn",
+        "_args",
     )
 
     def __init__(self, env: simpy.Environment) -> None:
@@ -220,6 +260,15 @@ class EventLoop:
         #: callbacks and coroutine turns run so far
         self.callbacks_run = 0
         self.turns = 0
+        # SimPy's event heap and id counter, pushed to directly (as Environment.schedule does)
+        self._queue = env._queue
+        self._eid = env._eid
+        # At most one callback holds the CPU at a time, so one reusable queue entry serves them all.
+        self._cpu_callbacks = [self._cpu_done]
+        self._cpu = _Step(None)
+        self._timer_callbacks = (self._timer_done,)
+        self._fn: Callback | None = None
+        self._args: tuple[Any, ...] = ()
 
     # -- queueing --------------------------------------------------------------------------------
 
@@ -248,32 +297,35 @@ class EventLoop:
         if delay <= 0.0:
             self.call_soon(cost, fn, *args)
             return
-        self.env.timeout(delay).callbacks.append(lambda _ev: self._timer_expired(cost, fn, args))
+        timer = _Step(self._timer_callbacks, (cost, fn, args))
+        heappush(self._queue, (self.env._now + delay, NORMAL, next(self._eid), timer))
 
-    def turn(self) -> simpy.Event:
+    def turn(self) -> _Step:
         """An event that fires when the calling coroutine (which does not own the CPU) gets it:
         a woken coroutine's continuation joins the back of the ready queue."""
-        ev = self.env.event()
+        ev = _Step([])
         self._ready.append((_TURN, ev, ()))
         if not self._running:
             self._run_next()
         return ev
 
-    def yield_turn(self) -> simpy.Event:
+    def yield_turn(self) -> _Step:
         """``await asyncio.sleep(0)`` by the coroutine that owns the CPU: it goes to the back of the
         ready queue and gets the CPU again after everything queued before it has run."""
-        ev = self.env.event()
+        ev = _Step([])
         self._ready.append((_TURN, ev, ()))
         self.release()
         return ev
 
-    def hold(self, cost: float) -> simpy.Timeout:
+    def hold(self, cost: float) -> _Step:
         """The owning coroutine keeps the CPU for ``cost`` seconds (yield the returned timeout),
         plus any time it :meth:`charge`-d since its last hold."""
         self.busy_time += cost
         total = cost + self._debt
         self._debt = 0.0
-        return self.env.timeout(total)
+        step = _Step([])
+        heappush(self._queue, (self.env._now + total, NORMAL, next(self._eid), step))
+        return step
 
     def charge(self, cost: float) -> None:
         """The owning coroutine used ``cost`` of CPU whose effect nobody can observe before its
@@ -294,7 +346,7 @@ class EventLoop:
             debt = self._debt
             if debt > 0.0:  # the CPU stays busy until the charged time has passed
                 self._debt = 0.0
-                self.env.timeout(debt).callbacks.append(self._after_debt)
+                heappush(self._queue, (self.env._now + debt, NORMAL, next(self._eid), _Step([self._after_debt])))
                 return
             self._running = False
             self._run_next()
@@ -305,8 +357,8 @@ class EventLoop:
 
     # -- running ---------------------------------------------------------------------------------
 
-    def _timer_expired(self, cost: float, fn: Callback, args: tuple[Any, ...]) -> None:
-        self._due.append((cost, fn, args))
+    def _timer_done(self, timer: _Step) -> None:
+        self._due.append(timer.entry)
         if not self._running:
             self._run_next()
 
@@ -327,19 +379,33 @@ class EventLoop:
         if cost is _TURN:
             self.turns += 1
             self._owned = True
-            fn.succeed()
+            # what Event.succeed() does for the turn's entry: due now, after what is already due
+            heappush(self._queue, (self.env._now, NORMAL, next(self._eid), fn))
             return
         self.callbacks_run += 1
+        # _occupy, inlined: this is the path of every callback
         self.busy_time += cost
-        self.env.timeout(cost).callbacks.append(lambda _ev: self._finish(fn, args))
+        self._fn = fn
+        self._args = args
+        cpu = self._cpu
+        cpu.callbacks = self._cpu_callbacks
+        heappush(self._queue, (self.env._now + cost, NORMAL, next(self._eid), cpu))
 
-    def _finish(self, fn: Callback, args: tuple[Any, ...]) -> None:
-        fn(*args)
+    def _occupy(self, cost: float, fn: Callback, args: tuple[Any, ...]) -> None:
+        """The running callback holds the CPU for ``cost``, then ``fn(*args)`` runs (as a Timeout
+        of ``cost`` would, scheduled through the one reusable entry)."""
+        self.busy_time += cost
+        self._fn = fn
+        self._args = args
+        cpu = self._cpu
+        cpu.callbacks = self._cpu_callbacks
+        heappush(self._queue, (self.env._now + cost, NORMAL, next(self._eid), cpu))
+
+    def _cpu_done(self, _ev: _Step) -> None:
+        self._fn(*self._args)
         extension = self._extension
         if extension is not None:
             self._extension = None
-            cost, fn, args = extension
-            self.busy_time += cost
-            self.env.timeout(cost).callbacks.append(lambda _ev: self._finish(fn, args))
+            self._occupy(*extension)
             return
         self._run_next()

@@ -179,7 +179,7 @@ class RequestAdmission:
         """Grant now if possible and nobody of this resource waits ahead: return the lease (and do
         not call ``on_grant``). Otherwise join the queue, return None, and call ``on_grant(lease)``
         when the lease is granted later."""
-        if self._waiters.queued(res.index) == 0 and self.denial(res) is None:
+        if res.waiters == 0 and self.denial(res) is None:  # res.waiters = its entries in self._waiters
             return self._grant(res)
         res.waiters += 1
         if res.waiters > self.max_waiters[res.index]:

@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Generator as PyGenerator
+from heapq import heappop
 from typing import Any
 
 import simpy
 
-from .event_loop import EventLoop, LoopCosts, load_profile
+from .event_loop import EventLoop, LoopCosts, load_profile, schedule_step, timeout_step
 from .invariants import SimulationError, check_end_state
 from .metrics import Recorder
 from .policies import Policy
@@ -38,6 +39,9 @@ from .task_admission import TaskAdmission
 from .workload import Generator, Task, Workload
 
 Proc = PyGenerator[simpy.Event, Any, Any]
+
+#: SimPy's own step, which :meth:`Scheduler._step_until_done` inlines (read at import: tests patch simpy)
+_PLAIN_STEP = simpy.Environment.step
 
 #: The wall clock (stop.max_wall_seconds) is read once per this many scheduler events.
 WALL_CHECK_EVENTS = 4096
@@ -167,6 +171,9 @@ class Scheduler:
         self.drain_passes = 0
         self.salvage_scanned = 0
         self._wall_deadline = 0.0
+        # fixed callbacks of the zero-cost model's worker timeouts (the data rides on the entry)
+        self._answered_callbacks = (self._answered_step,)
+        self._local_done_callbacks = (self._local_done_step,)
         #: scheduler events at which the budgets are next looked at (the hot path compares only this)
         self._budget_mark = min(self.max_events, WALL_CHECK_EVENTS)
         self.stop_message = ""
@@ -241,15 +248,40 @@ class Scheduler:
         env.process(self._admission())
         if self.scenario.stop.max_time is not None:
             env.timeout(self.scenario.stop.max_time).callbacks.append(lambda _ev: self._finish("max_time"))
-        try:
-            env.run(until=self._done)
-        except RuntimeError as err:
-            if "until" in str(err) or "No scheduled events" in str(err):
-                raise SimulationError(f"the model stalled at t={env.now:.3f}s with nothing scheduled") from None
-            raise
+        self._step_until_done()
         self.recorder.sample(self)
         self.recorder.finish(self.scheduler_events, self.max_events)
         self.check_invariants()
+
+    def _step_until_done(self) -> None:
+        """``env.run(until=self._done)`` with SimPy's ``step`` inlined: the same events in the same
+        order, minus a method call and an exception frame per event (the run's hottest loop)."""
+        env = self.env
+        done = self._done
+        if type(env).step is not _PLAIN_STEP:  # an instrumented environment (tests) counts its own steps
+            try:
+                env.run(until=done)
+            except RuntimeError as err:
+                if "until" in str(err) or "No scheduled events" in str(err):
+                    raise SimulationError(f"the model stalled at t={env.now:.3f}s with nothing scheduled") from None
+                raise
+            return
+        queue = env._queue
+        pop = heappop
+        while True:
+            try:
+                env._now, _, _, event = pop(queue)
+            except IndexError:
+                raise SimulationError(f"the model stalled at t={env.now:.3f}s with nothing scheduled") from None
+            callbacks, event.callbacks = event.callbacks, None
+            for callback in callbacks:
+                callback(event)
+            if not event._ok and not hasattr(event, "_defused"):
+                exc = type(event._value)(*event._value.args)
+                exc.__cause__ = event._value
+                raise exc
+            if event is done:
+                return
 
     def _finish(self, reason: str) -> None:
         if not self._done.triggered:
@@ -320,7 +352,7 @@ class Scheduler:
             yield self._wake_ev
         else:
             yield self._wake_ev | self.env.timeout(timeout)
-        yield self.env.timeout(0)
+        yield timeout_step(self.env, 0)
 
     # ------------------------------------------------------------------------------------------
     # Admission coroutine (docs/model.md, "Row-group admission")
@@ -459,7 +491,7 @@ class Scheduler:
             self.recorder.dispatched(self, len(started))
             for task in started:
                 self._start(task)
-            yield self.env.timeout(0) if self.loop is None else self.loop.yield_turn()
+            yield timeout_step(self.env, 0) if self.loop is None else self.loop.yield_turn()
         return bool(started), blocked
 
     def _checkpoint_pass(self) -> None:
@@ -488,7 +520,7 @@ class Scheduler:
             self._loop_start(task)
             return
         if gen.kind == "local":
-            self.env.timeout(gen.duration).callbacks.append(lambda _ev: self._task_done(task, None))
+            schedule_step(self.env, gen.duration, self._local_done_callbacks, task)
             return
         res = self.gen_request_resource[gen.index]
         if res is None:
@@ -517,7 +549,13 @@ class Scheduler:
             cost = self.costs.completion if lease is not None else self.costs.direct_completion
             self.loop.call_later(answer.latency, cost, self._answered, task, lease, answer)
             return
-        self.env.timeout(answer.latency).callbacks.append(lambda _ev: self._answered(task, lease, answer))
+        schedule_step(self.env, answer.latency, self._answered_callbacks, (task, lease, answer))
+
+    def _answered_step(self, step: Any) -> None:
+        self._answered(*step.entry)
+
+    def _local_done_step(self, step: Any) -> None:
+        self._task_done(step.entry, None)
 
     def _limit_of(self, gen: Generator) -> int:
         res = self.gen_request_resource[gen.index]
