@@ -26,6 +26,7 @@ from heapq import heappop
 from typing import Any
 
 import simpy
+from mypy_extensions import mypyc_attr
 
 from .event_loop import EventLoop, LoopCosts, load_profile, schedule_step, timeout_step
 from .invariants import SimulationError, check_end_state
@@ -79,6 +80,7 @@ class RowGroupState:
         self.deferred = 0
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # sim/calibrate.py counts operations in a subclass
 class Scheduler:
     """One run of the model: build with a scenario and policy, then :meth:`run`."""
 
@@ -268,6 +270,8 @@ class Scheduler:
             return
         queue = env._queue
         pop = heappop
+        event: Any  # a SimPy event or a loop step: compiled (docs/performance.md), not a typed list
+        callbacks: Any
         while True:
             try:
                 env._now, _, _, event = pop(queue)

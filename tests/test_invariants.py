@@ -217,8 +217,7 @@ MID_RUN_CHECKS: list[tuple[str, Corruption, str]] = [
     (
         "task of an unknown row group",
         lambda s: (
-            s.deferred.append(Task(s.workload.generators[1], object.__new__(type(_first_active(s))), 0))
-            or setattr(s.deferred[-1].rg, "id", 7)
+            s.deferred.append(Task(s.workload.generators[1], RowGroupState(7, 1, s.workload, 0.0), 0))
         ),
         r"is deferred but its row group is not active",
     ),
