@@ -14,6 +14,10 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+# First: decides whether the hot-path modules imported below are the compiled ones (sim/native.py).
+from .native import HOT_PATH
+
+# isort: split
 from .policies import POLICIES, AdmissionView, Policy, UnknownPolicyError, get_policy, load_plugin, register_policy
 from .results import Result, write_result
 from .scenario import Scenario, ScenarioError, load_scenario, with_overrides
@@ -23,6 +27,7 @@ from .sweep import compare, plan_sweep, run_plan, run_sweep
 __version__ = "0.1.0"
 
 __all__ = [
+    "HOT_PATH",
     "POLICIES",
     "AdmissionView",
     "Policy",
