@@ -80,6 +80,8 @@ def one_run(overrides: list[str]) -> dict[str, Any]:
     s = result.summary
     return {
         "overrides": overrides,
+        "hot_path": sim.HOT_PATH.describe(),
+        "compiled": sim.native.compiled_in_use(),
         "wall_seconds": written - wall0,
         "simulate_seconds": simulated - wall0,
         "write_seconds": written - simulated,
@@ -181,6 +183,7 @@ def format_report(report: dict[str, Any]) -> str:
     if report.get("production"):
         p = report["production"]
         lines.append(f"production job, {p['rows']:,} rows (one spawned interpreter per run)")
+        lines.append(f"hot path: {p['cases'][0]['hot_path'] if p['cases'] else '?'}")
         head = (
             f"{'case':50s} {'wall s':>7s} {'CPU s':>7s} {'us/task':>8s} {'tasks':>10s} {'peak MB':>8s} "
             f"{'ts rows':>8s} {'call rows':>9s}"
@@ -224,7 +227,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2, help="workers of the sweep case")
     parser.add_argument("--figures", action="store_true", help="the sweep case also draws its figures")
     parser.add_argument("--out", type=Path, default=None, help="JSON report (default benchmarks/out/<case>.json)")
+    parser.add_argument(
+        "--pure", action="store_true", help="run the Python sources even where the compiled hot path is built"
+    )
     args = parser.parse_args(argv)
+    if args.pure:  # inherited by the spawned runs and the sweep's workers (sim/native.py)
+        os.environ["ADMISSION_SIM_PURE_PYTHON"] = "1"
     loops = [x for x in args.loop.split(",") if x]
     admissions = [x for x in args.admission.split(",") if x]
     unknown = [a for a in admissions if a not in ADMISSION] + [x for x in loops if x not in LOOP_MODELS]

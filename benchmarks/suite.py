@@ -340,6 +340,7 @@ def run_suite(quick: bool = False, repeat: int | None = None) -> dict[str, Any]:
     targets["peak_mb_at_largest_scale"]["ok"] = peak < TARGET_PEAK_MB
     return {
         "package_version": sim.__version__,
+        "hot_path": sim.HOT_PATH.describe(),
         "python": sys.version.split()[0],
         "simpy": simpy.__version__,
         "platform": platform.platform(),
@@ -361,7 +362,7 @@ def format_table(report: dict[str, Any]) -> str:
         f"{'case':40s} {'wall s':>8s} {'tasks':>7s} {'tasks/s':>9s} {'events/s':>10s} "
         f"{'us/task':>8s} {'ev/task':>7s} {'ref tasks/s':>11s} {'ratio':>6s} {'skel':>5s} {'peak MB':>8s}"
     )
-    lines = [head, "-" * len(head)]
+    lines = [f"hot path: {report.get('hot_path', '?')}", head, "-" * len(head)]
     rows = list(report["cases"]) + list(report["scale"]["points"]) + list(report["steady_scale"]["points"])
     for c in rows:
         nan = float("nan")

@@ -18,6 +18,14 @@ from sim.twin import engine as twin_engine
 from sim.workload import Workload, build_workload
 
 ScenarioFactory = Callable[..., Scenario]
+
+
+def pytest_report_header() -> str:
+    """Which hot path the suite runs: the compiled one when current, else the sources (sim/native.py)."""
+    import sim
+
+    return f"admission-sim: {sim.HOT_PATH.describe()}"
+
 WorkloadFactory = Callable[..., Workload]
 
 
