@@ -61,6 +61,7 @@ def simulate(
     ``policy`` defaults to ``scenario.scheduler.policy`` and ``seed`` to ``scenario.seed``.
     Same scenario, policy and seed give an identical result (wall time aside).
     """
+    from .collector import tuned_for_a_run
     from .results import result_from_scheduler
     from .scheduler import Scheduler
     from .workload import build_workload
@@ -77,5 +78,6 @@ def simulate(
     run_seed = scenario.seed if seed is None else int(seed)
     started = time.perf_counter()
     sched = Scheduler(scenario, build_workload(scenario, run_seed), chosen, run_seed)
-    sched.run()
+    with tuned_for_a_run():
+        sched.run()
     return result_from_scheduler(sched, wall_seconds=time.perf_counter() - started)

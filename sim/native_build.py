@@ -83,7 +83,7 @@ def sim_imports(module: str, package_dir: Path = PACKAGE_DIR) -> set[str]:
 
 def build_sources(package_dir: Path = PACKAGE_DIR) -> list[str]:
     """Every source the build depends on: the compiled modules and the ``sim`` modules they import."""
-    names = {f"{m}.py" for m in COMPILED_MODULES} | {"__init__.py"}
+    names = {f"{m}.py" for m in COMPILED_MODULES}
     for module in COMPILED_MODULES:
         names |= sim_imports(module, package_dir)
     return sorted(names)
