@@ -20,27 +20,28 @@ rounding of ``log10``. Percentiles from the counts are within one bin of the exa
 from __future__ import annotations
 
 import math
+from typing import Final
 
 #: Bin layout: decades from LOW to HIGH, BINS_PER_DECADE log-spaced bins in each.
-LOW = 1e-6
-HIGH = 1e5
-BINS_PER_DECADE = 100
-DECADES = 11
-N_LOG_BINS = BINS_PER_DECADE * DECADES
+LOW: Final[float] = 1e-6
+HIGH: Final[float] = 1e5
+BINS_PER_DECADE: Final[int] = 100
+DECADES: Final[int] = 11
+N_LOG_BINS: Final[int] = BINS_PER_DECADE * DECADES
 #: EDGES[k] = 10 ** (k / BINS_PER_DECADE - 6); EDGES[0] == LOW and EDGES[-1] == HIGH exactly.
-EDGES: list[float] = [10.0 ** ((k - 6 * BINS_PER_DECADE) / BINS_PER_DECADE) for k in range(N_LOG_BINS + 1)]
+EDGES: Final[list[float]] = [10.0 ** ((k - 6 * BINS_PER_DECADE) / BINS_PER_DECADE) for k in range(N_LOG_BINS + 1)]
 #: Largest ratio of a bin's upper to its lower edge, minus one (2.33 %): the percentiles' relative bound.
-RELATIVE_WIDTH = 10.0 ** (1.0 / BINS_PER_DECADE) - 1.0
+RELATIVE_WIDTH: Final[float] = 10.0 ** (1.0 / BINS_PER_DECADE) - 1.0
 #: Slots of one histogram: zero, underflow, the log bins, overflow.
-ZERO = 0
-UNDER = 1
-FIRST_LOG = 2
-OVER = FIRST_LOG + N_LOG_BINS
-WIDTH = OVER + 1
+ZERO: Final[int] = 0
+UNDER: Final[int] = 1
+FIRST_LOG: Final[int] = 2
+OVER: Final[int] = FIRST_LOG + N_LOG_BINS
+WIDTH: Final[int] = OVER + 1
 
-_OFFSET = 6.0  # -log10(LOW)
-_SCALE = float(BINS_PER_DECADE)
-_INF = math.inf
+_OFFSET: Final[float] = 6.0  # -log10(LOW)
+_SCALE: Final[float] = float(BINS_PER_DECADE)
+_INF: Final[float] = math.inf
 
 
 def bin_index(x: float) -> int:

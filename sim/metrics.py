@@ -5,10 +5,11 @@ The scheduler calls the recorder at the moments the real scheduler samples its m
 after each main-loop iteration, at dispatch, and when a call is sent or answered. Counters are
 plain Python numbers; the time series and the row-group log are columnar arrays whose memory is
 bounded by caps, not by the run's length (:mod:`sim.series`; docs/reliability.md, "Bounded
-recorder"). Every per-call hook is O(1) amortized (a few comparisons and one row appended or
-updated), because the recorder sits on the simulator's hot path. Anything that needs a scan over
-the run (percentiles, time-weighted means, interval overlaps) is computed once, after the run, by
-:func:`model_metrics` and :func:`run_metrics`, and pandas tables are built by :mod:`sim.results`.
+recorder"). Every per-call hook is O(1) amortized (a few comparisons, one row appended or
+updated, one latency-histogram bin incremented: sim/histogram.py), because the recorder sits on
+the simulator's hot path. Anything that needs a scan over the run (percentiles, time-weighted
+means, interval overlaps) is computed once, after the run, by :func:`model_metrics` and
+:func:`run_metrics`, and pandas tables are built by :mod:`sim.results`.
 The recorder decides nothing.
 
 The metrics answer "what limited progress?"; each one is defined, with its unit, in
