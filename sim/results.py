@@ -193,7 +193,7 @@ def result_from_scheduler(sched: Scheduler, wall_seconds: float = 0.0) -> Result
     row_groups = pd.DataFrame(rec.row_groups.columns())
     row_groups["latency"] = row_groups["checkpointed_at"] - row_groups["admitted_at"]
     call_latency = pd.DataFrame(call_latency_columns(rec), columns=list(CALL_LATENCY_COLUMNS)).astype(
-        {"model": object, "outcome": object, "lower": "float64", "upper": "float64", "count": "int64"}
+        {"model": "str", "outcome": "str", "lower": "float64", "upper": "float64", "count": "int64"}
     )
     latency_stats = pd.DataFrame(call_latency_stats(rec), columns=list(CALL_LATENCY_STATS_COLUMNS))
 
