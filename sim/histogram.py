@@ -39,25 +39,25 @@ FIRST_LOG: Final[int] = 2
 OVER: Final[int] = FIRST_LOG + N_LOG_BINS
 WIDTH: Final[int] = OVER + 1
 
-_OFFSET: Final[float] = 6.0  # -log10(LOW)
 _SCALE: Final[float] = float(BINS_PER_DECADE)
+_OFFSET: Final[float] = 6.0 * _SCALE  # bins below 1 s: -log10(LOW) decades
 _INF: Final[float] = math.inf
 
 
 def bin_index(x: float) -> int:
     """The slot of latency ``x`` (seconds) in one histogram (see the module docstring)."""
-    if not x > 0.0:  # zero, and NaN, which has no bin
-        return ZERO
-    if x < LOW:
-        return UNDER
+    if LOW <= x < HIGH:  # the common case first, in one chained comparison
+        k = int(math.log10(x) * _SCALE + _OFFSET)  # truncation is floor: the argument is >= 0 up to rounding
+        if x < EDGES[k]:
+            k -= 1
+        elif x >= EDGES[k + 1]:
+            k += 1
+        return FIRST_LOG + k
     if x >= HIGH:
         return OVER
-    k = int((math.log10(x) + _OFFSET) * _SCALE)  # truncation is floor: the argument is >= 0 up to rounding
-    if x < EDGES[k]:
-        k -= 1
-    elif x >= EDGES[k + 1]:
-        k += 1
-    return FIRST_LOG + k
+    if x > 0.0:
+        return UNDER
+    return ZERO  # zero, and NaN, which has no bin
 
 
 def bin_edges(slot: int) -> tuple[float, float]:
