@@ -95,6 +95,10 @@ PER_MODEL: dict[str, MetricInfo] = {
     "idle_with_work_left": _m("per model", "s", "lower"),
     "idle_in_cooldown": _m("per model", "s"),
     "cooldown_time": _m("per model", "s"),
+    "call_latency_p50": _m("per model", "s", "lower"),
+    "call_latency_p90": _m("per model", "s", "lower"),
+    "call_latency_p99": _m("per model", "s", "lower"),
+    "call_latency_mean": _m("per model", "s", "lower"),
 }
 
 #: ``blocked_<reason>``: evaluations that returned that block reason.

@@ -5,10 +5,11 @@ The scheduler calls the recorder at the moments the real scheduler samples its m
 after each main-loop iteration, at dispatch, and when a call is sent or answered. Counters are
 plain Python numbers; the time series and the row-group log are columnar arrays whose memory is
 bounded by caps, not by the run's length (:mod:`sim.series`; docs/reliability.md, "Bounded
-recorder"). Every per-call hook is O(1) amortized (a few comparisons and one row appended or
-updated), because the recorder sits on the simulator's hot path. Anything that needs a scan over
-the run (percentiles, time-weighted means, interval overlaps) is computed once, after the run, by
-:func:`model_metrics` and :func:`run_metrics`, and pandas tables are built by :mod:`sim.results`.
+recorder"). Every per-call hook is O(1) amortized (a few comparisons, one row appended or
+updated, one latency-histogram bin incremented: sim/histogram.py), because the recorder sits on
+the simulator's hot path. Anything that needs a scan over the run (percentiles, time-weighted
+means, interval overlaps) is computed once, after the run, by :func:`model_metrics` and
+:func:`run_metrics`, and pandas tables are built by :mod:`sim.results`.
 The recorder decides nothing.
 
 The metrics answer "what limited progress?"; each one is defined, with its unit, in
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .histogram import LatencyHistograms
 from .scenario import Scenario
 from .series import CALL_WIDTH, CallSeries, StepSeries
 from .workload import Workload
@@ -48,6 +50,25 @@ MODEL_SERIES_COLUMNS = ("time", "model", "in_flight", "waiting", "current_limit"
 #: Calls of the row's model sent, answered and answered 429 at the row (0 or 1 each) or, once the
 #: series is thinned, since the model's previous row: counts over any time window stay exact.
 CALL_COUNT_COLUMNS = ("sent", "answered", "answered_429")
+
+#: Percentiles of each model's successful-call latency in the summary, ``call_latency_p<p>[<model>]``.
+CALL_LATENCY_PERCENTILES = (50, 90, 99)
+#: Outcome labels of the latency histograms, in histogram order (``2 * model + k``).
+CALL_OUTCOMES = ("success", "rate_limited")
+
+#: ``Result.call_latency``: one row per non-empty bin of a model's latency histogram for one outcome.
+CALL_LATENCY_COLUMNS = ("model", "outcome", "lower", "upper", "count")
+#: ``Result.call_latency_stats``: one row per model and outcome.
+CALL_LATENCY_STATS_COLUMNS = (
+    "model",
+    "outcome",
+    "count",
+    "sum",
+    "min",
+    "max",
+    "mean",
+    *(f"p{p}" for p in CALL_LATENCY_PERCENTILES),
+)
 
 #: Scheduler-series columns whose time-weighted mean goes into the summary as ``<column>_time_mean``.
 TIME_MEAN_COLUMNS = ("queued_tasks", "active_row_groups", "in_flight_tasks", "deferred_tasks")
@@ -143,6 +164,9 @@ class Recorder:
         #: over the answered calls it is their mean time in flight (Little's law), with no per-call log
         self.call_seconds = [0.0] * n_models
         self.in_flight_since = [0.0] * n_models
+        #: per-call latency histograms, histogram ``2 * model + 1`` for 429 answers, ``2 * model`` for
+        #: the others (sim/histogram.py; docs/metrics.md, "Call latency")
+        self.latency = LatencyHistograms(2 * n_models)
         self.successful_calls = 0
         self.healthy_calls = 0
         #: healthy successes while another model was rate-limited: its last answer was a 429 or
@@ -277,8 +301,9 @@ class Recorder:
         )
 
     def model_answered(
-        self, now: float, model: int, gen: int, rate_limited: bool, limit: int, cooldown_until: float
+        self, now: float, model: int, gen: int, rate_limited: bool, limit: int, cooldown_until: float, latency: float
     ) -> None:
+        """A call of ``model`` answered at ``now``, ``latency`` seconds after it was sent."""
         prev = self.model_in_flight[model]
         self.call_seconds[model] += prev * (now - self.in_flight_since[model])
         self.in_flight_since[model] = now
@@ -301,6 +326,7 @@ class Recorder:
             self.model_cooldown_until[model] = cooldown_until
         self.model_last_429[model] = rate_limited
         if rate_limited:
+            self.latency.add(2 * model + 1, latency)
             self.calls_429[gen] += 1
             self.model_429[model] += 1
             if cooldown_until <= 0.0 and self.retry_after[model] > 0.0:  # no controller: Retry-After
@@ -309,6 +335,7 @@ class Recorder:
             if cooldown_until > now:
                 self._cooldown(self.cooldown_slot[model], now, cooldown_until)
         else:
+            self.latency.add(2 * model, latency)
             self.calls_ok[gen] += 1
             ok = self.model_ok[model] + 1
             self.model_ok[model] = ok
@@ -437,6 +464,44 @@ def scheduler_columns(rec: Recorder) -> dict[str, np.ndarray]:
     return out
 
 
+def call_latency_columns(rec: Recorder) -> dict[str, list[Any]]:
+    """The non-empty latency bins: ``model``, ``outcome``, ``lower``, ``upper`` (s), ``count``."""
+    out: dict[str, list[Any]] = {"model": [], "outcome": [], "lower": [], "upper": [], "count": []}
+    for i, name in enumerate(rec.model_names):
+        for k, outcome in enumerate(CALL_OUTCOMES):
+            for lower, upper, count in rec.latency.nonempty(2 * i + k):
+                out["model"].append(name)
+                out["outcome"].append(outcome)
+                out["lower"].append(lower)
+                out["upper"].append(upper)
+                out["count"].append(count)
+    return out
+
+
+def call_latency_stats(rec: Recorder) -> list[dict[str, Any]]:
+    """One row per model and outcome: exact ``count``, ``sum``, ``min``, ``max``, ``mean`` (s) and the
+    histogram's percentiles (NaN without calls)."""
+    rows = []
+    h = rec.latency
+    for i, name in enumerate(rec.model_names):
+        for k, outcome in enumerate(CALL_OUTCOMES):
+            j = 2 * i + k
+            n = h.count(j)
+            rows.append(
+                {
+                    "model": name,
+                    "outcome": outcome,
+                    "count": n,
+                    "sum": h.sums[j],
+                    "min": h.mins[j] if n else NAN,
+                    "max": h.maxs[j] if n else NAN,
+                    "mean": h.mean(j),
+                    **{f"p{p}": h.percentile(j, p) for p in CALL_LATENCY_PERCENTILES},
+                }
+            )
+    return rows
+
+
 def call_columns(rec: Recorder) -> dict[str, np.ndarray]:
     """The call series as typed columns: ``MODEL_SERIES_COLUMNS`` then the counts ``CALL_COUNT_COLUMNS``.
 
@@ -550,6 +615,7 @@ def model_metrics(rec: Recorder, sim_time: float) -> list[dict[str, Any]]:
         # calls still in flight at the end count up to sim_time
         call_seconds = rec.call_seconds[i] + rec.model_in_flight[i] * max(0.0, sim_time - rec.in_flight_since[i])
         answered = rec.model_ok[i] + rec.model_429[i]
+        ok_latency = 2 * i  # the histogram of the model's successful calls
         continued = 1 if f.cool_continues[slot] and cool and cool[0][0] == f.until else 0
         cooldown_periods = f.cool_periods[slot] + len(cool) - continued
         rows.append(
@@ -568,6 +634,8 @@ def model_metrics(rec: Recorder, sim_time: float) -> list[dict[str, Any]]:
                 "min_limit": rec.model_min_limit[i],
                 "call_seconds": call_seconds,
                 "mean_call_seconds": call_seconds / answered if answered else NAN,
+                **{f"call_latency_p{p}": rec.latency.percentile(ok_latency, p) for p in CALL_LATENCY_PERCENTILES},
+                "call_latency_mean": rec.latency.mean(ok_latency),
             }
         )
     return rows

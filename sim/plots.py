@@ -33,7 +33,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLocator
 
-from .results import find_series, read_series
+from .results import find_series, read_call_latency, read_series
 from .row_group_admission import REASONS
 
 if TYPE_CHECKING:
@@ -896,6 +896,33 @@ def summary_figure(runs: pd.DataFrame, metrics: Sequence[str] = SUMMARY_METRICS)
 # ---------------------------------------------------------------------------------------------
 
 
+def call_latency_figure(bins: pd.DataFrame, title: str = "") -> Figure:
+    """Cumulative share of each model's calls by latency, from ``Result.call_latency`` (one line per
+    model and outcome: successes solid, 429 answers dotted; each step is one histogram bin, so the
+    curve is exact at bin edges; docs/metrics.md, "Call latency")."""
+    fig = _new_figure(7.0, 4.0)
+    ax = fig.add_subplot(1, 1, 1)
+    models = list(dict.fromkeys(bins["model"].astype(str)))
+    styles = model_styles(models)
+    for (model, outcome), group in bins.groupby(["model", "outcome"], sort=False, observed=True):
+        upper = np.where(np.isfinite(group["upper"]), group["upper"], group["lower"]).astype(float)
+        share = np.cumsum(group["count"].to_numpy()) / group["count"].sum()
+        upper, share = np.append(group["lower"].iloc[0], upper), np.append(0.0, share)  # from 0 at the first bin
+        dotted = outcome != "success"
+        label = f"{model} ({'429' if dotted else 'ok'}, {int(group['count'].sum())} calls)"
+        ax.step(upper, share, where="post", color=styles[str(model)]["color"], ls=":" if dotted else "-", label=label)
+    positive = bins.loc[bins["upper"] > 0, "upper"]
+    if len(positive):
+        ax.set_xscale("log")
+    ax.set_xlabel("call latency (s, upper bin edge)")
+    ax.set_ylabel("share of calls at or below")
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", loc="upper left")
+    ax.set_title(title or "call latency per model", fontsize="medium")
+    return fig
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "x"
 
@@ -947,7 +974,8 @@ def plot_results_dir(results_dir: Path) -> list[Path]:
       (:func:`summary_figure`, ``summary.png``);
     * a ``sweep`` folder: :func:`sweep_figure` of each headline metric that varies
       (:func:`informative_sweep_metrics`) against each grid key with more than one value;
-    * a single-run folder written by ``write_result`` (``timeseries.parquet``, or ``.csv``, at the top): its timeline.
+    * a single-run folder written by ``write_result`` (``timeseries.parquet``, or ``.csv``, at the top): its timeline,
+      and :func:`call_latency_figure` (``call_latency.png``) when it holds ``call_latency.parquet``.
     """
     results_dir = Path(results_dir)
     manifest_path = results_dir / "manifest.json"
@@ -973,6 +1001,11 @@ def plot_results_dir(results_dir: Path) -> list[Path]:
                 _int_or_none(manifest.get("seed")),
             )
             written.append(_save(comparison_figure([run]), figures / "timeline.png"))
+        bins = read_call_latency(results_dir)  # None for folders written before the histograms
+        if bins is not None and len(bins):
+            written.append(
+                _save(call_latency_figure(bins, f"{scenario_name}: call latency"), figures / "call_latency.png")
+            )
         return written
 
     runs = pd.read_csv(runs_csv)

@@ -23,7 +23,13 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from .errors import InputError, RunFailed
-from .metrics import CALL_COUNT_COLUMNS, MODEL_SERIES_COLUMNS, SCHEDULER_SERIES_COLUMNS
+from .metrics import (
+    CALL_COUNT_COLUMNS,
+    CALL_LATENCY_COLUMNS,
+    CALL_LATENCY_STATS_COLUMNS,
+    MODEL_SERIES_COLUMNS,
+    SCHEDULER_SERIES_COLUMNS,
+)
 from .row_group_admission import REASONS, DeferredBlock
 from .scenario import Scenario
 from .workload import Workload
@@ -48,6 +54,12 @@ class Result:
     blocked_reasons: Mapping[str, int]
     deferred_admission: Mapping[str, Any] = field(default_factory=dict)
     wall_seconds: float = 0.0
+    #: non-empty latency bins per model and outcome (docs/metrics.md, "Call latency")
+    call_latency: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(CALL_LATENCY_COLUMNS)))
+    #: exact count, sum, min, max, mean and the histogram's percentiles per model and outcome
+    call_latency_stats: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(columns=list(CALL_LATENCY_STATS_COLUMNS))
+    )
 
     def summary_frame(self) -> pd.DataFrame:
         return pd.DataFrame([dict(self.summary)])
@@ -62,7 +74,14 @@ class Result:
 
 
 def result_from_scheduler(sched: Scheduler, wall_seconds: float = 0.0) -> Result:
-    from .metrics import call_columns, model_metrics, run_metrics, scheduler_columns
+    from .metrics import (
+        call_columns,
+        call_latency_columns,
+        call_latency_stats,
+        model_metrics,
+        run_metrics,
+        scheduler_columns,
+    )
 
     scenario = sched.scenario
     rec = sched.recorder
@@ -173,6 +192,10 @@ def result_from_scheduler(sched: Scheduler, wall_seconds: float = 0.0) -> Result
     model_ts["model"] = pd.Categorical.from_codes(model_ts["model"], categories=rec.model_names)
     row_groups = pd.DataFrame(rec.row_groups.columns())
     row_groups["latency"] = row_groups["checkpointed_at"] - row_groups["admitted_at"]
+    call_latency = pd.DataFrame(call_latency_columns(rec), columns=list(CALL_LATENCY_COLUMNS)).astype(
+        {"model": "str", "outcome": "str", "lower": "float64", "upper": "float64", "count": "int64"}
+    )
+    latency_stats = pd.DataFrame(call_latency_stats(rec), columns=list(CALL_LATENCY_STATS_COLUMNS))
 
     return Result(
         scenario=scenario,
@@ -187,6 +210,8 @@ def result_from_scheduler(sched: Scheduler, wall_seconds: float = 0.0) -> Result
         blocked_reasons=MappingProxyType(dict(rga.blocked_reasons)),
         deferred_admission=MappingProxyType(deferred_admission),
         wall_seconds=wall_seconds,
+        call_latency=call_latency,
+        call_latency_stats=latency_stats,
     )
 
 
@@ -201,7 +226,16 @@ TEXT_SUMMARY_KEYS = frozenset(
         "deferred_admission_independent_columns",
     }
 )
-_PER_MODEL_SUMMARY = ("busy_fraction", "idle_with_work_left", "idle_in_cooldown", "cooldown_time")
+_PER_MODEL_SUMMARY = (
+    "busy_fraction",
+    "idle_with_work_left",
+    "idle_in_cooldown",
+    "cooldown_time",
+    "call_latency_p50",
+    "call_latency_p90",
+    "call_latency_p99",
+    "call_latency_mean",
+)
 
 
 def summary_metric_names(scenario: Scenario) -> list[str]:
@@ -424,8 +458,8 @@ def _as_commit_error(final: Path, tmp: Path, err: OSError) -> ResultsWriteError:
 def write_result(result: Result, out_dir: str | Path, extra_manifest: Mapping[str, Any] | None = None) -> Path:
     """Write one run as ``manifest.json``, ``summary.csv`` and its tables, atomically.
 
-    Tables a person reads (``summary``, ``columns``, ``models``) are CSV; the time series and the
-    row-group log, which grow with the run, are parquet (:func:`write_series`).
+    Tables a person reads (``summary``, ``columns``, ``models``, ``call_latency_stats``) are CSV; the
+    time series, the row-group log and the latency bins are parquet (:func:`write_series`).
 
     ``out_dir`` must not exist (:class:`OutputPathError`); a write the file system refuses (full,
     read-only) removes the temporary folder and raises :class:`ResultsWriteError`.
@@ -451,8 +485,10 @@ def write_result(result: Result, out_dir: str | Path, extra_manifest: Mapping[st
         write_series(result.timeseries, tmp / "timeseries.parquet")
         write_series(result.model_timeseries, tmp / "model_timeseries.parquet")
         write_series(result.row_groups, tmp / "row_groups.parquet")
+        write_series(result.call_latency, tmp / "call_latency.parquet")
         result.columns.to_csv(tmp / "columns.csv", index=False)
         result.models.to_csv(tmp / "models.csv", index=False)
+        result.call_latency_stats.to_csv(tmp / "call_latency_stats.csv", index=False)
     except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)  # the temporary folder made above, nothing else
         if isinstance(err, OSError):
@@ -505,6 +541,12 @@ def find_series(folder: Path, name: str) -> Path | None:
         if path.is_file():
             return path
     return None
+
+
+def read_call_latency(folder: Path) -> pd.DataFrame | None:
+    """The latency bins of a ``write_result`` folder; None for a folder written before they existed."""
+    path = find_series(Path(folder), "call_latency")
+    return read_series(path) if path is not None else None
 
 
 def read_series(path: Path) -> pd.DataFrame:

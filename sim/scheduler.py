@@ -576,6 +576,7 @@ class Scheduler:
             answer.rate_limited,
             self._limit_of(task.gen),
             res.blocked_until if res is not None else 0.0,
+            answer.latency,
         )
         self._task_done(task, "rate_limit:http_429" if answer.rate_limited else None)
 

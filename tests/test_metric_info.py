@@ -16,6 +16,13 @@ def test_unknown_keys_are_not_described() -> None:
     assert metric_info("healthy_cals") is None
     assert metric_info("calls_ok") is None and metric_info("nope[cooling]") is None
     assert metric_info("calls_ok[cooling]").unit == "calls"
+    assert metric_info("call_latency[cooling]") is None and metric_info("call_latency_p95[cooling]") is None
+
+
+def test_call_latency_metrics_are_seconds_lower_is_better() -> None:
+    for key in ("p50", "p90", "p99", "mean"):
+        info = metric_info(f"call_latency_{key}[healthy-a]")
+        assert info is not None and (info.group, info.unit, info.better) == ("per model", "s", "lower")
 
 
 def test_directions_and_groups_are_consistent() -> None:

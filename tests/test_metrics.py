@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 import sim
-from sim.metrics import clip_intervals, overlap_length, time_weighted_mean
+from sim.metrics import Recorder, clip_intervals, overlap_length, time_weighted_mean
 from sim.scenario import scenario_from_dict
 
 
@@ -269,29 +269,33 @@ def test_healthy_calls_count_while_another_model_cools_down_or_last_answered_429
     rec = two_model_recorder()
     rec.model_sent(0.0, H, 4)
     rec.model_sent(0.0, C, 4)
-    rec.model_answered(1.0, H, H, False, 4, 0.0)  # nothing limited yet: not counted
+    rec.model_answered(1.0, H, H, False, 4, 0.0, 1.0)  # nothing limited yet: not counted
     rec.model_sent(1.0, H, 4)
-    rec.model_answered(2.0, C, C, True, 3, 5.0)  # c: 429, cooldown until 5.0
-    rec.model_answered(3.0, H, H, False, 4, 0.0)  # counted (c cools down)
+    rec.model_answered(2.0, C, C, True, 3, 5.0, 2.0)  # c: 429, cooldown until 5.0
+    rec.model_answered(3.0, H, H, False, 4, 0.0, 2.0)  # counted (c cools down)
     rec.model_sent(5.5, C, 3)
     rec.model_sent(5.5, H, 4)
-    rec.model_answered(6.0, H, H, False, 4, 0.0)  # counted: c's last answer was a 429
-    rec.model_answered(6.5, C, C, False, 3, 5.0)  # c succeeds
+    rec.model_answered(6.0, H, H, False, 4, 0.0, 0.5)  # counted: c's last answer was a 429
+    rec.model_answered(6.5, C, C, False, 3, 5.0, 1.0)  # c succeeds
     rec.model_sent(6.5, H, 4)
-    rec.model_answered(7.0, H, H, False, 4, 0.0)  # nothing limited: not counted
+    rec.model_answered(7.0, H, H, False, 4, 0.0, 0.5)  # nothing limited: not counted
     assert (rec.healthy_calls, rec.healthy_calls_while_limited) == (4, 2)
+    lat = rec.latency  # histogram 2 * model (success) and 2 * model + 1 (429)
+    assert [lat.count(j) for j in range(4)] == [4, 0, 1, 1]
+    assert (lat.mean(2 * H), lat.mins[2 * H], lat.maxs[2 * H]) == (1.0, 0.5, 2.0)
+    assert (lat.mean(2 * C), lat.mean(2 * C + 1)) == (1.0, 2.0)
 
 
 def test_a_429_without_a_controller_limits_until_the_next_success():
     rec = two_model_recorder()
     rec.model_sent(0.0, C, 4)
     rec.model_sent(0.0, H, 4)
-    rec.model_answered(1.0, C, C, True, 4, 0.0)  # 429, no cooldown (no controller, no Retry-After)
-    rec.model_answered(1.5, H, H, False, 4, 0.0)  # counted
+    rec.model_answered(1.0, C, C, True, 4, 0.0, 1.0)  # 429, no cooldown (no controller, no Retry-After)
+    rec.model_answered(1.5, H, H, False, 4, 0.0, 1.5)  # counted
     rec.model_sent(2.0, C, 4)
     rec.model_sent(2.0, H, 4)
-    rec.model_answered(2.5, C, C, False, 4, 0.0)  # c recovers
-    rec.model_answered(3.0, H, H, False, 4, 0.0)  # not counted
+    rec.model_answered(2.5, C, C, False, 4, 0.0, 0.5)  # c recovers
+    rec.model_answered(3.0, H, H, False, 4, 0.0, 1.0)  # not counted
     assert rec.healthy_calls_while_limited == 1
 
 
@@ -531,3 +535,108 @@ def test_mean_call_time_is_the_latency_without_a_per_call_log() -> None:
     answered = q["successful_calls"] + q["rate_limited_calls"]
     expected = (q["successful_calls"] * 1.0 + q["rate_limited_calls"] * 0.25) / answered
     assert q["rate_limited_calls"] >= 1 and q["mean_call_seconds"] == pytest.approx(expected)
+
+
+# -- per-call latency histograms (sim/histogram.py; docs/metrics.md, "Call latency") -----------
+
+
+class _LatencyLog(Recorder):
+    """The recorder, plus every answered call's (model, rate_limited, latency): the exact log."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.log: list[tuple[int, bool, float]] = []
+
+    def model_answered(self, now, model, gen, rate_limited, limit, cooldown_until, latency) -> None:
+        self.log.append((model, rate_limited, latency))
+        super().model_answered(now, model, gen, rate_limited, limit, cooldown_until, latency)
+
+
+def _run_logged(name: str, overrides: list[str], policy: str) -> tuple[sim.Result, _LatencyLog]:
+    from sim.policies import get_policy
+    from sim.results import result_from_scheduler
+    from sim.scheduler import Scheduler
+    from sim.workload import build_workload
+
+    scenario = sim.load_scenario(name, [*overrides, "recorder.detail=full"])
+    workload = build_workload(scenario, scenario.seed)
+    sched = Scheduler(scenario, workload, get_policy(policy), scenario.seed)
+    sched.recorder = log = _LatencyLog(scenario, workload)
+    sched.run()
+    return result_from_scheduler(sched), log
+
+
+@pytest.mark.parametrize(
+    ("name", "overrides", "policy"),
+    [
+        ("window-recovery", [], "localized"),
+        ("window-recovery", ["scheduler.loop.model=none"], "global"),
+        ("cooling-2048", [], "localized"),  # its 429s take exactly 0 s: the zero slot
+        ("cooling-2048", [], "fixed"),
+    ],
+)
+def test_latency_histograms_match_the_full_call_log(name: str, overrides: list[str], policy: str) -> None:
+    import numpy as np
+
+    from sim.histogram import RELATIVE_WIDTH
+
+    result, rec = _run_logged(name, overrides, policy)
+    mts = result.model_timeseries
+    stats = result.call_latency_stats.set_index(["model", "outcome"])
+    bins = result.call_latency.groupby(["model", "outcome"])["count"].sum()
+    log_model = np.array([m for m, _, _ in rec.log])
+    log_429 = np.array([r for _, r, _ in rec.log])
+    log_latency = np.array([x for _, _, x in rec.log])
+    checked = 0
+    for i, model in enumerate(rec.model_names):
+        rows = mts[mts["model"] == model]
+        counts = {
+            "success": int((rows["answered"] - rows["answered_429"]).sum()),
+            "rate_limited": int(rows["answered_429"].sum()),
+        }
+        for outcome, rate_limited in (("success", False), ("rate_limited", True)):
+            exact = log_latency[(log_model == i) & (log_429 == rate_limited)]
+            st = stats.loc[(model, outcome)]
+            # counts: histogram == the full call log == the recorder's counters
+            assert st["count"] == counts[outcome] == len(exact) == bins.get((model, outcome), 0)
+            if not len(exact):
+                assert math.isnan(st["p50"]) and math.isnan(st["mean"])
+                continue
+            checked += 1
+            assert (st["min"], st["max"]) == (exact.min(), exact.max())
+            assert st["mean"] == pytest.approx(exact.mean(), rel=1e-12)
+            for p in (0, 1, 50, 90, 99, 100):
+                truth = float(np.percentile(exact, p, method="inverted_cdf"))
+                estimate = rec.latency.percentile(2 * i + (1 if rate_limited else 0), p)
+                assert abs(estimate - truth) <= RELATIVE_WIDTH * truth * (1 + 1e-9), (model, outcome, p)
+            for p in (50, 90, 99):
+                assert st[f"p{p}"] == rec.latency.percentile(2 * i + (1 if rate_limited else 0), p)
+        s, ok = result.summary, stats.loc[(model, "success")]
+        for key in ("p50", "p90", "p99", "mean"):
+            np.testing.assert_equal(s[f"call_latency_{key}[{model}]"], ok[key])  # NaN equals NaN here
+    assert checked >= len(rec.model_names)
+
+
+def test_latency_histogram_of_constant_calls_is_exact() -> None:
+    """Constant 1 s calls and 0.25 s 429s: every percentile is the latency itself (min = max clips the bin)."""
+    result = sim.simulate(
+        scenario(count=4, size=2, latency=1.0, rate_limit={"pattern": "window", "end": 0.5, "latency": 0.25})
+    )
+    m = model_row(result)
+    assert (m["call_latency_p50"], m["call_latency_p99"], m["call_latency_mean"]) == (1.0, 1.0, 1.0)
+    bins = result.call_latency.set_index("outcome")
+    assert bins.loc["success", "count"] == m["successful_calls"] == 8
+    assert bins.loc["rate_limited", "count"] == m["rate_limited_calls"] >= 1
+    assert bins.loc["success", "lower"] <= 1.0 < bins.loc["success", "upper"]
+    assert bins.loc["rate_limited", "lower"] <= 0.25 < bins.loc["rate_limited", "upper"]
+
+
+def test_latency_mean_is_the_time_in_flight_on_the_zero_cost_loop() -> None:
+    """With no scheduler CPU time a call is in flight exactly its latency: the histograms' mean over
+    both outcomes is ``mean_call_seconds``, computed from the in-flight integral."""
+    result = sim.simulate(sim.load_scenario("window-recovery", ["scheduler.loop.model=none"]))
+    stats = result.call_latency_stats.groupby("model")[["count", "sum"]].sum()
+    models = result.models.set_index("model")
+    assert (stats["count"] == models["successful_calls"] + models["rate_limited_calls"]).all()
+    for model, row in stats.iterrows():
+        assert row["sum"] / row["count"] == pytest.approx(models.loc[model, "mean_call_seconds"], rel=1e-9)

@@ -20,6 +20,7 @@ from sim.plots import (
     SUMMARY_METRICS,
     RunSeries,
     binned_mean,
+    call_latency_figure,
     comparison_figure,
     cooldown_spans,
     human_number,
@@ -427,8 +428,21 @@ def test_plot_results_dir_sweep(tmp_path: Path) -> None:
 def test_plot_results_dir_single_run(results: list[sim.Result], tmp_path: Path) -> None:
     folder = sim.write_result(results[0], tmp_path / "one")
     written = plot_results_dir(folder)
-    assert [p.name for p in written] == ["timeline.png"]
-    assert_png(written[0])
+    assert [p.name for p in written] == ["timeline.png", "call_latency.png"]
+    for path in written:
+        assert_png(path)
+    (folder / "call_latency.parquet").unlink()  # a folder written before the latency histograms
+    assert [p.name for p in plot_results_dir(folder)] == ["timeline.png"]
+
+
+def test_call_latency_figure_has_one_cumulative_line_per_model_and_outcome(results: list[sim.Result]) -> None:
+    bins = results[0].call_latency
+    fig = call_latency_figure(bins)
+    lines = fig.axes[0].get_lines()
+    groups = bins.groupby(["model", "outcome"]).ngroups
+    assert len(lines) == groups >= 2
+    assert all(line.get_ydata()[-1] == pytest.approx(1.0) for line in lines)
+    assert fig.axes[0].get_xscale() == "log"
 
 
 def test_summary_figure_bars_per_policy() -> None:

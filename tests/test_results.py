@@ -17,6 +17,7 @@ from sim.results import (
     ResultsWriteError,
     atomic_directory,
     find_series,
+    read_call_latency,
     read_series,
     summary_metric_names,
 )
@@ -72,6 +73,8 @@ def test_write_result_layout(result, tmp_path):
         "timeseries.parquet",
         "model_timeseries.parquet",
         "row_groups.parquet",
+        "call_latency.parquet",
+        "call_latency_stats.csv",
     }
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["policy"] == result.policy and manifest["seed"] == result.seed
@@ -88,6 +91,36 @@ def test_series_round_trip_through_parquet_exactly(result, tmp_path):
         assert path is not None and path.suffix == ".parquet"
         pd.testing.assert_frame_equal(read_series(path), getattr(result, name), check_exact=True)
     assert read_series(out / "model_timeseries.parquet")["model"].cat.categories.tolist() == ["limited", "judge"]
+
+
+def test_call_latency_tables_round_trip_and_agree_with_the_call_counts(result, tmp_path):
+    bins, stats = result.call_latency, result.call_latency_stats
+    assert list(bins.columns) == ["model", "outcome", "lower", "upper", "count"]
+    assert (bins["count"] > 0).all() and (bins["lower"] < bins["upper"]).all()
+    assert list(zip(stats["model"], stats["outcome"], strict=True)) == [
+        ("limited", "success"),
+        ("limited", "rate_limited"),
+        ("judge", "success"),
+        ("judge", "rate_limited"),
+    ]
+    per = bins.groupby(["model", "outcome"])["count"].sum()
+    models = result.models.set_index("model")
+    assert per[("limited", "rate_limited")] == models.loc["limited", "rate_limited_calls"] > 0
+    assert per[("judge", "success")] == models.loc["judge", "successful_calls"]
+    assert (
+        stats.set_index(["model", "outcome"])["count"]
+        == per.reindex(stats.set_index(["model", "outcome"]).index, fill_value=0)
+    ).all()
+    assert result.summary["call_latency_p50[judge]"] == stats.loc[2, "p50"]
+    out = write_result(result, tmp_path / "run")
+    pd.testing.assert_frame_equal(read_call_latency(out), bins, check_exact=True)
+    pd.testing.assert_frame_equal(pd.read_csv(out / "call_latency_stats.csv"), stats, check_exact=False, rtol=1e-15)
+
+
+def test_a_folder_written_before_the_latency_histograms_reads_as_none(result, tmp_path):
+    out = write_result(result, tmp_path / "run")
+    (out / "call_latency.parquet").unlink()
+    assert read_call_latency(out) is None
 
 
 def test_older_csv_series_are_still_found_and_read(result, tmp_path):
