@@ -37,6 +37,7 @@ COMPILED_MODULES: tuple[str, ...] = (
     "metrics",
     "series",
     "providers",
+    "histogram",
 )
 #: The mypyc group's name: its shared library is ``<GROUP>__mypyc`` (a top-level module name).
 GROUP = "admission_sim_hotpath"
