@@ -33,6 +33,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
+from mypy_extensions import mypyc_attr
+
 from .errors import InputError
 from .workload import Workload
 
@@ -66,6 +68,9 @@ POLICIES: dict[str, Policy] = {}
 POLICY_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,63}")
 
 
+# The exceptions stay interpreted classes when this module is compiled with mypyc, which cannot
+# derive a native class from KeyError or ValueError.
+@mypyc_attr(native_class=False)
 class UnknownPolicyError(KeyError, InputError):
     def __str__(self) -> str:  # KeyError quotes its argument; we want a sentence
         return str(self.args[0])
@@ -134,6 +139,7 @@ def localized_block(view: AdmissionView) -> bool:
 # ---------------------------------------------------------------------------------------------
 
 
+@mypyc_attr(native_class=False)
 class PluginError(InputError):
     """A ``module:function`` plugin could not be loaded. CLI exit 2."""
 

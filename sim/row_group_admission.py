@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+from mypy_extensions import mypyc_attr
 
 from .errors import RunFailed
 from .policies import AdmissionView, DeferredAnalysis, Policy, analyze_deferred
@@ -39,6 +40,7 @@ REASONS = (
 )
 
 
+@mypyc_attr(native_class=False)  # an interpreted class: mypyc cannot derive a native one from RuntimeError
 class PolicyResultError(RunFailed):
     """A policy's ``deferred_blocks`` returned something other than a bool (a run failed: exit 1)."""
 
