@@ -13,7 +13,7 @@ across resources, FIFO within one; docs/model.md, "Request admission"), so it li
 
 from __future__ import annotations
 
-from bisect import insort
+from bisect import bisect
 from collections import deque
 from collections.abc import Callable, Hashable, Iterator
 from typing import Generic, TypeVar
@@ -25,7 +25,7 @@ K = TypeVar("K", bound=Hashable)
 class FairQueue(Generic[K, T]):
     """Head-only virtual-time WFQ over groups keyed by ``K`` holding items ``T``."""
 
-    __slots__ = ("_fifo", "_weight", "_finish", "_entry", "_active", "_virtual_time", "_seq", "_size")
+    __slots__ = ("_fifo", "_weight", "_finish", "_entry", "_active", "_order", "_virtual_time", "_seq", "_size")
 
     def __init__(self) -> None:
         self._fifo: dict[K, deque[T]] = {}
@@ -33,6 +33,8 @@ class FairQueue(Generic[K, T]):
         self._finish: dict[K, float] = {}
         self._entry: dict[K, tuple[float, int, K]] = {}
         self._active: list[tuple[float, int, K]] = []
+        #: the keys of ``_active``, position by position (what selection walks)
+        self._order: list[K] = []
         self._virtual_time = 0.0
         self._seq = 0
         self._size = 0
@@ -66,12 +68,14 @@ class FairQueue(Generic[K, T]):
         self._seq += 1
         entry = (tag, self._seq, key)
         self._entry[key] = entry
-        insort(self._active, entry)
+        i = bisect(self._active, entry)
+        self._active.insert(i, entry)
+        self._order.insert(i, key)
 
     def heads(self) -> Iterator[tuple[K, T]]:
         """Active groups' heads in service order. Do not mutate the queue while iterating."""
         fifo = self._fifo
-        for _, _, key in self._active:
+        for key in self._order:
             yield key, fifo[key][0]
 
     def items(self) -> Iterator[T]:
@@ -81,12 +85,18 @@ class FairQueue(Generic[K, T]):
 
     def active_keys(self) -> list[K]:
         """Active groups' keys in service order (a snapshot, safe to hold while mutating)."""
-        return [key for _, _, key in self._active]
+        return list(self._order)
+
+    @property
+    def order(self) -> list[K]:
+        """Active groups' keys in service order, live: read it, never mutate it, and do not hold
+        it across a push or commit (the selection hot path walks it without a copy)."""
+        return self._order
 
     def select(self, eligible: Callable[[K, T], bool]) -> K | None:
         """The first group (in ``(tag, seq)`` order) whose head is eligible; no state change."""
         fifo = self._fifo
-        for _, _, key in self._active:
+        for key in self._order:
             if eligible(key, fifo[key][0]):
                 return key
         return None
@@ -94,7 +104,9 @@ class FairQueue(Generic[K, T]):
     def commit(self, key: K) -> T:
         """Pop the head of ``key`` (after its lease was granted) and advance virtual time."""
         entry = self._entry.pop(key)
-        self._active.remove(entry)
+        i = self._active.index(entry)
+        del self._active[i]
+        del self._order[i]
         fifo = self._fifo[key]
         item = fifo.popleft()
         self._size -= 1
