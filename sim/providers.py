@@ -41,18 +41,27 @@ class Provider:
         "_burst",
         "_draw",
         "_rate_limited_answer",
+        "_pattern",
+        "_start",
+        "_end",
+        "_probability",
     )
 
     def __init__(self, model: ModelConfig, rng: np.random.Generator) -> None:
-        self.name = model.name
+        self.name: str = model.name
         self._latency: LatencyConfig = model.latency
         self._limit: RateLimitConfig = model.rate_limit
         self._rng = rng
-        self._rate = self._limit.requests_per_minute / 60.0
-        self._burst = self._limit.burst if self._limit.burst is not None else max(1.0, self._rate)
-        self._tokens = self._burst
-        self._token_time = 0.0
-        self._draw = self._latency_sampler(model.latency)
+        # The 429 pattern, read once into typed fields (``answer`` runs once per call).
+        self._pattern: str = self._limit.pattern
+        self._start: float = self._limit.start
+        self._end: float | None = self._limit.end
+        self._probability: float = self._limit.probability
+        self._rate: float = self._limit.requests_per_minute / 60.0
+        self._burst: float = self._limit.burst if self._limit.burst is not None else max(1.0, self._rate)
+        self._tokens: float = self._burst
+        self._token_time: float = 0.0
+        self._draw: Callable[[], float] = self._latency_sampler(model.latency)
         # Every 429 answer of a provider is the same immutable value: build it once.
         self._rate_limited_answer = Answer(True, self._limit.latency, self._limit.retry_after)
 
@@ -88,16 +97,16 @@ class Provider:
 
     def is_rate_limited(self, now: float) -> bool:
         """Whether a call sent at ``now`` gets a 429 (consumes a token for ``capacity``)."""
-        pattern = self._limit.pattern
+        pattern = self._pattern
         if pattern == "never":
             return False
         if pattern == "always":
             return True
         if pattern == "window":
-            end = self._limit.end
-            return self._limit.start <= now and (end is None or now < end)
+            end = self._end
+            return self._start <= now and (end is None or now < end)
         if pattern == "probability":
-            return bool(self._rng.random() < self._limit.probability)
+            return bool(self._rng.random() < self._probability)
         # capacity: token bucket
         self._tokens = min(self._burst, self._tokens + (now - self._token_time) * self._rate)
         self._token_time = now

@@ -97,18 +97,20 @@ class RowGroupAdmission:
 
     def __init__(self, scenario: Scenario, workload: Workload, policy: Policy) -> None:
         sched = scenario.scheduler
-        self.policy = policy
-        self.workload = workload
+        self.policy: Policy = policy
+        self.workload: Workload = workload
         self._view: AdmissionView | None = None
-        self.adaptive = policy.adaptive
-        self.hard_cap = max(1, sched.max_concurrent_row_groups)
-        self.target = max(1, min(self.hard_cap, sched.initial_target)) if self.adaptive else self.hard_cap
-        self.observed_max_target = self.target
-        self.max_admitted_rows = max_admitted_rows(scenario)
-        self.queued_task_guardrail = QUEUED_TASK_GUARDRAIL_MULTIPLIER * sched.max_in_flight_tasks
-        self.ticks = 0
+        self.adaptive: bool = policy.adaptive
+        #: the policy's deferred check comes before every other reason (read once: it is fixed)
+        self._deferred_first: bool = policy.deferred_check == "first"
+        self.hard_cap: int = max(1, sched.max_concurrent_row_groups)
+        self.target: int = max(1, min(self.hard_cap, sched.initial_target)) if self.adaptive else self.hard_cap
+        self.observed_max_target: int = self.target
+        self.max_admitted_rows: int = max_admitted_rows(scenario)
+        self.queued_task_guardrail: int = QUEUED_TASK_GUARDRAIL_MULTIPLIER * sched.max_in_flight_tasks
+        self.ticks: int = 0
         self.blocked_reasons: Counter[str] = Counter()
-        self.evaluations = 0
+        self.evaluations: int = 0
         self.last_block_reason: str | None = None
         self.last_deferred_block: DeferredBlock | None = None
 
@@ -148,7 +150,7 @@ class RowGroupAdmission:
 
     def block_reason(self, state: AdmissionState) -> str | None:
         """The first block reason in the policy's order, or ``None`` (docs/model.md, "Adaptive target" and 6)."""
-        deferred_first = self.policy.deferred_check == "first"
+        deferred_first = self._deferred_first
         if deferred_first and self._deferred_blocks(state):
             return "deferred_tasks"
         pending = state.pending_size
