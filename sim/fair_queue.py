@@ -14,30 +14,49 @@ across resources, FIFO within one; docs/model.md, "Request admission"), so it li
 from __future__ import annotations
 
 from bisect import bisect
-from collections import deque
 from collections.abc import Callable, Hashable, Iterator
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
 K = TypeVar("K", bound=Hashable)
 
+#: A group's FIFO drops its served prefix once that many items were served (and at least half).
+_COMPACT_AFTER = 64
+
+
+class _Group(Generic[T]):
+    """One group: its FIFO (a list read from ``head`` on), weight and finish tag ``F_g``."""
+
+    __slots__ = ("items", "head", "weight", "finish", "served")
+
+    def __init__(self, weight: float) -> None:
+        self.items: list[T] = []
+        self.head: int = 0
+        self.weight: float = weight
+        self.finish: float = 0.0
+        self.served: bool = False  # whether ``finish`` is set (the group has dispatched before)
+
+    def __len__(self) -> int:
+        return len(self.items) - self.head
+
 
 class FairQueue(Generic[K, T]):
-    """Head-only virtual-time WFQ over groups keyed by ``K`` holding items ``T``."""
+    """Head-only virtual-time WFQ over groups keyed by ``K`` holding items ``T``.
 
-    __slots__ = ("_fifo", "_weight", "_finish", "_entry", "_active", "_order", "_virtual_time", "_seq", "_size")
+    A group is active exactly while its FIFO is not empty. The active groups are kept in two
+    parallel lists sorted by ``(tag, seq)``; a group activates with a ``seq`` above every other,
+    so its place is simply after every active tag not above its own (``bisect_right`` on tags).
+    """
+
+    __slots__ = ("_groups", "_order", "_tags", "_virtual_time", "_size")
 
     def __init__(self) -> None:
-        self._fifo: dict[K, deque[T]] = {}
-        self._weight: dict[K, float] = {}
-        self._finish: dict[K, float] = {}
-        self._entry: dict[K, tuple[float, int, K]] = {}
-        self._active: list[tuple[float, int, K]] = []
-        #: the keys of ``_active``, position by position (what selection walks)
+        self._groups: dict[K, _Group[T]] = {}
+        #: the active groups' keys in service order (what selection walks) and their tags
         self._order: list[K] = []
-        self._virtual_time = 0.0
-        self._seq = 0
-        self._size = 0
+        self._tags: list[float] = []
+        self._virtual_time: float = 0.0
+        self._size: int = 0
 
     def __len__(self) -> int:
         return self._size
@@ -50,38 +69,37 @@ class FairQueue(Generic[K, T]):
         return self._virtual_time
 
     def queued(self, key: K) -> int:
-        fifo = self._fifo.get(key)
-        return len(fifo) if fifo else 0
+        group = self._groups.get(key)
+        return len(group) if group is not None else 0
 
     def push(self, key: K, item: T, weight: float = 1.0) -> None:
         """Append ``item`` to its group's FIFO, activating the group if it was empty."""
-        fifo = self._fifo.get(key)
-        if fifo is None:
-            fifo = self._fifo[key] = deque()
-            self._weight[key] = max(1.0, float(weight))
-        fifo.append(item)
+        group = self._groups.get(key)
+        if group is None:
+            group = self._groups[key] = _Group(max(1.0, float(weight)))
+        group.items.append(item)
         self._size += 1
-        if key not in self._entry:
-            self._activate(key, self._finish.get(key, self._virtual_time))
+        if len(group.items) - group.head == 1:  # it was empty: activate
+            self._activate(key, group.finish if group.served else self._virtual_time, 0)
 
-    def _activate(self, key: K, tag: float) -> None:
-        self._seq += 1
-        entry = (tag, self._seq, key)
-        self._entry[key] = entry
-        i = bisect(self._active, entry)
-        self._active.insert(i, entry)
+    def _activate(self, key: K, tag: float, lo: int) -> None:
+        i = bisect(self._tags, tag, lo)
+        self._tags.insert(i, tag)
         self._order.insert(i, key)
+
+    def _head(self, key: K) -> T:
+        group = self._groups[key]
+        return group.items[group.head]
 
     def heads(self) -> Iterator[tuple[K, T]]:
         """Active groups' heads in service order. Do not mutate the queue while iterating."""
-        fifo = self._fifo
         for key in self._order:
-            yield key, fifo[key][0]
+            yield key, self._head(key)
 
     def items(self) -> Iterator[T]:
         """Every queued item, group by group (for end-of-run accounting; do not mutate meanwhile)."""
-        for fifo in self._fifo.values():
-            yield from fifo
+        for group in self._groups.values():
+            yield from group.items[group.head :]
 
     def active_keys(self) -> list[K]:
         """Active groups' keys in service order (a snapshot, safe to hold while mutating)."""
@@ -95,25 +113,34 @@ class FairQueue(Generic[K, T]):
 
     def select(self, eligible: Callable[[K, T], bool]) -> K | None:
         """The first group (in ``(tag, seq)`` order) whose head is eligible; no state change."""
-        fifo = self._fifo
         for key in self._order:
-            if eligible(key, fifo[key][0]):
+            if eligible(key, self._head(key)):
                 return key
         return None
 
     def commit(self, key: K) -> T:
         """Pop the head of ``key`` (after its lease was granted) and advance virtual time."""
-        entry = self._entry.pop(key)
-        i = self._active.index(entry)
-        del self._active[i]
+        i = self._order.index(key)  # raises ValueError if ``key`` has nothing queued
         del self._order[i]
-        fifo = self._fifo[key]
-        item = fifo.popleft()
+        del self._tags[i]
+        group = self._groups[key]
+        items = group.items
+        head = group.head
+        item = items[head]
+        head += 1
+        if head == len(items):
+            items.clear()
+            head = 0
+        elif head >= _COMPACT_AFTER and 2 * head >= len(items):
+            del items[:head]
+            head = 0
+        group.head = head
         self._size -= 1
-        start = self._finish.get(key, self._virtual_time)
+        start = group.finish if group.served else self._virtual_time
         self._virtual_time = max(self._virtual_time, start)
-        finish = self._virtual_time + 1.0 / self._weight[key]
-        self._finish[key] = finish
-        if fifo:
-            self._activate(key, finish)
+        finish = self._virtual_time + 1.0 / group.weight
+        group.finish = finish
+        group.served = True
+        if items:
+            self._activate(key, finish, i)  # the new tag is above the old one: never before i
         return item

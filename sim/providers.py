@@ -10,21 +10,43 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from itertools import chain
+from typing import Final
 
 import numpy as np
 
 from .scenario import LatencyConfig, ModelConfig, RateLimitConfig
 
 
-@dataclass(frozen=True, slots=True)
 class Answer:
-    """The provider's answer to one call: served or 429, after ``latency`` seconds."""
+    """The provider's answer to one call: served or 429, after ``latency`` seconds.
 
-    rate_limited: bool
-    latency: float
-    retry_after: float  # 0.0 = no Retry-After header
+    Immutable (the 429 answer is one shared value). A plain class with ``Final`` fields rather
+    than a frozen dataclass: compiled with mypyc its fields are read-only and it is built
+    natively, where a frozen dataclass's ``__init__`` goes through ``object.__setattr__`` once
+    per field, once per call.
+    """
+
+    __slots__ = ("rate_limited", "latency", "retry_after")
+
+    def __init__(self, rate_limited: bool, latency: float, retry_after: float) -> None:
+        self.rate_limited: Final = rate_limited
+        self.latency: Final = latency
+        self.retry_after: Final = retry_after  # 0.0 = no Retry-After header
+
+    def _fields(self) -> tuple[bool, float, float]:
+        return (self.rate_limited, self.latency, self.retry_after)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Answer):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        return f"Answer(rate_limited={self.rate_limited!r}, latency={self.latency!r}, retry_after={self.retry_after!r})"
 
 
 class Provider:
