@@ -120,9 +120,8 @@ class FairQueue(Generic[K, T]):
 
     def commit(self, key: K) -> T:
         """Pop the head of ``key`` (after its lease was granted) and advance virtual time."""
-        i = self._order.index(key)  # raises ValueError if ``key`` has nothing queued
-        del self._order[i]
-        del self._tags[i]
+        order, tags = self._order, self._tags
+        i = order.index(key)  # raises ValueError if ``key`` has nothing queued
         group = self._groups[key]
         items = group.items
         head = group.head
@@ -142,5 +141,15 @@ class FairQueue(Generic[K, T]):
         group.finish = finish
         group.served = True
         if items:
-            self._activate(key, finish, i)  # the new tag is above the old one: never before i
+            # Still active: move it from i to its new place, which is never before i (the new tag
+            # is above the old one), shifting the groups in between forward by one.
+            j = bisect(tags, finish, i + 1) - 1
+            for k in range(i, j):
+                order[k] = order[k + 1]
+                tags[k] = tags[k + 1]
+            order[j] = key
+            tags[j] = finish
+        else:
+            del order[i]
+            del tags[i]
         return item

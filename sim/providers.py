@@ -9,13 +9,16 @@ others' draws.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
-from itertools import chain
+from collections.abc import Callable
 from typing import Final
 
 import numpy as np
 
 from .scenario import LatencyConfig, ModelConfig, RateLimitConfig
+
+#: Sizes of the blocks of latencies drawn ahead: the first, doubling up to the last.
+FIRST_BLOCK = 64
+LAST_BLOCK = 4096
 
 
 class Answer:
@@ -62,6 +65,10 @@ class Provider:
         "_rate",
         "_burst",
         "_draw",
+        "_block",
+        "_buffer",
+        "_next",
+        "_block_size",
         "_rate_limited_answer",
         "_pattern",
         "_start",
@@ -83,6 +90,11 @@ class Provider:
         self._burst: float = self._limit.burst if self._limit.burst is not None else max(1.0, self._rate)
         self._tokens: float = self._burst
         self._token_time: float = 0.0
+        #: latencies drawn ahead in blocks (see :meth:`_buffered`), when ``_block`` is set
+        self._block: Callable[[int], np.ndarray] | None = None
+        self._buffer: list[float] = []
+        self._next: int = 0
+        self._block_size: int = FIRST_BLOCK
         self._draw: Callable[[], float] = self._latency_sampler(model.latency)
         # Every 429 answer of a provider is the same immutable value: build it once.
         self._rate_limited_answer = Answer(True, self._limit.latency, self._limit.retry_after)
@@ -100,12 +112,12 @@ class Provider:
             if mean <= 0:
                 return lambda: 0.0
             if batch:
-                return _batched(lambda n: rng.exponential(mean, n))
+                return self._batched(lambda n: rng.exponential(mean, n))
             return lambda: float(rng.exponential(mean))
         if cfg.distribution == "uniform":
             low, high = cfg.low, cfg.high
             if batch:
-                return _batched(lambda n: rng.uniform(low, high, n))
+                return self._batched(lambda n: rng.uniform(low, high, n))
             return lambda: float(rng.uniform(low, high))
         # lognormal parameterised by mean and coefficient of variation
         if cfg.mean <= 0:
@@ -114,7 +126,7 @@ class Provider:
         mu = math.log(cfg.mean) - sigma2 / 2.0
         sigma = math.sqrt(sigma2)
         if batch:
-            return _batched(lambda n: rng.lognormal(mu, sigma, n))
+            return self._batched(lambda n: rng.lognormal(mu, sigma, n))
         return lambda: float(rng.lognormal(mu, sigma))
 
     def is_rate_limited(self, now: float) -> bool:
@@ -140,24 +152,29 @@ class Provider:
     def answer(self, now: float) -> Answer:
         if self.is_rate_limited(now):
             return self._rate_limited_answer
-        return Answer(False, self._draw(), 0.0)
+        return Answer(False, self._buffered() if self._block is not None else self._draw(), 0.0)
 
+    def _batched(self, draw_block: Callable[[int], np.ndarray]) -> Callable[[], float]:
+        """Serve latencies from blocks drawn ahead by ``draw_block`` (see :meth:`_buffered`)."""
+        self._block = draw_block
+        return self._buffered
 
-def _batched(draw_block: Callable[[int], np.ndarray]) -> Callable[[], float]:
-    """A scalar sampler served from blocks drawn ahead (64, doubling up to 4096 values).
+    def _buffered(self) -> float:
+        """The next latency from blocks drawn ahead (64 values, doubling up to 4096).
 
-    NumPy's ``Generator`` consumes its bit stream identically for ``size=n`` and for ``n`` scalar
-    calls, so the values, in order, are exactly those of one call per answer, at a fraction of
-    the per-call cost.
-    """
-
-    def blocks() -> Iterator[list[float]]:
-        size = 64
-        while True:
-            yield draw_block(size).tolist()
-            size = min(2 * size, 4096)
-
-    return chain.from_iterable(blocks()).__next__
+        NumPy's ``Generator`` consumes its bit stream identically for ``size=n`` and for ``n``
+        scalar calls, so the values, in order, are exactly those of one call per answer, at a
+        fraction of the per-call cost.
+        """
+        i = self._next
+        buffer = self._buffer
+        if i == len(buffer):
+            assert self._block is not None
+            buffer = self._buffer = self._block(self._block_size).tolist()
+            self._block_size = min(2 * self._block_size, LAST_BLOCK)
+            i = 0
+        self._next = i + 1
+        return buffer[i]
 
 
 def build_providers(models: tuple[ModelConfig, ...], seed: int) -> dict[str, Provider]:
