@@ -49,6 +49,7 @@ class RequestResource:
         "key",
         "provider_model",
         "static_cap",
+        "aggregate_index",
         "effective_max",
         "initial_limit",
         "current_limit",
@@ -66,13 +67,21 @@ class RequestResource:
     )
 
     def __init__(
-        self, index: int, key: RequestKey, effective_max: int, ramp: bool, static_cap: int | None = None
+        self,
+        index: int,
+        key: RequestKey,
+        effective_max: int,
+        ramp: bool,
+        static_cap: int | None = None,
+        aggregate_index: int = 0,
     ) -> None:
         self.index: int = index
         self.key: RequestKey = key
         self.provider_model: str = key.provider_model
         #: the provider/model's aggregate in-flight cap (``RequestAdmission.static_caps``)
         self.static_cap: int = effective_max if static_cap is None else static_cap
+        #: where its provider/model's in-flight count sits in ``RequestAdmission._aggregate``
+        self.aggregate_index: int = aggregate_index
         self.effective_max: int = effective_max
         self.initial_limit: int = effective_max
         self.current_limit: int = 1 if ramp else effective_max
@@ -117,6 +126,10 @@ class RequestAdmission:
         self.config = config
         self.static_caps: dict[str, int] = dict(static_caps)
         ramp = config.startup_ramp_seconds > 0
+        #: in-flight calls per provider/model (across domains), in ``static_caps`` order
+        self._aggregate_keys: list[str] = list(static_caps)
+        self._aggregate: list[int] = [0] * len(self._aggregate_keys)
+        slot = {pm: i for i, pm in enumerate(self._aggregate_keys)}
         self.resources: list[RequestResource] = [
             RequestResource(
                 i,
@@ -124,11 +137,11 @@ class RequestAdmission:
                 max(1, static_caps[k.provider_model]),
                 ramp and static_caps[k.provider_model] > 1,
                 static_caps[k.provider_model],
+                slot[k.provider_model],
             )
             for i, k in enumerate(keys)
         ]
         self.by_key: dict[RequestKey, RequestResource] = {r.key: r for r in self.resources}
-        self.aggregate: dict[str, int] = {pm: 0 for pm in static_caps}
         self._waiters: FairQueue[int, GrantCallback] = FairQueue()
         self._observer: RequestObserver | None = observer
         self._ramp_poll_scheduled = False
@@ -165,7 +178,7 @@ class RequestAdmission:
         limit = self.limit(res) if res.ramp_active else res.current_limit
         if res.in_flight >= min(limit, res.effective_max):
             return "no_capacity"
-        if self.aggregate[res.provider_model] >= res.static_cap:
+        if self._aggregate[res.aggregate_index] >= res.static_cap:
             return "no_capacity"
         return None
 
@@ -173,7 +186,7 @@ class RequestAdmission:
         """Request-pressure reason for the advisory (docs/model.md "Request-pressure advisory"), in the documented
         order."""
         pm = res.provider_model
-        if self.aggregate[pm] >= self.static_caps[pm]:
+        if self._aggregate[res.aggregate_index] >= self.static_caps[pm]:
             return "provider_model_aggregate_cap"
         if self.cooldown_remaining(res) > 0:
             return "cooldown"
@@ -183,6 +196,11 @@ class RequestAdmission:
         if limit > 0 and res.in_flight >= limit:
             return "resource_limit"
         return None
+
+    @property
+    def aggregate(self) -> dict[str, int]:
+        """In-flight calls per provider/model across its domains (a snapshot)."""
+        return dict(zip(self._aggregate_keys, self._aggregate, strict=True))
 
     @property
     def total_waiters(self) -> int:
@@ -209,7 +227,7 @@ class RequestAdmission:
 
     def _grant(self, res: RequestResource) -> RequestLease:
         res.in_flight += 1
-        self.aggregate[res.provider_model] += 1
+        self._aggregate[res.aggregate_index] += 1
         self._notify(res)
         return RequestLease(res, res.current_limit)
 
@@ -218,7 +236,7 @@ class RequestAdmission:
         res = lease.resource
         now: float = self.env.now
         res.in_flight -= 1
-        self.aggregate[res.provider_model] -= 1
+        self._aggregate[res.aggregate_index] -= 1
         res.last_outcome = outcome
         if outcome == RATE_LIMITED:
             res.rate_limited_total += 1
