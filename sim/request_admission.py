@@ -172,7 +172,7 @@ class RequestAdmission:
 
     def denial(self, res: RequestResource) -> str | None:
         """Why a request on ``res`` cannot be granted now (``None`` = admissible)."""
-        now: float = self.env.now
+        now: float = self.env._now  # SimPy's clock without its property call (the scheduler reads it too)
         if now < res.blocked_until:
             return "cooldown"
         limit = self.limit(res) if res.ramp_active else res.current_limit
@@ -234,7 +234,7 @@ class RequestAdmission:
     def release(self, lease: RequestLease, outcome: str, retry_after: float = 0.0) -> None:
         """Release a lease with its outcome, apply the AIMD update, then grant waiters."""
         res = lease.resource
-        now: float = self.env.now
+        now: float = self.env._now  # as in denial()
         res.in_flight -= 1
         self._aggregate[res.aggregate_index] -= 1
         res.last_outcome = outcome
