@@ -14,30 +14,24 @@ across resources, FIFO within one; docs/model.md, "Request admission"), so it li
 from __future__ import annotations
 
 from bisect import bisect
+from collections import deque
 from collections.abc import Callable, Hashable, Iterator
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
 K = TypeVar("K", bound=Hashable)
 
-#: A group's FIFO drops its served prefix once that many items were served (and at least half).
-_COMPACT_AFTER = 64
-
 
 class _Group(Generic[T]):
-    """One group: its FIFO (a list read from ``head`` on), weight and finish tag ``F_g``."""
+    """One group: its FIFO, weight and finish tag ``F_g`` (one lookup on the hot path)."""
 
-    __slots__ = ("items", "head", "weight", "finish", "served")
+    __slots__ = ("fifo", "weight", "finish", "served")
 
     def __init__(self, weight: float) -> None:
-        self.items: list[T] = []
-        self.head: int = 0
+        self.fifo: deque[T] = deque()
         self.weight: float = weight
         self.finish: float = 0.0
         self.served: bool = False  # whether ``finish`` is set (the group has dispatched before)
-
-    def __len__(self) -> int:
-        return len(self.items) - self.head
 
 
 class FairQueue(Generic[K, T]):
@@ -48,10 +42,12 @@ class FairQueue(Generic[K, T]):
     so its place is simply after every active tag not above its own (``bisect_right`` on tags).
     """
 
-    __slots__ = ("_groups", "_order", "_tags", "_virtual_time", "_size")
+    __slots__ = ("_groups", "_fifo", "_order", "_tags", "_virtual_time", "_size")
 
     def __init__(self) -> None:
         self._groups: dict[K, _Group[T]] = {}
+        #: each group's FIFO by key (the same deques as in ``_groups``)
+        self._fifo: dict[K, deque[T]] = {}
         #: the active groups' keys in service order (what selection walks) and their tags
         self._order: list[K] = []
         self._tags: list[float] = []
@@ -69,17 +65,19 @@ class FairQueue(Generic[K, T]):
         return self._virtual_time
 
     def queued(self, key: K) -> int:
-        group = self._groups.get(key)
-        return len(group) if group is not None else 0
+        fifo = self._fifo.get(key)
+        return len(fifo) if fifo else 0
 
     def push(self, key: K, item: T, weight: float = 1.0) -> None:
         """Append ``item`` to its group's FIFO, activating the group if it was empty."""
         group = self._groups.get(key)
         if group is None:
             group = self._groups[key] = _Group(max(1.0, float(weight)))
-        group.items.append(item)
+            self._fifo[key] = group.fifo
+        fifo = group.fifo
+        fifo.append(item)
         self._size += 1
-        if len(group.items) - group.head == 1:  # it was empty: activate
+        if len(fifo) == 1:  # it was empty: activate
             self._activate(key, group.finish if group.served else self._virtual_time, 0)
 
     def _activate(self, key: K, tag: float, lo: int) -> None:
@@ -87,19 +85,16 @@ class FairQueue(Generic[K, T]):
         self._tags.insert(i, tag)
         self._order.insert(i, key)
 
-    def _head(self, key: K) -> T:
-        group = self._groups[key]
-        return group.items[group.head]
-
     def heads(self) -> Iterator[tuple[K, T]]:
         """Active groups' heads in service order. Do not mutate the queue while iterating."""
+        fifo = self._fifo
         for key in self._order:
-            yield key, self._head(key)
+            yield key, fifo[key][0]
 
     def items(self) -> Iterator[T]:
         """Every queued item, group by group (for end-of-run accounting; do not mutate meanwhile)."""
-        for group in self._groups.values():
-            yield from group.items[group.head :]
+        for fifo in self._fifo.values():
+            yield from fifo
 
     def active_keys(self) -> list[K]:
         """Active groups' keys in service order (a snapshot, safe to hold while mutating)."""
@@ -113,8 +108,9 @@ class FairQueue(Generic[K, T]):
 
     def select(self, eligible: Callable[[K, T], bool]) -> K | None:
         """The first group (in ``(tag, seq)`` order) whose head is eligible; no state change."""
+        fifo = self._fifo
         for key in self._order:
-            if eligible(key, self._head(key)):
+            if eligible(key, fifo[key][0]):
                 return key
         return None
 
@@ -123,24 +119,15 @@ class FairQueue(Generic[K, T]):
         order, tags = self._order, self._tags
         i = order.index(key)  # raises ValueError if ``key`` has nothing queued
         group = self._groups[key]
-        items = group.items
-        head = group.head
-        item = items[head]
-        head += 1
-        if head == len(items):
-            items.clear()
-            head = 0
-        elif head >= _COMPACT_AFTER and 2 * head >= len(items):
-            del items[:head]
-            head = 0
-        group.head = head
+        fifo = group.fifo
+        item = fifo.popleft()
         self._size -= 1
         start = group.finish if group.served else self._virtual_time
         self._virtual_time = max(self._virtual_time, start)
         finish = self._virtual_time + 1.0 / group.weight
         group.finish = finish
         group.served = True
-        if items:
+        if fifo:
             # Still active: move it from i to its new place, which is never before i (the new tag
             # is above the old one), shifting the groups in between forward by one.
             j = bisect(tags, finish, i + 1) - 1
