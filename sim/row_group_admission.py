@@ -12,6 +12,7 @@ This module dispatches nothing; it reads the scheduler through :class:`Admission
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -101,8 +102,6 @@ class RowGroupAdmission:
         self.workload: Workload = workload
         self._view: AdmissionView | None = None
         self.adaptive: bool = policy.adaptive
-        #: the policy's deferred check comes before every other reason (read once: it is fixed)
-        self._deferred_first: bool = policy.deferred_check == "first"
         self.hard_cap: int = max(1, sched.max_concurrent_row_groups)
         self.target: int = max(1, min(self.hard_cap, sched.initial_target)) if self.adaptive else self.hard_cap
         self.observed_max_target: int = self.target
@@ -124,7 +123,9 @@ class RowGroupAdmission:
         return active_count < self.target and self.row_guard_allows(active_rows, size)
 
     def _deferred_blocks(self, state: AdmissionState) -> bool:
-        rule = self.policy.deferred_blocks
+        # Typed as returning object: compiled with mypyc, a call typed "-> bool" would reject a
+        # plug-in's non-bool with a TypeError before the check below could name the mistake.
+        rule: Callable[[AdmissionView], object] | None = self.policy.deferred_blocks
         if rule is None or state.deferred_count == 0:
             return False
         view = self._view
@@ -146,11 +147,11 @@ class RowGroupAdmission:
                 state.deferred_by_generator,
                 analyze_deferred(self.workload, gens, pending),
             )
-        return blocks
+        return bool(blocks)  # a NumPy bool is accepted, and returned as a bool
 
     def block_reason(self, state: AdmissionState) -> str | None:
         """The first block reason in the policy's order, or ``None`` (docs/model.md, "Adaptive target" and 6)."""
-        deferred_first = self._deferred_first
+        deferred_first = self.policy.deferred_check == "first"
         if deferred_first and self._deferred_blocks(state):
             return "deferred_tasks"
         pending = state.pending_size
