@@ -31,7 +31,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
+
+from mypy_extensions import mypyc_attr
 
 from .errors import InputError
 from .workload import Workload
@@ -66,9 +68,23 @@ POLICIES: dict[str, Policy] = {}
 POLICY_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,63}")
 
 
+# The exceptions stay interpreted classes when this module is compiled with mypyc, which cannot
+# derive a native class from KeyError or ValueError.
+@mypyc_attr(native_class=False)
 class UnknownPolicyError(KeyError, InputError):
     def __str__(self) -> str:  # KeyError quotes its argument; we want a sentence
         return str(self.args[0])
+
+
+E = TypeVar("E", bound=BaseException)
+
+
+def _chained(exc: E, cause: BaseException | None) -> E:
+    """The cause of ``raise exc from cause``, set by hand as well: compiled with mypyc, a raise
+    drops its ``from`` clause, and :func:`load_plugin` reads ``__cause__`` to tell a missing
+    plug-in module apart."""
+    exc.__cause__ = cause  # also sets __suppress_context__, as ``from`` does
+    return exc
 
 
 def register_policy(
@@ -105,7 +121,9 @@ def get_policy(name: str | Policy) -> Policy:
     try:
         return POLICIES[name]
     except KeyError:
-        raise UnknownPolicyError(f"unknown policy '{name}'; registered: {', '.join(sorted(POLICIES))}") from None
+        raise _chained(
+            UnknownPolicyError(f"unknown policy '{name}'; registered: {', '.join(sorted(POLICIES))}"), None
+        ) from None
 
 
 POLICIES["fixed"] = Policy(
@@ -134,6 +152,7 @@ def localized_block(view: AdmissionView) -> bool:
 # ---------------------------------------------------------------------------------------------
 
 
+@mypyc_attr(native_class=False)
 class PluginError(InputError):
     """A ``module:function`` plugin could not be loaded. CLI exit 2."""
 
@@ -222,12 +241,12 @@ def _guarded(spec: str, what: str, action: Callable[[], Any]) -> Any:
     except KeyboardInterrupt:
         raise
     except SystemExit as err:
-        raise PluginError(f"plugin '{spec}': {what} called sys.exit({err.code!r})") from None
+        raise _chained(PluginError(f"plugin '{spec}': {what} called sys.exit({err.code!r})"), None) from None
     except ModuleNotFoundError as err:
-        raise PluginError(f"plugin '{spec}': cannot import module '{err.name}' ({what}): {err}") from err
+        raise _chained(PluginError(f"plugin '{spec}': cannot import module '{err.name}' ({what}): {err}"), err) from err
     except Exception as err:  # noqa: BLE001 - user code: report it, whatever it raised
         text = " ".join(str(err).split())
-        raise PluginError(f"plugin '{spec}': {what} raised {type(err).__name__}: {text}") from None
+        raise _chained(PluginError(f"plugin '{spec}': {what} raised {type(err).__name__}: {text}"), None) from None
 
 
 def _required_parameters(func: Callable[..., Any]) -> list[str]:

@@ -9,22 +9,47 @@ others' draws.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from itertools import chain
+from collections.abc import Callable
+from typing import Final
 
 import numpy as np
 
 from .scenario import LatencyConfig, ModelConfig, RateLimitConfig
 
+#: Sizes of the blocks of latencies drawn ahead: the first, doubling up to the last.
+FIRST_BLOCK = 64
+LAST_BLOCK = 4096
 
-@dataclass(frozen=True, slots=True)
+
 class Answer:
-    """The provider's answer to one call: served or 429, after ``latency`` seconds."""
+    """The provider's answer to one call: served or 429, after ``latency`` seconds.
 
-    rate_limited: bool
-    latency: float
-    retry_after: float  # 0.0 = no Retry-After header
+    Immutable (the 429 answer is one shared value). A plain class with ``Final`` fields rather
+    than a frozen dataclass: compiled with mypyc its fields are read-only and it is built
+    natively, where a frozen dataclass's ``__init__`` goes through ``object.__setattr__`` once
+    per field, once per call.
+    """
+
+    __slots__ = ("rate_limited", "latency", "retry_after")
+
+    def __init__(self, rate_limited: bool, latency: float, retry_after: float) -> None:
+        self.rate_limited: Final = rate_limited
+        self.latency: Final = latency
+        self.retry_after: Final = retry_after  # 0.0 = no Retry-After header
+
+    def _fields(self) -> tuple[bool, float, float]:
+        return (self.rate_limited, self.latency, self.retry_after)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Answer):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        return f"Answer(rate_limited={self.rate_limited!r}, latency={self.latency!r}, retry_after={self.retry_after!r})"
 
 
 class Provider:
@@ -40,19 +65,37 @@ class Provider:
         "_rate",
         "_burst",
         "_draw",
+        "_block",
+        "_buffer",
+        "_next",
+        "_block_size",
         "_rate_limited_answer",
+        "_pattern",
+        "_start",
+        "_end",
+        "_probability",
     )
 
     def __init__(self, model: ModelConfig, rng: np.random.Generator) -> None:
-        self.name = model.name
+        self.name: str = model.name
         self._latency: LatencyConfig = model.latency
         self._limit: RateLimitConfig = model.rate_limit
         self._rng = rng
-        self._rate = self._limit.requests_per_minute / 60.0
-        self._burst = self._limit.burst if self._limit.burst is not None else max(1.0, self._rate)
-        self._tokens = self._burst
-        self._token_time = 0.0
-        self._draw = self._latency_sampler(model.latency)
+        # The 429 pattern, read once into typed fields (``answer`` runs once per call).
+        self._pattern: str = self._limit.pattern
+        self._start: float = self._limit.start
+        self._end: float | None = self._limit.end
+        self._probability: float = self._limit.probability
+        self._rate: float = self._limit.requests_per_minute / 60.0
+        self._burst: float = self._limit.burst if self._limit.burst is not None else max(1.0, self._rate)
+        self._tokens: float = self._burst
+        self._token_time: float = 0.0
+        #: latencies drawn ahead in blocks (see :meth:`_buffered`), when ``_block`` is set
+        self._block: Callable[[int], np.ndarray] | None = None
+        self._buffer: list[float] = []
+        self._next: int = 0
+        self._block_size: int = FIRST_BLOCK
+        self._draw: Callable[[], float] = self._latency_sampler(model.latency)
         # Every 429 answer of a provider is the same immutable value: build it once.
         self._rate_limited_answer = Answer(True, self._limit.latency, self._limit.retry_after)
 
@@ -69,12 +112,12 @@ class Provider:
             if mean <= 0:
                 return lambda: 0.0
             if batch:
-                return _batched(lambda n: rng.exponential(mean, n))
+                return self._batched(lambda n: rng.exponential(mean, n))
             return lambda: float(rng.exponential(mean))
         if cfg.distribution == "uniform":
             low, high = cfg.low, cfg.high
             if batch:
-                return _batched(lambda n: rng.uniform(low, high, n))
+                return self._batched(lambda n: rng.uniform(low, high, n))
             return lambda: float(rng.uniform(low, high))
         # lognormal parameterised by mean and coefficient of variation
         if cfg.mean <= 0:
@@ -83,21 +126,21 @@ class Provider:
         mu = math.log(cfg.mean) - sigma2 / 2.0
         sigma = math.sqrt(sigma2)
         if batch:
-            return _batched(lambda n: rng.lognormal(mu, sigma, n))
+            return self._batched(lambda n: rng.lognormal(mu, sigma, n))
         return lambda: float(rng.lognormal(mu, sigma))
 
     def is_rate_limited(self, now: float) -> bool:
         """Whether a call sent at ``now`` gets a 429 (consumes a token for ``capacity``)."""
-        pattern = self._limit.pattern
+        pattern = self._pattern
         if pattern == "never":
             return False
         if pattern == "always":
             return True
         if pattern == "window":
-            end = self._limit.end
-            return self._limit.start <= now and (end is None or now < end)
+            end = self._end
+            return self._start <= now and (end is None or now < end)
         if pattern == "probability":
-            return bool(self._rng.random() < self._limit.probability)
+            return bool(self._rng.random() < self._probability)
         # capacity: token bucket
         self._tokens = min(self._burst, self._tokens + (now - self._token_time) * self._rate)
         self._token_time = now
@@ -109,24 +152,29 @@ class Provider:
     def answer(self, now: float) -> Answer:
         if self.is_rate_limited(now):
             return self._rate_limited_answer
-        return Answer(False, self._draw(), 0.0)
+        return Answer(False, self._buffered() if self._block is not None else self._draw(), 0.0)
 
+    def _batched(self, draw_block: Callable[[int], np.ndarray]) -> Callable[[], float]:
+        """Serve latencies from blocks drawn ahead by ``draw_block`` (see :meth:`_buffered`)."""
+        self._block = draw_block
+        return self._buffered
 
-def _batched(draw_block: Callable[[int], np.ndarray]) -> Callable[[], float]:
-    """A scalar sampler served from blocks drawn ahead (64, doubling up to 4096 values).
+    def _buffered(self) -> float:
+        """The next latency from blocks drawn ahead (64 values, doubling up to 4096).
 
-    NumPy's ``Generator`` consumes its bit stream identically for ``size=n`` and for ``n`` scalar
-    calls, so the values, in order, are exactly those of one call per answer, at a fraction of
-    the per-call cost.
-    """
-
-    def blocks() -> Iterator[list[float]]:
-        size = 64
-        while True:
-            yield draw_block(size).tolist()
-            size = min(2 * size, 4096)
-
-    return chain.from_iterable(blocks()).__next__
+        NumPy's ``Generator`` consumes its bit stream identically for ``size=n`` and for ``n``
+        scalar calls, so the values, in order, are exactly those of one call per answer, at a
+        fraction of the per-call cost.
+        """
+        i = self._next
+        buffer = self._buffer
+        if i == len(buffer):
+            assert self._block is not None
+            buffer = self._buffer = self._block(self._block_size).tolist()
+            self._block_size = min(2 * self._block_size, LAST_BLOCK)
+            i = 0
+        self._next = i + 1
+        return buffer[i]
 
 
 def build_providers(models: tuple[ModelConfig, ...], seed: int) -> dict[str, Provider]:

@@ -48,6 +48,8 @@ class RequestResource:
         "index",
         "key",
         "provider_model",
+        "static_cap",
+        "aggregate_index",
         "effective_max",
         "initial_limit",
         "current_limit",
@@ -64,24 +66,36 @@ class RequestResource:
         "increases",
     )
 
-    def __init__(self, index: int, key: RequestKey, effective_max: int, ramp: bool) -> None:
-        self.index = index
-        self.key = key
-        self.provider_model = key.provider_model
-        self.effective_max = effective_max
-        self.initial_limit = effective_max
-        self.current_limit = 1 if ramp else effective_max
-        self.in_flight = 0
-        self.blocked_until = 0.0
-        self.success_streak = 0
-        self.waiters = 0
-        self.rate_limit_ceiling = 0
-        self.consecutive_rate_limits = 0
-        self.last_outcome = ""
-        self.ramp_active = ramp
-        self.rate_limited_total = 0
-        self.decreases = 0
-        self.increases = 0
+    def __init__(
+        self,
+        index: int,
+        key: RequestKey,
+        effective_max: int,
+        ramp: bool,
+        static_cap: int | None = None,
+        aggregate_index: int = 0,
+    ) -> None:
+        self.index: int = index
+        self.key: RequestKey = key
+        self.provider_model: str = key.provider_model
+        #: the provider/model's aggregate in-flight cap (``RequestAdmission.static_caps``)
+        self.static_cap: int = effective_max if static_cap is None else static_cap
+        #: where its provider/model's in-flight count sits in ``RequestAdmission._aggregate``
+        self.aggregate_index: int = aggregate_index
+        self.effective_max: int = effective_max
+        self.initial_limit: int = effective_max
+        self.current_limit: int = 1 if ramp else effective_max
+        self.in_flight: int = 0
+        self.blocked_until: float = 0.0
+        self.success_streak: int = 0
+        self.waiters: int = 0
+        self.rate_limit_ceiling: int = 0
+        self.consecutive_rate_limits: int = 0
+        self.last_outcome: str = ""
+        self.ramp_active: bool = ramp
+        self.rate_limited_total: int = 0
+        self.decreases: int = 0
+        self.increases: int = 0
 
 
 class RequestLease:
@@ -90,8 +104,8 @@ class RequestLease:
     __slots__ = ("resource", "recorded_limit")
 
     def __init__(self, resource: RequestResource, recorded_limit: int) -> None:
-        self.resource = resource
-        self.recorded_limit = recorded_limit
+        self.resource: RequestResource = resource
+        self.recorded_limit: int = recorded_limit
 
 
 GrantCallback = Callable[[RequestLease], None]
@@ -110,26 +124,42 @@ class RequestAdmission:
     ) -> None:
         self.env = env
         self.config = config
-        self.static_caps = dict(static_caps)
+        self.static_caps: dict[str, int] = dict(static_caps)
         ramp = config.startup_ramp_seconds > 0
-        self.resources = [
-            RequestResource(i, k, max(1, static_caps[k.provider_model]), ramp and static_caps[k.provider_model] > 1)
+        #: in-flight calls per provider/model (across domains), in ``static_caps`` order
+        self._aggregate_keys: list[str] = list(static_caps)
+        self._aggregate: list[int] = [0] * len(self._aggregate_keys)
+        slot = {pm: i for i, pm in enumerate(self._aggregate_keys)}
+        self.resources: list[RequestResource] = [
+            RequestResource(
+                i,
+                k,
+                max(1, static_caps[k.provider_model]),
+                ramp and static_caps[k.provider_model] > 1,
+                static_caps[k.provider_model],
+                slot[k.provider_model],
+            )
             for i, k in enumerate(keys)
         ]
-        self.by_key = {r.key: r for r in self.resources}
-        self.aggregate: dict[str, int] = {pm: 0 for pm in static_caps}
+        self.by_key: dict[RequestKey, RequestResource] = {r.key: r for r in self.resources}
         self._waiters: FairQueue[int, GrantCallback] = FairQueue()
-        self._observer = observer
+        self._observer: RequestObserver | None = observer
         self._ramp_poll_scheduled = False
-        self.max_waiters = [0] * len(self.resources)
+        self.max_waiters: list[int] = [0] * len(self.resources)
+        # The configuration, read once into typed fields (the hot path reads these).
+        self._ramp_seconds: float = config.startup_ramp_seconds
+        self._cooldown_seconds: float = config.cooldown_seconds
+        self._decrease_factor: float = config.decrease_factor
+        self._increase_step: int = config.increase_step
+        self._successes_until_increase: int = config.successes_until_increase
 
     # -- queries -------------------------------------------------------------------------------
 
     def limit(self, res: RequestResource) -> int:
         """The limit in force now, following the startup ramp while it is active."""
         if res.ramp_active:
-            ramp = self.config.startup_ramp_seconds
-            elapsed = self.env.now
+            ramp = self._ramp_seconds
+            elapsed: float = self.env.now
             if elapsed >= ramp:
                 res.ramp_active = False
                 res.current_limit = res.initial_limit
@@ -142,11 +172,13 @@ class RequestAdmission:
 
     def denial(self, res: RequestResource) -> str | None:
         """Why a request on ``res`` cannot be granted now (``None`` = admissible)."""
-        if self.env.now < res.blocked_until:
+        now: float = self.env._now  # SimPy's clock without its property call (the scheduler reads it too)
+        if now < res.blocked_until:
             return "cooldown"
-        if res.in_flight >= min(self.limit(res), res.effective_max):
+        limit = self.limit(res) if res.ramp_active else res.current_limit
+        if res.in_flight >= min(limit, res.effective_max):
             return "no_capacity"
-        if self.aggregate[res.provider_model] >= self.static_caps[res.provider_model]:
+        if self._aggregate[res.aggregate_index] >= res.static_cap:
             return "no_capacity"
         return None
 
@@ -154,7 +186,7 @@ class RequestAdmission:
         """Request-pressure reason for the advisory (docs/model.md "Request-pressure advisory"), in the documented
         order."""
         pm = res.provider_model
-        if self.aggregate[pm] >= self.static_caps[pm]:
+        if self._aggregate[res.aggregate_index] >= self.static_caps[pm]:
             return "provider_model_aggregate_cap"
         if self.cooldown_remaining(res) > 0:
             return "cooldown"
@@ -164,6 +196,11 @@ class RequestAdmission:
         if limit > 0 and res.in_flight >= limit:
             return "resource_limit"
         return None
+
+    @property
+    def aggregate(self) -> dict[str, int]:
+        """In-flight calls per provider/model across its domains (a snapshot)."""
+        return dict(zip(self._aggregate_keys, self._aggregate, strict=True))
 
     @property
     def total_waiters(self) -> int:
@@ -190,27 +227,26 @@ class RequestAdmission:
 
     def _grant(self, res: RequestResource) -> RequestLease:
         res.in_flight += 1
-        self.aggregate[res.provider_model] += 1
+        self._aggregate[res.aggregate_index] += 1
         self._notify(res)
         return RequestLease(res, res.current_limit)
 
     def release(self, lease: RequestLease, outcome: str, retry_after: float = 0.0) -> None:
         """Release a lease with its outcome, apply the AIMD update, then grant waiters."""
         res = lease.resource
-        cfg = self.config
-        now = self.env.now
+        now: float = self.env._now  # as in denial()
         res.in_flight -= 1
-        self.aggregate[res.provider_model] -= 1
+        self._aggregate[res.aggregate_index] -= 1
         res.last_outcome = outcome
         if outcome == RATE_LIMITED:
             res.rate_limited_total += 1
             res.ramp_active = False
             res.consecutive_rate_limits += 1
-            cooldown = retry_after if retry_after > 0 else cfg.cooldown_seconds
+            cooldown = retry_after if retry_after > 0 else self._cooldown_seconds
             res.blocked_until = now + cooldown
             res.success_streak = 0
             if lease.recorded_limit <= res.current_limit:
-                res.current_limit = max(1, math.floor(res.current_limit * cfg.decrease_factor))
+                res.current_limit = max(1, math.floor(res.current_limit * self._decrease_factor))
                 res.decreases += 1
                 if res.rate_limit_ceiling == 0:
                     res.rate_limit_ceiling = max(1, lease.recorded_limit)
@@ -223,10 +259,10 @@ class RequestAdmission:
             elif now >= res.blocked_until:
                 res.consecutive_rate_limits = 0
                 res.success_streak += 1
-                if res.success_streak >= cfg.successes_until_increase:
+                if res.success_streak >= self._successes_until_increase:
                     if res.current_limit < res.effective_max:
                         res.increases += 1
-                    res.current_limit = min(res.effective_max, res.current_limit + cfg.increase_step)
+                    res.current_limit = min(res.effective_max, res.current_limit + self._increase_step)
                     res.success_streak = 0
             elif res.in_flight == 0:
                 res.consecutive_rate_limits = 0

@@ -12,10 +12,12 @@ This module dispatches nothing; it reads the scheduler through :class:`Admission
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+from mypy_extensions import mypyc_attr
 
 from .errors import RunFailed
 from .policies import AdmissionView, DeferredAnalysis, Policy, analyze_deferred
@@ -39,6 +41,7 @@ REASONS = (
 )
 
 
+@mypyc_attr(native_class=False)  # an interpreted class: mypyc cannot derive a native one from RuntimeError
 class PolicyResultError(RunFailed):
     """A policy's ``deferred_blocks`` returned something other than a bool (a run failed: exit 1)."""
 
@@ -95,18 +98,18 @@ class RowGroupAdmission:
 
     def __init__(self, scenario: Scenario, workload: Workload, policy: Policy) -> None:
         sched = scenario.scheduler
-        self.policy = policy
-        self.workload = workload
+        self.policy: Policy = policy
+        self.workload: Workload = workload
         self._view: AdmissionView | None = None
-        self.adaptive = policy.adaptive
-        self.hard_cap = max(1, sched.max_concurrent_row_groups)
-        self.target = max(1, min(self.hard_cap, sched.initial_target)) if self.adaptive else self.hard_cap
-        self.observed_max_target = self.target
-        self.max_admitted_rows = max_admitted_rows(scenario)
-        self.queued_task_guardrail = QUEUED_TASK_GUARDRAIL_MULTIPLIER * sched.max_in_flight_tasks
-        self.ticks = 0
+        self.adaptive: bool = policy.adaptive
+        self.hard_cap: int = max(1, sched.max_concurrent_row_groups)
+        self.target: int = max(1, min(self.hard_cap, sched.initial_target)) if self.adaptive else self.hard_cap
+        self.observed_max_target: int = self.target
+        self.max_admitted_rows: int = max_admitted_rows(scenario)
+        self.queued_task_guardrail: int = QUEUED_TASK_GUARDRAIL_MULTIPLIER * sched.max_in_flight_tasks
+        self.ticks: int = 0
         self.blocked_reasons: Counter[str] = Counter()
-        self.evaluations = 0
+        self.evaluations: int = 0
         self.last_block_reason: str | None = None
         self.last_deferred_block: DeferredBlock | None = None
 
@@ -120,7 +123,9 @@ class RowGroupAdmission:
         return active_count < self.target and self.row_guard_allows(active_rows, size)
 
     def _deferred_blocks(self, state: AdmissionState) -> bool:
-        rule = self.policy.deferred_blocks
+        # Typed as returning object: compiled with mypyc, a call typed "-> bool" would reject a
+        # plug-in's non-bool with a TypeError before the check below could name the mistake.
+        rule: Callable[[AdmissionView], object] | None = self.policy.deferred_blocks
         if rule is None or state.deferred_count == 0:
             return False
         view = self._view
@@ -142,7 +147,7 @@ class RowGroupAdmission:
                 state.deferred_by_generator,
                 analyze_deferred(self.workload, gens, pending),
             )
-        return blocks
+        return bool(blocks)  # a NumPy bool is accepted, and returned as a bool
 
     def block_reason(self, state: AdmissionState) -> str | None:
         """The first block reason in the policy's order, or ``None`` (docs/model.md, "Adaptive target" and 6)."""

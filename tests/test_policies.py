@@ -10,7 +10,16 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from sim.policies import POLICIES, AdmissionView, analyze_deferred, get_policy, register_policy
+from sim.errors import InputError
+from sim.policies import (
+    POLICIES,
+    AdmissionView,
+    PluginError,
+    analyze_deferred,
+    get_policy,
+    load_plugin,
+    register_policy,
+)
 from sim.row_group_admission import RowGroupAdmission
 from sim.scenario import scenario_from_dict
 from sim.workload import build_workload
@@ -278,8 +287,20 @@ def test_register_policy_in_a_few_lines():
 
 
 def test_unknown_policy_message_lists_registered():
-    with pytest.raises(KeyError, match="registered: .*localized"):
+    with pytest.raises(KeyError, match="registered: .*localized") as info:
         get_policy("nope")
+    assert isinstance(info.value, InputError)
+    assert info.value.__cause__ is None and info.value.__suppress_context__  # raised "from None"
+
+
+def test_plugin_import_failure_keeps_its_cause(tmp_path, monkeypatch):
+    """The current-directory fallback of load_plugin reads the cause (kept when compiled too)."""
+    (tmp_path / "needs_missing.py").write_text("import no_such_module_for_sim_tests\n", encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(PluginError, match="cannot import module 'no_such_module_for_sim_tests'") as info:
+        load_plugin("needs_missing:register")
+    assert isinstance(info.value.__cause__, ModuleNotFoundError)
+    assert info.value.__cause__.name == "no_such_module_for_sim_tests"
 
 
 @pytest.mark.parametrize("name", ["has space", "mod:func", "", "9lives", "x" * 65])

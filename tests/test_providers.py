@@ -101,6 +101,25 @@ def test_latency_distribution_moments(latency: dict, mean: float, tolerance: flo
         assert samples.min() >= 1.0 and samples.max() <= 3.0
 
 
+@pytest.mark.parametrize(
+    ("latency", "scalar"),
+    [
+        ({"distribution": "exponential", "mean": 2.0}, lambda rng: rng.exponential(2.0)),
+        ({"distribution": "uniform", "low": 1.0, "high": 3.0}, lambda rng: rng.uniform(1.0, 3.0)),
+        (
+            {"distribution": "lognormal", "mean": 1.5, "cv": 0.5},
+            lambda rng: rng.lognormal(math.log(1.5) - math.log1p(0.25) / 2.0, math.sqrt(math.log1p(0.25))),
+        ),
+    ],
+)
+def test_latencies_drawn_ahead_equal_one_draw_per_call(latency: dict, scalar) -> None:
+    """Blocks of 64, 128, ... values: across block boundaries, exactly the scalar stream."""
+    p = provider(latency=latency, seed=5)
+    rng = np.random.default_rng(5)
+    n = 64 + 128 + 256 + 3
+    assert [p.answer(0.0).latency for _ in range(n)] == [float(scalar(rng)) for _ in range(n)]
+
+
 def test_zero_mean_random_latency_is_zero() -> None:
     for dist in ("exponential", "lognormal"):
         assert provider(latency={"distribution": dist, "mean": 0.0}).answer(0.0).latency == 0.0

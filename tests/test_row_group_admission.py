@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from sim.policies import get_policy
-from sim.row_group_admission import RowGroupAdmission, max_admitted_rows
+from sim.policies import Policy, get_policy
+from sim.row_group_admission import PolicyResultError, RowGroupAdmission, max_admitted_rows
 from sim.scenario import scenario_from_dict
 from sim.workload import build_workload
 from tests.test_policies import StubState
@@ -170,3 +171,18 @@ def test_initial_target_is_clamped_to_hard_cap():
     )
     rga = RowGroupAdmission(scenario, build_workload(scenario), get_policy("localized"))
     assert rga.target == 3 == rga.observed_max_target
+
+
+@pytest.mark.parametrize(("result", "reason"), [(np.bool_(True), "deferred_tasks"), (np.bool_(False), None)])
+def test_a_policy_may_answer_with_a_numpy_bool(result, reason):
+    rga = admission()
+    rga.policy = Policy("numpy-answer", adaptive=True, deferred_blocks=lambda _view: result)
+    assert rga.block_reason(StubState(frozenset({1}))) == reason
+
+
+@pytest.mark.parametrize("result", ["yes", 1, None])
+def test_a_policy_answer_that_is_not_a_bool_fails_the_run(result):
+    rga = admission()
+    rga.policy = Policy("bad-answer", adaptive=True, deferred_blocks=lambda _view: result)
+    with pytest.raises(PolicyResultError, match="deferred_blocks must return True or False"):
+        rga.block_reason(StubState(frozenset({1})))

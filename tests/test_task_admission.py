@@ -318,3 +318,51 @@ def test_no_advisory_without_pressure_provider(make_workload) -> None:
     bench.push("b")
     assert [bench.step(), bench.step()] == ["a", "b"]
     assert bench.ta.advisory_skips == 0
+
+
+# -- lease_next: select() + lease() in one call ---------------------------------------------------
+
+
+def leases_by_steps(bench: Bench, use_lease_next: bool) -> list[tuple[str, int, tuple[int, ...]]]:
+    """Drain with releases in between; each lease as (column, row, debt on llm_wait after it)."""
+    out: list[tuple[str, int, tuple[int, ...]]] = []
+    ta = bench.ta
+    for _round in range(6):
+        while True:
+            if use_lease_next:
+                task = ta.lease_next()
+            else:
+                picked = ta.select()
+                task = None if picked is None else ta.lease(*picked)
+            if task is None:
+                break
+            bench.leased.setdefault(task.gen.name, []).append(task)
+            out.append((task.gen.name, task.row, tuple(ta.debt[task.gen.index])))
+        for name in sorted(bench.leased):
+            if bench.leased[name]:
+                bench.release(name)
+    return out
+
+
+@pytest.mark.parametrize("case", ["solo borrow", "pressure", "advisory"])
+def test_lease_next_leases_what_select_then_lease_would(make_workload, case: str) -> None:
+    def run(use_lease_next: bool) -> tuple[list, int]:
+        if case != "advisory":
+            wl = make_workload([custom("a", 3), custom("b", 1)], MODEL, scheduler={"max_model_task_admission": 10})
+            bench = Bench(wl)
+            bench.push("a", 12)
+            if case == "pressure":
+                bench.push("b", 12)
+        else:
+            bench = advisory_bench(make_workload, {"a"})
+            for column in ("a", "b", "local"):
+                bench.push(column, 5)
+        return leases_by_steps(bench, use_lease_next), bench.ta.advisory_skips
+
+    expected, skips = run(False)
+    assert len(expected) > 10  # several rounds
+    if case == "solo borrow":
+        assert any(any(debt) for _, _, debt in expected)
+    if case == "advisory":
+        assert skips > 0
+    assert run(True) == (expected, skips)
