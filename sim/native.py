@@ -38,6 +38,8 @@ COMPILED_MODULES: tuple[str, ...] = (
     "series",
     "providers",
     "histogram",
+    "row_group_admission",
+    "policies",
 )
 #: The mypyc group's name: its shared library is ``<GROUP>__mypyc`` (a top-level module name).
 GROUP = "admission_sim_hotpath"
