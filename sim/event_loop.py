@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import simpy
-from simpy.events import NORMAL
+from simpy.events import NORMAL, URGENT
 
 from .errors import InputError
 
@@ -218,6 +218,104 @@ def schedule_step(env: simpy.Environment, delay: float, callbacks: tuple[Callbac
     """``env.timeout(delay).callbacks.append(...)`` for fixed ``callbacks`` that read their data
     from ``step.entry``: no Timeout, callback list or closure per call, same event order."""
     heappush(env._queue, (env._now + delay, NORMAL, next(env._eid), _Step(callbacks, entry)))
+
+
+class Coroutine:
+    """Drives a generator of SimPy events as :class:`simpy.Process` does, without its pure-Python
+    resume: the same Initialize entry (urgent, now, one event id), the same callback appended to
+    each yielded event, the event's value sent in, an already processed event resumed at once,
+    and the same end entry, so the order of events is unchanged (docs/performance.md). Nothing
+    waits on it, so it is not an event itself; a failure is scheduled as a failed event, which
+    the step loop raises as SimPy's would."""
+
+    __slots__ = ("env", "_gen", "_cb")
+
+    def __init__(self, env: simpy.Environment, gen: Any) -> None:
+        self.env = env
+        self._gen = gen
+        # one bound method for every resume (SimPy's Process builds a new one per yield)
+        self._cb: Callback = self._resume
+        heappush(env._queue, (env._now, URGENT, next(env._eid), _Step([self._cb])))
+
+    def _resume(self, event: Any) -> None:
+        gen = self._gen
+        while True:
+            try:
+                if event._ok:
+                    event = gen.send(event._value)
+                else:
+                    event._defused = True
+                    exc = type(event._value)(*event._value.args)
+                    exc.__cause__ = event._value
+                    event = gen.throw(exc)
+            except StopIteration:
+                # SimPy schedules the ended process (nothing waits on it here)
+                env = self.env
+                heappush(env._queue, (env._now, NORMAL, next(env._eid), _Step([])))
+                return
+            except BaseException as err:
+                env = self.env
+                heappush(env._queue, (env._now, NORMAL, next(env._eid), _Failed(err)))
+                return
+            callbacks = event.callbacks
+            if callbacks is not None:
+                callbacks.append(self._cb)
+                return
+
+
+class _Failed:
+    """A coroutine that raised: the step loop re-raises ``_value`` when it processes this entry."""
+
+    __slots__ = ("callbacks", "_value")
+    _ok = False
+
+    def __init__(self, err: BaseException) -> None:
+        self.callbacks: list[Callback] = []
+        self._value = err
+
+
+class Signal:
+    """``env.event()`` that is only ever succeeded with no value: ``succeed`` schedules it as
+    SimPy's does (now, normal priority, next event id); ``triggered`` is a plain attribute."""
+
+    __slots__ = ("callbacks", "triggered", "_env")
+    _ok = True
+    _value = None
+
+    def __init__(self, env: simpy.Environment) -> None:
+        self.callbacks: list[Callback] | None = []
+        self.triggered = False
+        self._env = env
+
+    def succeed(self) -> None:
+        self.triggered = True
+        env = self._env
+        heappush(env._queue, (env._now, NORMAL, next(env._eid), self))
+
+
+class FirstOf:
+    """``a | b`` (SimPy's any-of Condition) for two events that cannot fail: it is scheduled
+    (now, normal, next event id) when the first of them is processed, as the Condition is."""
+
+    __slots__ = ("callbacks", "triggered", "_env")
+    _ok = True
+    _value = None
+
+    def __init__(self, env: simpy.Environment, a: Any, b: Any) -> None:
+        self.callbacks: list[Callback] | None = []
+        self.triggered = False
+        self._env = env
+        for ev in (a, b):
+            if ev.callbacks is None:
+                self._check(ev)
+            else:
+                ev.callbacks.append(self._check)
+
+    def _check(self, _ev: Any) -> None:
+        if not self.triggered:
+            self.triggered = True
+            env = self._env
+            heappush(env._queue, (env._now, NORMAL, next(env._eid), self))
 
 
 class EventLoop:

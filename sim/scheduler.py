@@ -28,7 +28,7 @@ from typing import Any
 import simpy
 from mypy_extensions import mypyc_attr
 
-from .event_loop import EventLoop, LoopCosts, load_profile, schedule_step, timeout_step
+from .event_loop import Coroutine, EventLoop, FirstOf, LoopCosts, Signal, load_profile, schedule_step, timeout_step
 from .invariants import SimulationError, check_end_state
 from .metrics import Recorder
 from .policies import Policy
@@ -181,8 +181,10 @@ class Scheduler:
         self.stop_message = ""
         self.stop_reason: str | None = None
         self._done = self.env.event()
-        self._wake_ev = self.env.event()
-        self._admission_ev = self.env.event()
+        #: ``_done.triggered``, read by every pass without a property call
+        self._stopped = False
+        self._wake_ev = Signal(self.env)
+        self._admission_ev = Signal(self.env)
 
         # The scheduler's own event loop (docs/event-loop.md); None is the zero-cost model.
         self.loop: EventLoop | None = None
@@ -246,8 +248,8 @@ class Scheduler:
     def run(self) -> None:
         env = self.env
         self._wall_deadline = time.perf_counter() + self.scenario.stop.max_wall_seconds
-        env.process(self._main_loop())  # first: its first evaluation sees no pending row group
-        env.process(self._admission())
+        Coroutine(env, self._main_loop())  # first: its first evaluation sees no pending row group
+        Coroutine(env, self._admission())
         if self.scenario.stop.max_time is not None:
             env.timeout(self.scenario.stop.max_time).callbacks.append(lambda _ev: self._finish("max_time"))
         self._step_until_done()
@@ -288,7 +290,8 @@ class Scheduler:
                 return
 
     def _finish(self, reason: str) -> None:
-        if not self._done.triggered:
+        if not self._stopped:
+            self._stopped = True
             self.stop_reason = reason
             self._done.succeed(reason)
 
@@ -355,7 +358,7 @@ class Scheduler:
         if timeout is None:
             yield self._wake_ev
         else:
-            yield self._wake_ev | self.env.timeout(timeout)
+            yield FirstOf(self.env, self._wake_ev, timeout_step(self.env, timeout))
         yield timeout_step(self.env, 0)
 
     # ------------------------------------------------------------------------------------------
@@ -368,13 +371,13 @@ class Scheduler:
         if loop is not None:
             yield loop.turn()
         for rg_id, size in enumerate(self.workload.row_group_sizes):
-            if self._done.triggered:
+            if self._stopped:
                 return
             self.pending = (rg_id, size)
             while not rga.may_admit(len(self.active), self.active_rows, size):
                 if len(self.active) < rga.target:  # blocked by the row guard alone
                     rga.blocked_reasons["max_admitted_rows"] += 1
-                self._admission_ev = self.env.event()
+                self._admission_ev = Signal(self.env)
                 if loop is not None:
                     loop.release()
                 yield self._admission_ev
@@ -416,7 +419,7 @@ class Scheduler:
         loop = self.loop
         if loop is not None:
             yield loop.turn()
-        while not self._done.triggered:
+        while not self._stopped:
             self.iterations += 1
             if (
                 self.iterations + self.drain_passes + self.recorder.dispatches + self.salvage_scanned
@@ -424,7 +427,7 @@ class Scheduler:
                 and not self._within_budget()
             ):
                 return
-            self._wake_ev = self.env.event()
+            self._wake_ev = Signal(self.env)
             dispatched, blocked = yield from self._dispatch_pass()
             if loop is not None and (cost := self._checkpoint_cost() + self._evaluation_cost()) > 0:
                 yield loop.hold(cost)
@@ -440,7 +443,7 @@ class Scheduler:
                     # The pause waits for a wake raised after it starts: wakes from the salvage
                     # just finished would otherwise end it at once and, with zero-latency mocks,
                     # spin forever at one simulated instant (see README, Fidelity).
-                    self._wake_ev = self.env.event()
+                    self._wake_ev = Signal(self.env)
                     yield from self._wait_wake(self._resalvage_delay())
                     continue
             if self.all_admitted and not self.active and self.in_flight == 0:
@@ -705,7 +708,7 @@ class Scheduler:
             if self.loop is not None:
                 yield self.loop.hold(self._checkpoint_cost())
             self._checkpoint_pass()
-            if self._done.triggered:
+            if self._stopped:
                 return
         # Every modelled retryable error is a 429, which is preserved: exhausted tasks stay.
         leftover = self.deferred
@@ -719,7 +722,7 @@ class Scheduler:
     def _drain(self) -> Proc:
         """Dispatch and wait until the queue is empty and nothing is in flight (all row groups)."""
         tasks = self.tasks
-        while not self._done.triggered:
+        while not self._stopped:
             self.drain_passes += 1
             if (
                 self.iterations + self.drain_passes + self.recorder.dispatches + self.salvage_scanned
@@ -727,7 +730,7 @@ class Scheduler:
                 and not self._within_budget()
             ):
                 return
-            self._wake_ev = self.env.event()
+            self._wake_ev = Signal(self.env)
             dispatched, blocked = yield from self._dispatch_pass()
             if self.loop is not None:  # drains last seconds in real runs: keep the series going
                 self.recorder.sample(self)
@@ -762,7 +765,7 @@ class Scheduler:
         if timeout is None:
             yield self._wake_ev
         else:
-            yield self._wake_ev | self.env.timeout(timeout)
+            yield FirstOf(self.env, self._wake_ev, timeout_step(self.env, timeout))
         yield self.loop.turn()
 
     def _checkpoint_cost(self) -> float:
