@@ -189,20 +189,30 @@ def load_profile(name_or_path: str) -> LoopProfile:
 _TURN = None
 
 
-class _Step:
-    """A SimPy queue entry with no :class:`simpy.Timeout` behind it: the loop's hot path schedules
-    these directly (same time, priority and event id a Timeout would get, so the order of events
-    is unchanged) and skips a Timeout, its callback list and a closure per callback.
+class Entry:
+    """A SimPy queue entry of the scheduler's own (no :class:`simpy.Event` behind it): what SimPy's
+    ``step`` and a process read (``callbacks``, ``_ok``, ``_value``), as native attributes, so the
+    scheduler's step loop handles these entries without generic attribute lookups."""
 
-    SimPy's ``step`` reads only ``callbacks`` and ``_ok``; a process that yields one reads ``_value``.
-    """
+    __slots__ = ("callbacks", "_ok", "_value")
 
-    __slots__ = ("callbacks", "entry")
-    _ok = True
-    _value = None
-
-    def __init__(self, callbacks: Any, entry: Any = None) -> None:
+    def __init__(self, callbacks: list[Callback] | None) -> None:
         self.callbacks = callbacks
+        self._ok = True
+        self._value: Any = None
+
+
+class _Step(Entry):
+    """An entry with no :class:`simpy.Timeout` behind it: the loop's hot path schedules these
+    directly (same time, priority and event id a Timeout would get, so the order of events is
+    unchanged) and skips a Timeout, its callback list and a closure per callback."""
+
+    __slots__ = ("entry",)
+
+    def __init__(self, callbacks: list[Callback] | None, entry: Any = None) -> None:
+        self.callbacks = callbacks
+        self._ok = True
+        self._value = None
         self.entry = entry
 
 
@@ -214,7 +224,7 @@ def timeout_step(env: simpy.Environment, delay: float) -> _Step:
     return step
 
 
-def schedule_step(env: simpy.Environment, delay: float, callbacks: tuple[Callback, ...], entry: Any) -> None:
+def schedule_step(env: simpy.Environment, delay: float, callbacks: list[Callback], entry: Any) -> None:
     """``env.timeout(delay).callbacks.append(...)`` for fixed ``callbacks`` that read their data
     from ``step.entry``: no Timeout, callback list or closure per call, same event order."""
     heappush(env._queue, (env._now + delay, NORMAL, next(env._eid), _Step(callbacks, entry)))
@@ -263,27 +273,27 @@ class Coroutine:
                 return
 
 
-class _Failed:
+class _Failed(Entry):
     """A coroutine that raised: the step loop re-raises ``_value`` when it processes this entry."""
 
-    __slots__ = ("callbacks", "_value")
-    _ok = False
+    __slots__ = ()
 
     def __init__(self, err: BaseException) -> None:
-        self.callbacks: list[Callback] = []
+        self.callbacks = []
+        self._ok = False
         self._value = err
 
 
-class Signal:
+class Signal(Entry):
     """``env.event()`` that is only ever succeeded with no value: ``succeed`` schedules it as
     SimPy's does (now, normal priority, next event id); ``triggered`` is a plain attribute."""
 
-    __slots__ = ("callbacks", "triggered", "_env")
-    _ok = True
-    _value = None
+    __slots__ = ("triggered", "_env")
 
     def __init__(self, env: simpy.Environment) -> None:
-        self.callbacks: list[Callback] | None = []
+        self.callbacks = []
+        self._ok = True
+        self._value = None
         self.triggered = False
         self._env = env
 
@@ -293,16 +303,16 @@ class Signal:
         heappush(env._queue, (env._now, NORMAL, next(env._eid), self))
 
 
-class FirstOf:
+class FirstOf(Entry):
     """``a | b`` (SimPy's any-of Condition) for two events that cannot fail: it is scheduled
     (now, normal, next event id) when the first of them is processed, as the Condition is."""
 
-    __slots__ = ("callbacks", "triggered", "_env")
-    _ok = True
-    _value = None
+    __slots__ = ("triggered", "_env")
 
     def __init__(self, env: simpy.Environment, a: Any, b: Any) -> None:
-        self.callbacks: list[Callback] | None = []
+        self.callbacks = []
+        self._ok = True
+        self._value = None
         self.triggered = False
         self._env = env
         for ev in (a, b):
@@ -364,7 +374,7 @@ class EventLoop:
         # At most one callback holds the CPU at a time, so one reusable queue entry serves them all.
         self._cpu_callbacks = [self._cpu_done]
         self._cpu = _Step(None)
-        self._timer_callbacks = (self._timer_done,)
+        self._timer_callbacks = [self._timer_done]
         self._fn: Callback | None = None
         self._args: tuple[Any, ...] = ()
 
