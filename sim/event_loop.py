@@ -24,7 +24,7 @@ import tomllib
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
-from heapq import heappush
+from heapq import heappop, heappush
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -194,12 +194,22 @@ class Entry:
     ``step`` and a process read (``callbacks``, ``_ok``, ``_value``), as native attributes, so the
     scheduler's step loop handles these entries without generic attribute lookups."""
 
-    __slots__ = ("callbacks", "_ok", "_value")
+    __slots__ = ("callbacks", "_ok", "_value", "_t", "_key")
 
     def __init__(self, callbacks: list[Callback] | None) -> None:
         self.callbacks = callbacks
         self._ok = True
         self._value: Any = None
+
+    # Set by Timeline.push when the entry goes to the scheduler's own heap: the time and
+    # (priority, event id) SimPy's queue would order it by.
+    _t: float
+    _key: int
+
+    def __lt__(self, other: Entry) -> bool:
+        if self._t != other._t:
+            return self._t < other._t
+        return self._key < other._key
 
 
 class _Step(Entry):
@@ -216,18 +226,61 @@ class _Step(Entry):
         self.entry = entry
 
 
-def timeout_step(env: simpy.Environment, delay: float) -> _Step:
+#: Event ids below this fit under a priority in one integer key (SimPy ids count events, ~10 per task).
+_EID_SPAN = 1 << 48
+
+
+def _compiled() -> bool:
+    """True when this module runs compiled (mypyc): its functions have no Python code object."""
+    return not hasattr(_compiled, "__code__")
+
+
+#: The own heap pays off only compiled: interpreted, ``Entry.__lt__`` is a Python call per compare.
+COMPILED = _compiled()
+
+
+class Timeline:
+    """Where the scheduler's own entries are scheduled: SimPy's queue, as ``(time, priority, id,
+    entry)`` tuples, or (``own``) a heap of the entries themselves, ordered by the same time,
+    priority and event id from SimPy's counter, that the scheduler's step loop merges with SimPy's
+    queue, so the order of events is the same either way (docs/performance.md)."""
+
+    __slots__ = ("env", "queue", "eid", "own", "heap", "now")
+
+    def __init__(self, env: simpy.Environment, own: bool = False) -> None:
+        self.env = env
+        self.queue: list[Any] = env._queue
+        self.eid = env._eid
+        self.own = own
+        self.heap: list[Entry] = []
+        #: ``env.now``, kept by the scheduler's step loop when ``own`` (read natively by push)
+        self.now: float = env._now
+
+    def push(self, delay: float, priority: int, entry: Entry) -> None:
+        """Schedule ``entry`` at now + ``delay`` (what ``env.schedule`` does)."""
+        if self.own:
+            entry._t = self.now + delay
+            entry._key = priority * _EID_SPAN + next(self.eid)
+            heappush(self.heap, entry)
+        else:
+            heappush(self.queue, (self.env._now + delay, priority, next(self.eid), entry))
+
+    def pop(self) -> Entry:
+        return heappop(self.heap)
+
+
+def timeout_step(tl: Timeline, delay: float) -> _Step:
     """What ``env.timeout(delay)`` schedules, for a process to yield, without the Timeout object:
     the same time, priority and event id, so the run is unchanged."""
     step = _Step([])
-    heappush(env._queue, (env._now + delay, NORMAL, next(env._eid), step))
+    tl.push(delay, NORMAL, step)
     return step
 
 
-def schedule_step(env: simpy.Environment, delay: float, callbacks: list[Callback], entry: Any) -> None:
+def schedule_step(tl: Timeline, delay: float, callbacks: list[Callback], entry: Any) -> None:
     """``env.timeout(delay).callbacks.append(...)`` for fixed ``callbacks`` that read their data
     from ``step.entry``: no Timeout, callback list or closure per call, same event order."""
-    heappush(env._queue, (env._now + delay, NORMAL, next(env._eid), _Step(callbacks, entry)))
+    tl.push(delay, NORMAL, _Step(callbacks, entry))
 
 
 class Coroutine:
@@ -238,14 +291,14 @@ class Coroutine:
     waits on it, so it is not an event itself; a failure is scheduled as a failed event, which
     the step loop raises as SimPy's would."""
 
-    __slots__ = ("env", "_gen", "_cb")
+    __slots__ = ("_tl", "_gen", "_cb")
 
-    def __init__(self, env: simpy.Environment, gen: Any) -> None:
-        self.env = env
+    def __init__(self, tl: Timeline, gen: Any) -> None:
+        self._tl = tl
         self._gen = gen
         # one bound method for every resume (SimPy's Process builds a new one per yield)
         self._cb: Callback = self._resume
-        heappush(env._queue, (env._now, URGENT, next(env._eid), _Step([self._cb])))
+        tl.push(0.0, URGENT, _Step([self._cb]))
 
     def _resume(self, event: Any) -> None:
         gen = self._gen
@@ -260,12 +313,10 @@ class Coroutine:
                     event = gen.throw(exc)
             except StopIteration:
                 # SimPy schedules the ended process (nothing waits on it here)
-                env = self.env
-                heappush(env._queue, (env._now, NORMAL, next(env._eid), _Step([])))
+                self._tl.push(0.0, NORMAL, _Step([]))
                 return
             except BaseException as err:
-                env = self.env
-                heappush(env._queue, (env._now, NORMAL, next(env._eid), _Failed(err)))
+                self._tl.push(0.0, NORMAL, _Failed(err))
                 return
             callbacks = event.callbacks
             if callbacks is not None:
@@ -288,33 +339,32 @@ class Signal(Entry):
     """``env.event()`` that is only ever succeeded with no value: ``succeed`` schedules it as
     SimPy's does (now, normal priority, next event id); ``triggered`` is a plain attribute."""
 
-    __slots__ = ("triggered", "_env")
+    __slots__ = ("triggered", "_tl")
 
-    def __init__(self, env: simpy.Environment) -> None:
+    def __init__(self, tl: Timeline) -> None:
         self.callbacks = []
         self._ok = True
         self._value = None
         self.triggered = False
-        self._env = env
+        self._tl = tl
 
     def succeed(self) -> None:
         self.triggered = True
-        env = self._env
-        heappush(env._queue, (env._now, NORMAL, next(env._eid), self))
+        self._tl.push(0.0, NORMAL, self)
 
 
 class FirstOf(Entry):
     """``a | b`` (SimPy's any-of Condition) for two events that cannot fail: it is scheduled
     (now, normal, next event id) when the first of them is processed, as the Condition is."""
 
-    __slots__ = ("triggered", "_env")
+    __slots__ = ("triggered", "_tl")
 
-    def __init__(self, env: simpy.Environment, a: Any, b: Any) -> None:
+    def __init__(self, tl: Timeline, a: Any, b: Any) -> None:
         self.callbacks = []
         self._ok = True
         self._value = None
         self.triggered = False
-        self._env = env
+        self._tl = tl
         for ev in (a, b):
             if ev.callbacks is None:
                 self._check(ev)
@@ -324,8 +374,7 @@ class FirstOf(Entry):
     def _check(self, _ev: Any) -> None:
         if not self.triggered:
             self.triggered = True
-            env = self._env
-            heappush(env._queue, (env._now, NORMAL, next(env._eid), self))
+            self._tl.push(0.0, NORMAL, self)
 
 
 class EventLoop:
@@ -334,6 +383,7 @@ class EventLoop:
     __slots__ = (
         "env",
         "_ready",
+        "_append",
         "_due",
         "_running",
         "_owned",
@@ -343,8 +393,7 @@ class EventLoop:
         "busy_time",
         "callbacks_run",
         "turns",
-        "_queue",
-        "_eid",
+        "_tl",
         "_cpu",
         "_cpu_callbacks",
         "_timer_callbacks",
@@ -352,9 +401,11 @@ class EventLoop:
         "_args",
     )
 
-    def __init__(self, env: simpy.Environment) -> None:
+    def __init__(self, env: simpy.Environment, timeline: Timeline | None = None) -> None:
         self.env = env
         self._ready: deque[tuple[float | None, Any, tuple[Any, ...]]] = deque()
+        #: ``_ready.append``, bound once (compiled code looks a deque's methods up on every call)
+        self._append: Callable[[tuple[float | None, Any, tuple[Any, ...]]], None] = self._ready.append
         self._due: list[tuple[float, Callback, tuple[Any, ...]]] = []
         self._running = False
         #: True while a coroutine turn (not a callback) holds the CPU
@@ -368,9 +419,8 @@ class EventLoop:
         #: callbacks and coroutine turns run so far
         self.callbacks_run = 0
         self.turns = 0
-        # SimPy's event heap and id counter, pushed to directly (as Environment.schedule does)
-        self._queue = env._queue
-        self._eid = env._eid
+        # where the loop's entries are scheduled (SimPy's queue unless the scheduler owns a heap)
+        self._tl: Timeline = timeline if timeline is not None else Timeline(env)
         # At most one callback holds the CPU at a time, so one reusable queue entry serves them all.
         self._cpu_callbacks = [self._cpu_done]
         self._cpu = _Step(None)
@@ -392,7 +442,7 @@ class EventLoop:
 
     def call_soon(self, cost: float, fn: Callback, *args: Any) -> None:
         """Queue ``fn(*args)`` behind everything already ready; it runs after ``cost`` of CPU."""
-        self._ready.append((cost, fn, args))
+        self._append((cost, fn, args))
         if not self._running:
             self._run_next()
 
@@ -406,13 +456,13 @@ class EventLoop:
             self.call_soon(cost, fn, *args)
             return
         timer = _Step(self._timer_callbacks, (cost, fn, args))
-        heappush(self._queue, (self.env._now + delay, NORMAL, next(self._eid), timer))
+        self._tl.push(delay, NORMAL, timer)
 
     def turn(self) -> _Step:
         """An event that fires when the calling coroutine (which does not own the CPU) gets it:
         a woken coroutine's continuation joins the back of the ready queue."""
         ev = _Step([])
-        self._ready.append((_TURN, ev, ()))
+        self._append((_TURN, ev, ()))
         if not self._running:
             self._run_next()
         return ev
@@ -421,7 +471,7 @@ class EventLoop:
         """``await asyncio.sleep(0)`` by the coroutine that owns the CPU: it goes to the back of the
         ready queue and gets the CPU again after everything queued before it has run."""
         ev = _Step([])
-        self._ready.append((_TURN, ev, ()))
+        self._append((_TURN, ev, ()))
         self.release()
         return ev
 
@@ -432,7 +482,7 @@ class EventLoop:
         total = cost + self._debt
         self._debt = 0.0
         step = _Step([])
-        heappush(self._queue, (self.env._now + total, NORMAL, next(self._eid), step))
+        self._tl.push(total, NORMAL, step)
         return step
 
     def charge(self, cost: float) -> None:
@@ -454,7 +504,7 @@ class EventLoop:
             debt = self._debt
             if debt > 0.0:  # the CPU stays busy until the charged time has passed
                 self._debt = 0.0
-                heappush(self._queue, (self.env._now + debt, NORMAL, next(self._eid), _Step([self._after_debt])))
+                self._tl.push(debt, NORMAL, _Step([self._after_debt]))
                 return
             self._running = False
             self._run_next()
@@ -488,7 +538,7 @@ class EventLoop:
             self.turns += 1
             self._owned = True
             # what Event.succeed() does for the turn's entry: due now, after what is already due
-            heappush(self._queue, (self.env._now, NORMAL, next(self._eid), fn))
+            self._tl.push(0.0, NORMAL, fn)
             return
         self.callbacks_run += 1
         # _occupy, inlined: this is the path of every callback
@@ -497,7 +547,7 @@ class EventLoop:
         self._args = args
         cpu = self._cpu
         cpu.callbacks = self._cpu_callbacks
-        heappush(self._queue, (self.env._now + cost, NORMAL, next(self._eid), cpu))
+        self._tl.push(cost, NORMAL, cpu)
 
     def _occupy(self, cost: float, fn: Callback, args: tuple[Any, ...]) -> None:
         """The running callback holds the CPU for ``cost``, then ``fn(*args)`` runs (as a Timeout
@@ -507,7 +557,7 @@ class EventLoop:
         self._args = args
         cpu = self._cpu
         cpu.callbacks = self._cpu_callbacks
-        heappush(self._queue, (self.env._now + cost, NORMAL, next(self._eid), cpu))
+        self._tl.push(cost, NORMAL, cpu)
 
     def _cpu_done(self, _ev: _Step) -> None:
         self._fn(*self._args)

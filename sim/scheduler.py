@@ -31,12 +31,15 @@ import simpy
 from mypy_extensions import mypyc_attr
 
 from .event_loop import (
+    _EID_SPAN,
+    COMPILED,
     Coroutine,
     Entry,
     EventLoop,
     FirstOf,
     LoopCosts,
     Signal,
+    Timeline,
     load_profile,
     schedule_step,
     timeout_step,
@@ -195,15 +198,18 @@ class Scheduler:
         self._done = self.env.event()
         #: ``_done.triggered``, read by every pass without a property call
         self._stopped = False
-        self._wake_ev = Signal(self.env)
-        self._admission_ev = Signal(self.env)
+        # The scheduler's own entries go to a heap of their own that the step loop merges with
+        # SimPy's (compiled only, and not under an instrumented environment, whose step must see them).
+        self.timeline = Timeline(self.env, own=COMPILED and type(self.env).step is _PLAIN_STEP)
+        self._wake_ev = Signal(self.timeline)
+        self._admission_ev = Signal(self.timeline)
 
         # The scheduler's own event loop (docs/event-loop.md); None is the zero-cost model.
         self.loop: EventLoop | None = None
         self.costs: LoopCosts | None = None
         loop_cfg = scenario.scheduler.loop
         if loop_cfg.model == "calibrated":
-            self.loop = EventLoop(self.env)
+            self.loop = EventLoop(self.env, self.timeline)
             self.costs = load_profile(loop_cfg.profile).costs(loop_cfg.scale)
             # without a request-admission controller the passes and dispatches take no
             # request-pressure snapshots (docs/event-loop.md, "The direct path")
@@ -260,8 +266,8 @@ class Scheduler:
     def run(self) -> None:
         env = self.env
         self._wall_deadline = time.perf_counter() + self.scenario.stop.max_wall_seconds
-        Coroutine(env, self._main_loop())  # first: its first evaluation sees no pending row group
-        Coroutine(env, self._admission())
+        Coroutine(self.timeline, self._main_loop())  # first: its first evaluation sees no pending row group
+        Coroutine(self.timeline, self._admission())
         if self.scenario.stop.max_time is not None:
             env.timeout(self.scenario.stop.max_time).callbacks.append(lambda _ev: self._finish("max_time"))
         # The run makes no reference cycles per task (docs/performance.md), so the cyclic
@@ -291,14 +297,39 @@ class Scheduler:
                 raise
             return
         queue = env._queue
+        timeline = self.timeline
+        own: list[Entry] = timeline.heap
         pop = heappop
         event: object  # a SimPy event or one of the scheduler's own entries
         callbacks: Any
+        # SimPy's next entry's time and (priority, id) key, re-read only when its head changes
+        head: object = None
+        head_t = 0.0
+        head_key = 0
         while True:
-            try:
-                env._now, _, _, event = pop(queue)
-            except IndexError:
-                raise SimulationError(f"the model stalled at t={env.now:.3f}s with nothing scheduled") from None
+            if own:
+                if queue:
+                    first = queue[0]
+                    if first is not head:
+                        head = first
+                        head_t = first[0]
+                        head_key = first[1] * _EID_SPAN + first[2]
+                    top = own[0]
+                    mine = top._t < head_t or (top._t == head_t and top._key < head_key)
+                else:
+                    mine = True
+            else:
+                mine = False
+            if mine:
+                entry = pop(own)
+                env._now = timeline.now = entry._t
+                event = entry
+            else:
+                try:
+                    env._now, _, _, event = pop(queue)
+                except IndexError:
+                    raise SimulationError(f"the model stalled at t={env.now:.3f}s with nothing scheduled") from None
+                timeline.now = env._now
             if isinstance(event, Entry):  # the scheduler's own entries (most of them): native attributes
                 entries: list[Callable[..., Any]] = event.callbacks
                 event.callbacks = None
@@ -391,8 +422,8 @@ class Scheduler:
         if timeout is None:
             yield self._wake_ev
         else:
-            yield FirstOf(self.env, self._wake_ev, timeout_step(self.env, timeout))
-        yield timeout_step(self.env, 0)
+            yield FirstOf(self.timeline, self._wake_ev, timeout_step(self.timeline, timeout))
+        yield timeout_step(self.timeline, 0)
 
     # ------------------------------------------------------------------------------------------
     # Admission coroutine (docs/model.md, "Row-group admission")
@@ -410,7 +441,7 @@ class Scheduler:
             while not rga.may_admit(len(self.active), self.active_rows, size):
                 if len(self.active) < rga.target:  # blocked by the row guard alone
                     rga.blocked_reasons["max_admitted_rows"] += 1
-                self._admission_ev = Signal(self.env)
+                self._admission_ev = Signal(self.timeline)
                 if loop is not None:
                     loop.release()
                 yield self._admission_ev
@@ -460,7 +491,7 @@ class Scheduler:
                 and not self._within_budget()
             ):
                 return
-            self._wake_ev = Signal(self.env)
+            self._wake_ev = Signal(self.timeline)
             dispatched, blocked = yield from self._dispatch_pass()
             if loop is not None and (cost := self._checkpoint_cost() + self._evaluation_cost()) > 0:
                 yield loop.hold(cost)
@@ -476,7 +507,7 @@ class Scheduler:
                     # The pause waits for a wake raised after it starts: wakes from the salvage
                     # just finished would otherwise end it at once and, with zero-latency mocks,
                     # spin forever at one simulated instant (see README, Fidelity).
-                    self._wake_ev = Signal(self.env)
+                    self._wake_ev = Signal(self.timeline)
                     yield from self._wait_wake(self._resalvage_delay())
                     continue
             if self.all_admitted and not self.active and self.in_flight == 0:
@@ -533,7 +564,7 @@ class Scheduler:
             self.recorder.dispatched(self, len(started))
             for task in started:
                 self._start(task)
-            yield timeout_step(self.env, 0) if loop is None else loop.yield_turn()
+            yield timeout_step(self.timeline, 0) if loop is None else loop.yield_turn()
         return bool(started), blocked
 
     def _checkpoint_pass(self) -> None:
@@ -562,7 +593,7 @@ class Scheduler:
             self._loop_start(task)
             return
         if gen.kind == "local":
-            schedule_step(self.env, gen.duration, self._local_done_callbacks, task)
+            schedule_step(self.timeline, gen.duration, self._local_done_callbacks, task)
             return
         res = self.gen_request_resource[gen.index]
         if res is None:
@@ -596,7 +627,7 @@ class Scheduler:
             cost = costs.completion if lease is not None else costs.direct_completion
             loop.call_later(answer.latency, cost, self._answered, task, lease, answer)
             return
-        schedule_step(self.env, answer.latency, self._answered_callbacks, (task, lease, answer))
+        schedule_step(self.timeline, answer.latency, self._answered_callbacks, (task, lease, answer))
 
     def _answered_step(self, step: Any) -> None:
         self._answered(*step.entry)
@@ -772,7 +803,7 @@ class Scheduler:
                 and not self._within_budget()
             ):
                 return
-            self._wake_ev = Signal(self.env)
+            self._wake_ev = Signal(self.timeline)
             dispatched, blocked = yield from self._dispatch_pass()
             if self.loop is not None:  # drains last seconds in real runs: keep the series going
                 self.recorder.sample(self)
@@ -809,7 +840,7 @@ class Scheduler:
         if timeout is None:
             yield wake
         else:
-            yield FirstOf(self.env, wake, timeout_step(self.env, timeout))
+            yield FirstOf(self.timeline, wake, timeout_step(self.timeline, timeout))
         yield loop.turn()
 
     def _checkpoint_cost(self) -> float:
