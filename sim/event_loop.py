@@ -24,10 +24,10 @@ import tomllib
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
-from heapq import heappop, heappush
+from heapq import heappush
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import simpy
 from simpy.events import NORMAL, URGENT
@@ -189,17 +189,45 @@ def load_profile(name_or_path: str) -> LoopProfile:
 _TURN = None
 
 
+#: SimPy's priorities (simpy.events.URGENT, NORMAL) as compile-time constants
+_URGENT: Final = 0
+_NORMAL: Final = 1
+assert (_URGENT, _NORMAL) == (URGENT, NORMAL)
+
+#: Event ids below this fit under a priority in one integer key (SimPy ids count events, ~10 per task).
+_EID_SPAN: Final = 1 << 48
+
+
+def _compiled() -> bool:
+    """True when this module runs compiled (mypyc): its functions have no Python code object."""
+    return not hasattr(_compiled, "__code__")
+
+
+#: The own heap pays off only compiled: interpreted, ``Entry.__lt__`` is a Python call per compare.
+COMPILED = _compiled()
+
+
 class Entry:
-    """A SimPy queue entry of the scheduler's own (no :class:`simpy.Event` behind it): what SimPy's
-    ``step`` and a process read (``callbacks``, ``_ok``, ``_value``), as native attributes, so the
-    scheduler's step loop handles these entries without generic attribute lookups."""
+    """A SimPy queue entry of the scheduler's own, with no :class:`simpy.Event` behind it: what
+    SimPy's ``step`` and a process read (``callbacks``, ``_ok``, ``_value``) as native attributes.
 
-    __slots__ = ("callbacks", "_ok", "_value", "_t", "_key")
+    One class for every kind (a step, a signal, a first-of, a failure; see the functions below)
+    so compiled code checks an entry's type exactly instead of walking a class hierarchy.
+    A step carries its data in ``entry`` for its fixed callbacks; the loop's hot path schedules
+    steps directly (same time, priority and event id a Timeout would get, so the order of events
+    is unchanged) and skips a Timeout, its callback list and a closure per callback.
+    """
 
-    def __init__(self, callbacks: list[Callback] | None) -> None:
+    __slots__ = ("callbacks", "_ok", "_value", "entry", "triggered", "_tl", "_t", "_key")
+
+    def __init__(self, callbacks: list[Callback] | None, entry: Any = None) -> None:
         self.callbacks = callbacks
         self._ok = True
         self._value: Any = None
+        self.entry = entry
+        #: a signal or first-of: already scheduled
+        self.triggered = False
+        self._tl: Timeline | None = None
 
     # Set by Timeline.push when the entry goes to the scheduler's own heap: the time and
     # (priority, event id) SimPy's queue would order it by.
@@ -211,32 +239,18 @@ class Entry:
             return self._t < other._t
         return self._key < other._key
 
+    def succeed(self) -> None:
+        """A signal: schedule it as ``Event.succeed()`` does (now, normal priority, next id)."""
+        self.triggered = True
+        tl: Timeline = self._tl
+        tl.push(0.0, _NORMAL, self)
 
-class _Step(Entry):
-    """An entry with no :class:`simpy.Timeout` behind it: the loop's hot path schedules these
-    directly (same time, priority and event id a Timeout would get, so the order of events is
-    unchanged) and skips a Timeout, its callback list and a closure per callback."""
-
-    __slots__ = ("entry",)
-
-    def __init__(self, callbacks: list[Callback] | None, entry: Any = None) -> None:
-        self.callbacks = callbacks
-        self._ok = True
-        self._value = None
-        self.entry = entry
-
-
-#: Event ids below this fit under a priority in one integer key (SimPy ids count events, ~10 per task).
-_EID_SPAN = 1 << 48
-
-
-def _compiled() -> bool:
-    """True when this module runs compiled (mypyc): its functions have no Python code object."""
-    return not hasattr(_compiled, "__code__")
-
-
-#: The own heap pays off only compiled: interpreted, ``Entry.__lt__`` is a Python call per compare.
-COMPILED = _compiled()
+    def _check(self, _ev: Any) -> None:
+        """A first-of: the first of its events was processed."""
+        if not self.triggered:
+            self.triggered = True
+            tl: Timeline = self._tl
+            tl.push(0.0, _NORMAL, self)
 
 
 class Timeline:
@@ -265,22 +279,49 @@ class Timeline:
         else:
             heappush(self.queue, (self.env._now + delay, priority, next(self.eid), entry))
 
-    def pop(self) -> Entry:
-        return heappop(self.heap)
 
-
-def timeout_step(tl: Timeline, delay: float) -> _Step:
+def timeout_step(tl: Timeline, delay: float) -> Entry:
     """What ``env.timeout(delay)`` schedules, for a process to yield, without the Timeout object:
     the same time, priority and event id, so the run is unchanged."""
-    step = _Step([])
-    tl.push(delay, NORMAL, step)
+    step = Entry([])
+    tl.push(delay, _NORMAL, step)
     return step
 
 
 def schedule_step(tl: Timeline, delay: float, callbacks: list[Callback], entry: Any) -> None:
     """``env.timeout(delay).callbacks.append(...)`` for fixed ``callbacks`` that read their data
     from ``step.entry``: no Timeout, callback list or closure per call, same event order."""
-    tl.push(delay, NORMAL, _Step(callbacks, entry))
+    tl.push(delay, _NORMAL, Entry(callbacks, entry))
+
+
+def new_signal(tl: Timeline) -> Entry:
+    """``env.event()`` that is only ever succeeded with no value (:meth:`Entry.succeed`);
+    ``triggered`` is a plain attribute."""
+    sig = Entry([])
+    sig._tl = tl
+    return sig
+
+
+def first_of(tl: Timeline, a: Any, b: Any) -> Entry:
+    """``a | b`` (SimPy's any-of Condition) for two events that cannot fail: it is scheduled
+    (now, normal, next event id) when the first of them is processed, as the Condition is."""
+    first = Entry([])
+    first._tl = tl
+    check = first._check
+    for ev in (a, b):
+        if ev.callbacks is None:
+            check(ev)
+        else:
+            ev.callbacks.append(check)
+    return first
+
+
+def _failed(err: BaseException) -> Entry:
+    """A coroutine that raised: the step loop re-raises ``_value`` when it processes this entry."""
+    failed = Entry([])
+    failed._ok = False
+    failed._value = err
+    return failed
 
 
 class Coroutine:
@@ -298,7 +339,7 @@ class Coroutine:
         self._gen = gen
         # one bound method for every resume (SimPy's Process builds a new one per yield)
         self._cb: Callback = self._resume
-        tl.push(0.0, URGENT, _Step([self._cb]))
+        tl.push(0.0, _URGENT, Entry([self._cb]))
 
     def _resume(self, event: Any) -> None:
         gen = self._gen
@@ -313,68 +354,15 @@ class Coroutine:
                     event = gen.throw(exc)
             except StopIteration:
                 # SimPy schedules the ended process (nothing waits on it here)
-                self._tl.push(0.0, NORMAL, _Step([]))
+                self._tl.push(0.0, _NORMAL, Entry([]))
                 return
             except BaseException as err:
-                self._tl.push(0.0, NORMAL, _Failed(err))
+                self._tl.push(0.0, _NORMAL, _failed(err))
                 return
             callbacks = event.callbacks
             if callbacks is not None:
                 callbacks.append(self._cb)
                 return
-
-
-class _Failed(Entry):
-    """A coroutine that raised: the step loop re-raises ``_value`` when it processes this entry."""
-
-    __slots__ = ()
-
-    def __init__(self, err: BaseException) -> None:
-        self.callbacks = []
-        self._ok = False
-        self._value = err
-
-
-class Signal(Entry):
-    """``env.event()`` that is only ever succeeded with no value: ``succeed`` schedules it as
-    SimPy's does (now, normal priority, next event id); ``triggered`` is a plain attribute."""
-
-    __slots__ = ("triggered", "_tl")
-
-    def __init__(self, tl: Timeline) -> None:
-        self.callbacks = []
-        self._ok = True
-        self._value = None
-        self.triggered = False
-        self._tl = tl
-
-    def succeed(self) -> None:
-        self.triggered = True
-        self._tl.push(0.0, NORMAL, self)
-
-
-class FirstOf(Entry):
-    """``a | b`` (SimPy's any-of Condition) for two events that cannot fail: it is scheduled
-    (now, normal, next event id) when the first of them is processed, as the Condition is."""
-
-    __slots__ = ("triggered", "_tl")
-
-    def __init__(self, tl: Timeline, a: Any, b: Any) -> None:
-        self.callbacks = []
-        self._ok = True
-        self._value = None
-        self.triggered = False
-        self._tl = tl
-        for ev in (a, b):
-            if ev.callbacks is None:
-                self._check(ev)
-            else:
-                ev.callbacks.append(self._check)
-
-    def _check(self, _ev: Any) -> None:
-        if not self.triggered:
-            self.triggered = True
-            self._tl.push(0.0, NORMAL, self)
 
 
 class EventLoop:
@@ -423,7 +411,7 @@ class EventLoop:
         self._tl: Timeline = timeline if timeline is not None else Timeline(env)
         # At most one callback holds the CPU at a time, so one reusable queue entry serves them all.
         self._cpu_callbacks = [self._cpu_done]
-        self._cpu = _Step(None)
+        self._cpu = Entry(None)
         self._timer_callbacks = [self._timer_done]
         self._fn: Callback | None = None
         self._args: tuple[Any, ...] = ()
@@ -455,34 +443,34 @@ class EventLoop:
         if delay <= 0.0:
             self.call_soon(cost, fn, *args)
             return
-        timer = _Step(self._timer_callbacks, (cost, fn, args))
-        self._tl.push(delay, NORMAL, timer)
+        timer = Entry(self._timer_callbacks, (cost, fn, args))
+        self._tl.push(delay, _NORMAL, timer)
 
-    def turn(self) -> _Step:
+    def turn(self) -> Entry:
         """An event that fires when the calling coroutine (which does not own the CPU) gets it:
         a woken coroutine's continuation joins the back of the ready queue."""
-        ev = _Step([])
+        ev = Entry([])
         self._append((_TURN, ev, ()))
         if not self._running:
             self._run_next()
         return ev
 
-    def yield_turn(self) -> _Step:
+    def yield_turn(self) -> Entry:
         """``await asyncio.sleep(0)`` by the coroutine that owns the CPU: it goes to the back of the
         ready queue and gets the CPU again after everything queued before it has run."""
-        ev = _Step([])
+        ev = Entry([])
         self._append((_TURN, ev, ()))
         self.release()
         return ev
 
-    def hold(self, cost: float) -> _Step:
+    def hold(self, cost: float) -> Entry:
         """The owning coroutine keeps the CPU for ``cost`` seconds (yield the returned timeout),
         plus any time it :meth:`charge`-d since its last hold."""
         self.busy_time += cost
         total = cost + self._debt
         self._debt = 0.0
-        step = _Step([])
-        self._tl.push(total, NORMAL, step)
+        step = Entry([])
+        self._tl.push(total, _NORMAL, step)
         return step
 
     def charge(self, cost: float) -> None:
@@ -504,7 +492,7 @@ class EventLoop:
             debt = self._debt
             if debt > 0.0:  # the CPU stays busy until the charged time has passed
                 self._debt = 0.0
-                self._tl.push(debt, NORMAL, _Step([self._after_debt]))
+                self._tl.push(debt, _NORMAL, Entry([self._after_debt]))
                 return
             self._running = False
             self._run_next()
@@ -515,7 +503,7 @@ class EventLoop:
 
     # -- running ---------------------------------------------------------------------------------
 
-    def _timer_done(self, timer: _Step) -> None:
+    def _timer_done(self, timer: Entry) -> None:
         self._due.append(timer.entry)
         if not self._running:
             self._run_next()
@@ -538,7 +526,7 @@ class EventLoop:
             self.turns += 1
             self._owned = True
             # what Event.succeed() does for the turn's entry: due now, after what is already due
-            self._tl.push(0.0, NORMAL, fn)
+            self._tl.push(0.0, _NORMAL, fn)
             return
         self.callbacks_run += 1
         # _occupy, inlined: this is the path of every callback
@@ -547,7 +535,7 @@ class EventLoop:
         self._args = args
         cpu = self._cpu
         cpu.callbacks = self._cpu_callbacks
-        self._tl.push(cost, NORMAL, cpu)
+        self._tl.push(cost, _NORMAL, cpu)
 
     def _occupy(self, cost: float, fn: Callback, args: tuple[Any, ...]) -> None:
         """The running callback holds the CPU for ``cost``, then ``fn(*args)`` runs (as a Timeout
@@ -557,9 +545,9 @@ class EventLoop:
         self._args = args
         cpu = self._cpu
         cpu.callbacks = self._cpu_callbacks
-        self._tl.push(cost, NORMAL, cpu)
+        self._tl.push(cost, _NORMAL, cpu)
 
-    def _cpu_done(self, _ev: _Step) -> None:
+    def _cpu_done(self, _ev: Entry) -> None:
         self._fn(*self._args)
         extension = self._extension
         if extension is not None:

@@ -36,11 +36,11 @@ from .event_loop import (
     Coroutine,
     Entry,
     EventLoop,
-    FirstOf,
     LoopCosts,
-    Signal,
     Timeline,
+    first_of,
     load_profile,
+    new_signal,
     schedule_step,
     timeout_step,
 )
@@ -201,8 +201,8 @@ class Scheduler:
         # The scheduler's own entries go to a heap of their own that the step loop merges with
         # SimPy's (compiled only, and not under an instrumented environment, whose step must see them).
         self.timeline = Timeline(self.env, own=COMPILED and type(self.env).step is _PLAIN_STEP)
-        self._wake_ev = Signal(self.timeline)
-        self._admission_ev = Signal(self.timeline)
+        self._wake_ev = new_signal(self.timeline)
+        self._admission_ev = new_signal(self.timeline)
 
         # The scheduler's own event loop (docs/event-loop.md); None is the zero-cost model.
         self.loop: EventLoop | None = None
@@ -422,7 +422,7 @@ class Scheduler:
         if timeout is None:
             yield self._wake_ev
         else:
-            yield FirstOf(self.timeline, self._wake_ev, timeout_step(self.timeline, timeout))
+            yield first_of(self.timeline, self._wake_ev, timeout_step(self.timeline, timeout))
         yield timeout_step(self.timeline, 0)
 
     # ------------------------------------------------------------------------------------------
@@ -441,7 +441,7 @@ class Scheduler:
             while not rga.may_admit(len(self.active), self.active_rows, size):
                 if len(self.active) < rga.target:  # blocked by the row guard alone
                     rga.blocked_reasons["max_admitted_rows"] += 1
-                self._admission_ev = Signal(self.timeline)
+                self._admission_ev = new_signal(self.timeline)
                 if loop is not None:
                     loop.release()
                 yield self._admission_ev
@@ -491,7 +491,7 @@ class Scheduler:
                 and not self._within_budget()
             ):
                 return
-            self._wake_ev = Signal(self.timeline)
+            self._wake_ev = new_signal(self.timeline)
             dispatched, blocked = yield from self._dispatch_pass()
             if loop is not None and (cost := self._checkpoint_cost() + self._evaluation_cost()) > 0:
                 yield loop.hold(cost)
@@ -507,7 +507,7 @@ class Scheduler:
                     # The pause waits for a wake raised after it starts: wakes from the salvage
                     # just finished would otherwise end it at once and, with zero-latency mocks,
                     # spin forever at one simulated instant (see README, Fidelity).
-                    self._wake_ev = Signal(self.timeline)
+                    self._wake_ev = new_signal(self.timeline)
                     yield from self._wait_wake(self._resalvage_delay())
                     continue
             if self.all_admitted and not self.active and self.in_flight == 0:
@@ -803,7 +803,7 @@ class Scheduler:
                 and not self._within_budget()
             ):
                 return
-            self._wake_ev = Signal(self.timeline)
+            self._wake_ev = new_signal(self.timeline)
             dispatched, blocked = yield from self._dispatch_pass()
             if self.loop is not None:  # drains last seconds in real runs: keep the series going
                 self.recorder.sample(self)
@@ -840,7 +840,7 @@ class Scheduler:
         if timeout is None:
             yield wake
         else:
-            yield FirstOf(self.timeline, wake, timeout_step(self.timeline, timeout))
+            yield first_of(self.timeline, wake, timeout_step(self.timeline, timeout))
         yield loop.turn()
 
     def _checkpoint_cost(self) -> float:
