@@ -274,7 +274,10 @@ class Timeline:
         """Schedule ``entry`` at now + ``delay`` (what ``env.schedule`` does)."""
         if self.own:
             entry._t = self.now + delay
-            entry._key = priority * _EID_SPAN + next(self.eid)
+            key = next(self.eid)
+            if priority:  # compiled code multiplies ids this large through Python ints: add instead
+                key += _EID_SPAN if priority == _NORMAL else priority * _EID_SPAN
+            entry._key = key
             heappush(self.heap, entry)
         else:
             heappush(self.queue, (self.env._now + delay, priority, next(self.eid), entry))
