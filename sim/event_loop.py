@@ -27,10 +27,10 @@ from dataclasses import dataclass, fields
 from heapq import heappush
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import simpy
-from simpy.events import NORMAL
+from simpy.events import NORMAL, URGENT
 
 from .errors import InputError
 
@@ -189,35 +189,183 @@ def load_profile(name_or_path: str) -> LoopProfile:
 _TURN = None
 
 
-class _Step:
-    """A SimPy queue entry with no :class:`simpy.Timeout` behind it: the loop's hot path schedules
-    these directly (same time, priority and event id a Timeout would get, so the order of events
-    is unchanged) and skips a Timeout, its callback list and a closure per callback.
+#: SimPy's priorities (simpy.events.URGENT, NORMAL) as compile-time constants
+_URGENT: Final = 0
+_NORMAL: Final = 1
+assert (_URGENT, _NORMAL) == (URGENT, NORMAL)
 
-    SimPy's ``step`` reads only ``callbacks`` and ``_ok``; a process that yields one reads ``_value``.
+#: Event ids below this fit under a priority in one integer key (SimPy ids count events, ~10 per task).
+_EID_SPAN: Final = 1 << 48
+
+
+def _compiled() -> bool:
+    """True when this module runs compiled (mypyc): its functions have no Python code object."""
+    return not hasattr(_compiled, "__code__")
+
+
+#: The own heap pays off only compiled: interpreted, ``Entry.__lt__`` is a Python call per compare.
+COMPILED = _compiled()
+
+
+class Entry:
+    """A SimPy queue entry of the scheduler's own, with no :class:`simpy.Event` behind it: what
+    SimPy's ``step`` and a process read (``callbacks``, ``_ok``, ``_value``) as native attributes.
+
+    One class for every kind (a step, a signal, a first-of, a failure; see the functions below)
+    so compiled code checks an entry's type exactly instead of walking a class hierarchy.
+    A step carries its data in ``entry`` for its fixed callbacks; the loop's hot path schedules
+    steps directly (same time, priority and event id a Timeout would get, so the order of events
+    is unchanged) and skips a Timeout, its callback list and a closure per callback.
     """
 
-    __slots__ = ("callbacks", "entry")
-    _ok = True
-    _value = None
+    __slots__ = ("callbacks", "_ok", "_value", "entry", "triggered", "_tl", "_t", "_key")
 
-    def __init__(self, callbacks: Any, entry: Any = None) -> None:
+    def __init__(self, callbacks: list[Callback] | None, entry: Any = None) -> None:
         self.callbacks = callbacks
+        self._ok = True
+        self._value: Any = None
         self.entry = entry
+        #: a signal or first-of: already scheduled
+        self.triggered = False
+        self._tl: Timeline | None = None
+
+    # Set by Timeline.push when the entry goes to the scheduler's own heap: the time and
+    # (priority, event id) SimPy's queue would order it by.
+    _t: float
+    _key: int
+
+    def __lt__(self, other: Entry) -> bool:
+        if self._t != other._t:
+            return self._t < other._t
+        return self._key < other._key
+
+    def succeed(self) -> None:
+        """A signal: schedule it as ``Event.succeed()`` does (now, normal priority, next id)."""
+        self.triggered = True
+        tl: Timeline = self._tl
+        tl.push(0.0, _NORMAL, self)
+
+    def _check(self, _ev: Any) -> None:
+        """A first-of: the first of its events was processed."""
+        if not self.triggered:
+            self.triggered = True
+            tl: Timeline = self._tl
+            tl.push(0.0, _NORMAL, self)
 
 
-def timeout_step(env: simpy.Environment, delay: float) -> _Step:
+class Timeline:
+    """Where the scheduler's own entries are scheduled: SimPy's queue, as ``(time, priority, id,
+    entry)`` tuples, or (``own``) a heap of the entries themselves, ordered by the same time,
+    priority and event id from SimPy's counter, that the scheduler's step loop merges with SimPy's
+    queue, so the order of events is the same either way (docs/performance.md)."""
+
+    __slots__ = ("env", "queue", "eid", "own", "heap", "now")
+
+    def __init__(self, env: simpy.Environment, own: bool = False) -> None:
+        self.env = env
+        self.queue: list[Any] = env._queue
+        self.eid = env._eid
+        self.own = own
+        self.heap: list[Entry] = []
+        #: ``env.now``, kept by the scheduler's step loop when ``own`` (read natively by push)
+        self.now: float = env._now
+
+    def push(self, delay: float, priority: int, entry: Entry) -> None:
+        """Schedule ``entry`` at now + ``delay`` (what ``env.schedule`` does)."""
+        if self.own:
+            entry._t = self.now + delay
+            key = next(self.eid)
+            if priority:  # compiled code multiplies ids this large through Python ints: add instead
+                key += _EID_SPAN if priority == _NORMAL else priority * _EID_SPAN
+            entry._key = key
+            heappush(self.heap, entry)
+        else:
+            heappush(self.queue, (self.env._now + delay, priority, next(self.eid), entry))
+
+
+def timeout_step(tl: Timeline, delay: float) -> Entry:
     """What ``env.timeout(delay)`` schedules, for a process to yield, without the Timeout object:
     the same time, priority and event id, so the run is unchanged."""
-    step = _Step([])
-    heappush(env._queue, (env._now + delay, NORMAL, next(env._eid), step))
+    step = Entry([])
+    tl.push(delay, _NORMAL, step)
     return step
 
 
-def schedule_step(env: simpy.Environment, delay: float, callbacks: tuple[Callback, ...], entry: Any) -> None:
+def schedule_step(tl: Timeline, delay: float, callbacks: list[Callback], entry: Any) -> None:
     """``env.timeout(delay).callbacks.append(...)`` for fixed ``callbacks`` that read their data
     from ``step.entry``: no Timeout, callback list or closure per call, same event order."""
-    heappush(env._queue, (env._now + delay, NORMAL, next(env._eid), _Step(callbacks, entry)))
+    tl.push(delay, _NORMAL, Entry(callbacks, entry))
+
+
+def new_signal(tl: Timeline) -> Entry:
+    """``env.event()`` that is only ever succeeded with no value (:meth:`Entry.succeed`);
+    ``triggered`` is a plain attribute."""
+    sig = Entry([])
+    sig._tl = tl
+    return sig
+
+
+def first_of(tl: Timeline, a: Any, b: Any) -> Entry:
+    """``a | b`` (SimPy's any-of Condition) for two events that cannot fail: it is scheduled
+    (now, normal, next event id) when the first of them is processed, as the Condition is."""
+    first = Entry([])
+    first._tl = tl
+    check = first._check
+    for ev in (a, b):
+        if ev.callbacks is None:
+            check(ev)
+        else:
+            ev.callbacks.append(check)
+    return first
+
+
+def _failed(err: BaseException) -> Entry:
+    """A coroutine that raised: the step loop re-raises ``_value`` when it processes this entry."""
+    failed = Entry([])
+    failed._ok = False
+    failed._value = err
+    return failed
+
+
+class Coroutine:
+    """Drives a generator of SimPy events as :class:`simpy.Process` does, without its pure-Python
+    resume: the same Initialize entry (urgent, now, one event id), the same callback appended to
+    each yielded event, the event's value sent in, an already processed event resumed at once,
+    and the same end entry, so the order of events is unchanged (docs/performance.md). Nothing
+    waits on it, so it is not an event itself; a failure is scheduled as a failed event, which
+    the step loop raises as SimPy's would."""
+
+    __slots__ = ("_tl", "_gen", "_cb")
+
+    def __init__(self, tl: Timeline, gen: Any) -> None:
+        self._tl = tl
+        self._gen = gen
+        # one bound method for every resume (SimPy's Process builds a new one per yield)
+        self._cb: Callback = self._resume
+        tl.push(0.0, _URGENT, Entry([self._cb]))
+
+    def _resume(self, event: Any) -> None:
+        gen = self._gen
+        while True:
+            try:
+                if event._ok:
+                    event = gen.send(event._value)
+                else:
+                    event._defused = True
+                    exc = type(event._value)(*event._value.args)
+                    exc.__cause__ = event._value
+                    event = gen.throw(exc)
+            except StopIteration:
+                # SimPy schedules the ended process (nothing waits on it here)
+                self._tl.push(0.0, _NORMAL, Entry([]))
+                return
+            except BaseException as err:
+                self._tl.push(0.0, _NORMAL, _failed(err))
+                return
+            callbacks = event.callbacks
+            if callbacks is not None:
+                callbacks.append(self._cb)
+                return
 
 
 class EventLoop:
@@ -226,6 +374,7 @@ class EventLoop:
     __slots__ = (
         "env",
         "_ready",
+        "_append",
         "_due",
         "_running",
         "_owned",
@@ -235,8 +384,7 @@ class EventLoop:
         "busy_time",
         "callbacks_run",
         "turns",
-        "_queue",
-        "_eid",
+        "_tl",
         "_cpu",
         "_cpu_callbacks",
         "_timer_callbacks",
@@ -244,9 +392,11 @@ class EventLoop:
         "_args",
     )
 
-    def __init__(self, env: simpy.Environment) -> None:
+    def __init__(self, env: simpy.Environment, timeline: Timeline | None = None) -> None:
         self.env = env
         self._ready: deque[tuple[float | None, Any, tuple[Any, ...]]] = deque()
+        #: ``_ready.append``, bound once (compiled code looks a deque's methods up on every call)
+        self._append: Callable[[tuple[float | None, Any, tuple[Any, ...]]], None] = self._ready.append
         self._due: list[tuple[float, Callback, tuple[Any, ...]]] = []
         self._running = False
         #: True while a coroutine turn (not a callback) holds the CPU
@@ -260,13 +410,12 @@ class EventLoop:
         #: callbacks and coroutine turns run so far
         self.callbacks_run = 0
         self.turns = 0
-        # SimPy's event heap and id counter, pushed to directly (as Environment.schedule does)
-        self._queue = env._queue
-        self._eid = env._eid
+        # where the loop's entries are scheduled (SimPy's queue unless the scheduler owns a heap)
+        self._tl: Timeline = timeline if timeline is not None else Timeline(env)
         # At most one callback holds the CPU at a time, so one reusable queue entry serves them all.
         self._cpu_callbacks = [self._cpu_done]
-        self._cpu = _Step(None)
-        self._timer_callbacks = (self._timer_done,)
+        self._cpu = Entry(None)
+        self._timer_callbacks = [self._timer_done]
         self._fn: Callback | None = None
         self._args: tuple[Any, ...] = ()
 
@@ -284,7 +433,7 @@ class EventLoop:
 
     def call_soon(self, cost: float, fn: Callback, *args: Any) -> None:
         """Queue ``fn(*args)`` behind everything already ready; it runs after ``cost`` of CPU."""
-        self._ready.append((cost, fn, args))
+        self._append((cost, fn, args))
         if not self._running:
             self._run_next()
 
@@ -297,34 +446,34 @@ class EventLoop:
         if delay <= 0.0:
             self.call_soon(cost, fn, *args)
             return
-        timer = _Step(self._timer_callbacks, (cost, fn, args))
-        heappush(self._queue, (self.env._now + delay, NORMAL, next(self._eid), timer))
+        timer = Entry(self._timer_callbacks, (cost, fn, args))
+        self._tl.push(delay, _NORMAL, timer)
 
-    def turn(self) -> _Step:
+    def turn(self) -> Entry:
         """An event that fires when the calling coroutine (which does not own the CPU) gets it:
         a woken coroutine's continuation joins the back of the ready queue."""
-        ev = _Step([])
-        self._ready.append((_TURN, ev, ()))
+        ev = Entry([])
+        self._append((_TURN, ev, ()))
         if not self._running:
             self._run_next()
         return ev
 
-    def yield_turn(self) -> _Step:
+    def yield_turn(self) -> Entry:
         """``await asyncio.sleep(0)`` by the coroutine that owns the CPU: it goes to the back of the
         ready queue and gets the CPU again after everything queued before it has run."""
-        ev = _Step([])
-        self._ready.append((_TURN, ev, ()))
+        ev = Entry([])
+        self._append((_TURN, ev, ()))
         self.release()
         return ev
 
-    def hold(self, cost: float) -> _Step:
+    def hold(self, cost: float) -> Entry:
         """The owning coroutine keeps the CPU for ``cost`` seconds (yield the returned timeout),
         plus any time it :meth:`charge`-d since its last hold."""
         self.busy_time += cost
         total = cost + self._debt
         self._debt = 0.0
-        step = _Step([])
-        heappush(self._queue, (self.env._now + total, NORMAL, next(self._eid), step))
+        step = Entry([])
+        self._tl.push(total, _NORMAL, step)
         return step
 
     def charge(self, cost: float) -> None:
@@ -346,7 +495,7 @@ class EventLoop:
             debt = self._debt
             if debt > 0.0:  # the CPU stays busy until the charged time has passed
                 self._debt = 0.0
-                heappush(self._queue, (self.env._now + debt, NORMAL, next(self._eid), _Step([self._after_debt])))
+                self._tl.push(debt, _NORMAL, Entry([self._after_debt]))
                 return
             self._running = False
             self._run_next()
@@ -357,7 +506,7 @@ class EventLoop:
 
     # -- running ---------------------------------------------------------------------------------
 
-    def _timer_done(self, timer: _Step) -> None:
+    def _timer_done(self, timer: Entry) -> None:
         self._due.append(timer.entry)
         if not self._running:
             self._run_next()
@@ -380,7 +529,7 @@ class EventLoop:
             self.turns += 1
             self._owned = True
             # what Event.succeed() does for the turn's entry: due now, after what is already due
-            heappush(self._queue, (self.env._now, NORMAL, next(self._eid), fn))
+            self._tl.push(0.0, _NORMAL, fn)
             return
         self.callbacks_run += 1
         # _occupy, inlined: this is the path of every callback
@@ -389,7 +538,7 @@ class EventLoop:
         self._args = args
         cpu = self._cpu
         cpu.callbacks = self._cpu_callbacks
-        heappush(self._queue, (self.env._now + cost, NORMAL, next(self._eid), cpu))
+        self._tl.push(cost, _NORMAL, cpu)
 
     def _occupy(self, cost: float, fn: Callback, args: tuple[Any, ...]) -> None:
         """The running callback holds the CPU for ``cost``, then ``fn(*args)`` runs (as a Timeout
@@ -399,9 +548,9 @@ class EventLoop:
         self._args = args
         cpu = self._cpu
         cpu.callbacks = self._cpu_callbacks
-        heappush(self._queue, (self.env._now + cost, NORMAL, next(self._eid), cpu))
+        self._tl.push(cost, _NORMAL, cpu)
 
-    def _cpu_done(self, _ev: _Step) -> None:
+    def _cpu_done(self, _ev: Entry) -> None:
         self._fn(*self._args)
         extension = self._extension
         if extension is not None:

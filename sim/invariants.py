@@ -20,6 +20,8 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from mypy_extensions import mypyc_attr
+
 from .errors import RunFailed
 
 if TYPE_CHECKING:
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
 MAX_LISTED_PROBLEMS = 20
 
 
+@mypyc_attr(native_class=False)  # compiled code cannot subclass an exception natively
 class SimulationError(RunFailed):
     """The model reached a state the real scheduler treats as fatal, or an invariant broke."""
 

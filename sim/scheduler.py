@@ -20,7 +20,9 @@ target rule in :mod:`sim.row_group_admission`.
 
 from __future__ import annotations
 
+import gc
 import time
+from collections.abc import Callable
 from collections.abc import Generator as PyGenerator
 from heapq import heappop
 from typing import Any
@@ -28,7 +30,20 @@ from typing import Any
 import simpy
 from mypy_extensions import mypyc_attr
 
-from .event_loop import EventLoop, LoopCosts, load_profile, schedule_step, timeout_step
+from .event_loop import (
+    _EID_SPAN,
+    COMPILED,
+    Coroutine,
+    Entry,
+    EventLoop,
+    LoopCosts,
+    Timeline,
+    first_of,
+    load_profile,
+    new_signal,
+    schedule_step,
+    timeout_step,
+)
 from .invariants import SimulationError, check_end_state
 from .metrics import Recorder
 from .policies import Policy
@@ -174,22 +189,27 @@ class Scheduler:
         self.salvage_scanned = 0
         self._wall_deadline = 0.0
         # fixed callbacks of the zero-cost model's worker timeouts (the data rides on the entry)
-        self._answered_callbacks = (self._answered_step,)
-        self._local_done_callbacks = (self._local_done_step,)
+        self._answered_callbacks: list[Callable[..., Any]] = [self._answered_step]
+        self._local_done_callbacks: list[Callable[..., Any]] = [self._local_done_step]
         #: scheduler events at which the budgets are next looked at (the hot path compares only this)
         self._budget_mark = min(self.max_events, WALL_CHECK_EVENTS)
         self.stop_message = ""
         self.stop_reason: str | None = None
         self._done = self.env.event()
-        self._wake_ev = self.env.event()
-        self._admission_ev = self.env.event()
+        #: ``_done.triggered``, read by every pass without a property call
+        self._stopped = False
+        # The scheduler's own entries go to a heap of their own that the step loop merges with
+        # SimPy's (compiled only, and not under an instrumented environment, whose step must see them).
+        self.timeline = Timeline(self.env, own=COMPILED and type(self.env).step is _PLAIN_STEP)
+        self._wake_ev = new_signal(self.timeline)
+        self._admission_ev = new_signal(self.timeline)
 
         # The scheduler's own event loop (docs/event-loop.md); None is the zero-cost model.
         self.loop: EventLoop | None = None
         self.costs: LoopCosts | None = None
         loop_cfg = scenario.scheduler.loop
         if loop_cfg.model == "calibrated":
-            self.loop = EventLoop(self.env)
+            self.loop = EventLoop(self.env, self.timeline)
             self.costs = load_profile(loop_cfg.profile).costs(loop_cfg.scale)
             # without a request-admission controller the passes and dispatches take no
             # request-pressure snapshots (docs/event-loop.md, "The direct path")
@@ -246,11 +266,19 @@ class Scheduler:
     def run(self) -> None:
         env = self.env
         self._wall_deadline = time.perf_counter() + self.scenario.stop.max_wall_seconds
-        env.process(self._main_loop())  # first: its first evaluation sees no pending row group
-        env.process(self._admission())
+        Coroutine(self.timeline, self._main_loop())  # first: its first evaluation sees no pending row group
+        Coroutine(self.timeline, self._admission())
         if self.scenario.stop.max_time is not None:
             env.timeout(self.scenario.stop.max_time).callbacks.append(lambda _ev: self._finish("max_time"))
-        self._step_until_done()
+        # The run makes no reference cycles per task (docs/performance.md), so the cyclic
+        # collector only rescans live objects; it is paused for the run and restored after.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            self._step_until_done()
+        finally:
+            if collecting:
+                gc.enable()
         self.recorder.sample(self)
         self.recorder.finish(self.scheduler_events, self.max_events)
         self.check_invariants()
@@ -269,26 +297,63 @@ class Scheduler:
                 raise
             return
         queue = env._queue
+        timeline = self.timeline
+        own: list[Entry] = timeline.heap
         pop = heappop
-        event: Any  # a SimPy event or a loop step: compiled (docs/performance.md), not a typed list
+        event: object  # a SimPy event or one of the scheduler's own entries
         callbacks: Any
+        # SimPy's next entry's time and (priority, id) key, re-read only when its head changes
+        head: object = None
+        head_t = 0.0
+        head_key = 0
         while True:
-            try:
-                env._now, _, _, event = pop(queue)
-            except IndexError:
-                raise SimulationError(f"the model stalled at t={env.now:.3f}s with nothing scheduled") from None
-            callbacks, event.callbacks = event.callbacks, None
+            if own:
+                if queue:
+                    first = queue[0]
+                    if first is not head:
+                        head = first
+                        head_t = first[0]
+                        head_key = first[1] * _EID_SPAN + first[2]
+                    top = own[0]
+                    mine = top._t < head_t or (top._t == head_t and top._key < head_key)
+                else:
+                    mine = True
+            else:
+                mine = False
+            if mine:
+                entry = pop(own)
+                env._now = timeline.now = entry._t
+                event = entry
+            else:
+                try:
+                    env._now, _, _, event = pop(queue)
+                except IndexError:
+                    raise SimulationError(f"the model stalled at t={env.now:.3f}s with nothing scheduled") from None
+                timeline.now = env._now
+            if isinstance(event, Entry):  # the scheduler's own entries (most of them): native attributes
+                entries: list[Callable[..., Any]] = event.callbacks
+                event.callbacks = None
+                for callback in entries:
+                    callback(event)
+                if not event._ok:
+                    exc = type(event._value)(*event._value.args)
+                    exc.__cause__ = event._value
+                    raise exc
+                continue
+            ev: Any = event
+            callbacks, ev.callbacks = ev.callbacks, None
             for callback in callbacks:
-                callback(event)
-            if not event._ok and not hasattr(event, "_defused"):
-                exc = type(event._value)(*event._value.args)
-                exc.__cause__ = event._value
+                callback(ev)
+            if not ev._ok and not hasattr(ev, "_defused"):
+                exc = type(ev._value)(*ev._value.args)
+                exc.__cause__ = ev._value
                 raise exc
-            if event is done:
+            if ev is done:
                 return
 
     def _finish(self, reason: str) -> None:
-        if not self._done.triggered:
+        if not self._stopped:
+            self._stopped = True
             self.stop_reason = reason
             self._done.succeed(reason)
 
@@ -340,12 +405,14 @@ class Scheduler:
         self._finish(reason)
 
     def _wake(self) -> None:
-        if not self._wake_ev.triggered:
-            self._wake_ev.succeed()
+        wake = self._wake_ev
+        if not wake.triggered:
+            wake.succeed()
 
     def _signal_admission(self) -> None:
-        if not self._admission_ev.triggered:
-            self._admission_ev.succeed()
+        admission = self._admission_ev
+        if not admission.triggered:
+            admission.succeed()
 
     def _wait_wake(self, timeout: float | None = None) -> Proc:
         """Wait for a wake (or ``timeout``), then one zero-delay step so same-instant wakes merge."""
@@ -355,8 +422,8 @@ class Scheduler:
         if timeout is None:
             yield self._wake_ev
         else:
-            yield self._wake_ev | self.env.timeout(timeout)
-        yield timeout_step(self.env, 0)
+            yield first_of(self.timeline, self._wake_ev, timeout_step(self.timeline, timeout))
+        yield timeout_step(self.timeline, 0)
 
     # ------------------------------------------------------------------------------------------
     # Admission coroutine (docs/model.md, "Row-group admission")
@@ -368,13 +435,13 @@ class Scheduler:
         if loop is not None:
             yield loop.turn()
         for rg_id, size in enumerate(self.workload.row_group_sizes):
-            if self._done.triggered:
+            if self._stopped:
                 return
             self.pending = (rg_id, size)
             while not rga.may_admit(len(self.active), self.active_rows, size):
                 if len(self.active) < rga.target:  # blocked by the row guard alone
                     rga.blocked_reasons["max_admitted_rows"] += 1
-                self._admission_ev = self.env.event()
+                self._admission_ev = new_signal(self.timeline)
                 if loop is not None:
                     loop.release()
                 yield self._admission_ev
@@ -416,7 +483,7 @@ class Scheduler:
         loop = self.loop
         if loop is not None:
             yield loop.turn()
-        while not self._done.triggered:
+        while not self._stopped:
             self.iterations += 1
             if (
                 self.iterations + self.drain_passes + self.recorder.dispatches + self.salvage_scanned
@@ -424,7 +491,7 @@ class Scheduler:
                 and not self._within_budget()
             ):
                 return
-            self._wake_ev = self.env.event()
+            self._wake_ev = new_signal(self.timeline)
             dispatched, blocked = yield from self._dispatch_pass()
             if loop is not None and (cost := self._checkpoint_cost() + self._evaluation_cost()) > 0:
                 yield loop.hold(cost)
@@ -440,7 +507,7 @@ class Scheduler:
                     # The pause waits for a wake raised after it starts: wakes from the salvage
                     # just finished would otherwise end it at once and, with zero-latency mocks,
                     # spin forever at one simulated instant (see README, Fidelity).
-                    self._wake_ev = self.env.event()
+                    self._wake_ev = new_signal(self.timeline)
                     yield from self._wait_wake(self._resalvage_delay())
                     continue
             if self.all_admitted and not self.active and self.in_flight == 0:
@@ -474,8 +541,9 @@ class Scheduler:
             if selection is None:
                 blocked = True
                 break
-            task = tasks.lease(*selection)
-            rg = task.rg
+            g, borrowed = selection
+            task = tasks.lease(g, borrowed)
+            rg: RowGroupState = task.rg
             if rg.in_flight == 0 and rg.deferred:
                 self._stalled_deferred -= rg.deferred
             rg.in_flight += 1
@@ -486,16 +554,17 @@ class Scheduler:
             # the leased tasks are dispatched work from here on, so a run that stops while the
             # pass still holds the CPU accounts for them (sim/invariants.py)
             self.running.update(started)
-        if self.loop is not None:  # the pass's CPU time, then the workers start after one yield
+        loop = self.loop
+        if loop is not None:  # the pass's CPU time, then the workers start after one yield
             if started:
-                yield self.loop.hold(self._pass_cost + len(started) * self._dispatch_cost)
+                yield loop.hold(self._pass_cost + len(started) * self._dispatch_cost)
             else:
-                self.loop.charge(self._pass_cost)
+                loop.charge(self._pass_cost)
         if started:
             self.recorder.dispatched(self, len(started))
             for task in started:
                 self._start(task)
-            yield timeout_step(self.env, 0) if self.loop is None else self.loop.yield_turn()
+            yield timeout_step(self.timeline, 0) if loop is None else loop.yield_turn()
         return bool(started), blocked
 
     def _checkpoint_pass(self) -> None:
@@ -524,7 +593,7 @@ class Scheduler:
             self._loop_start(task)
             return
         if gen.kind == "local":
-            schedule_step(self.env, gen.duration, self._local_done_callbacks, task)
+            schedule_step(self.timeline, gen.duration, self._local_done_callbacks, task)
             return
         res = self.gen_request_resource[gen.index]
         if res is None:
@@ -538,22 +607,27 @@ class Scheduler:
 
     def _granted_after_wait(self, task: Task, lease: RequestLease) -> None:
         self.recorder.model_waiting(self.gen_model_index[task.gen.index], -1)
-        if self.loop is not None:  # the waiting worker resumes behind what is ready, then sends
-            self.loop.call_soon(self.costs.request_send, self._send, task, lease)
+        loop = self.loop
+        if loop is not None:  # the waiting worker resumes behind what is ready, then sends
+            costs: LoopCosts = self.costs
+            loop.call_soon(costs.request_send, self._send, task, lease)
             return
         self._send(task, lease)
 
     def _send(self, task: Task, lease: RequestLease | None) -> None:
-        now = self.env.now
-        provider = self.gen_provider[task.gen.index]
+        now = self.env._now
+        gen = task.gen
+        provider: Provider = self.gen_provider[gen.index]
         answer = provider.answer(now)
-        model_idx = self.gen_model_index[task.gen.index]
-        self.recorder.model_sent(now, model_idx, self._limit_of(task.gen))
-        if self.loop is not None:
-            cost = self.costs.completion if lease is not None else self.costs.direct_completion
-            self.loop.call_later(answer.latency, cost, self._answered, task, lease, answer)
+        model_idx = self.gen_model_index[gen.index]
+        self.recorder.model_sent(now, model_idx, self._limit_of(gen))
+        loop = self.loop
+        if loop is not None:
+            costs: LoopCosts = self.costs
+            cost = costs.completion if lease is not None else costs.direct_completion
+            loop.call_later(answer.latency, cost, self._answered, task, lease, answer)
             return
-        schedule_step(self.env, answer.latency, self._answered_callbacks, (task, lease, answer))
+        schedule_step(self.timeline, answer.latency, self._answered_callbacks, (task, lease, answer))
 
     def _answered_step(self, step: Any) -> None:
         self._answered(*step.entry)
@@ -567,14 +641,16 @@ class Scheduler:
 
     def _answered(self, task: Task, lease: RequestLease | None, answer: Answer) -> None:
         if lease is not None:
-            self.request_admission.release(lease, RATE_LIMITED if answer.rate_limited else SUCCESS, answer.retry_after)
-        res = self.gen_request_resource[task.gen.index]
+            ra: RequestAdmission = self.request_admission
+            ra.release(lease, RATE_LIMITED if answer.rate_limited else SUCCESS, answer.retry_after)
+        gen = task.gen
+        res = self.gen_request_resource[gen.index]
         self.recorder.model_answered(
-            self.env.now,
-            self.gen_model_index[task.gen.index],
-            task.gen.index,
+            self.env._now,
+            self.gen_model_index[gen.index],
+            gen.index,
             answer.rate_limited,
-            self._limit_of(task.gen),
+            res.current_limit if res is not None else gen.weight,
             res.blocked_until if res is not None else 0.0,
             answer.latency,
         )
@@ -582,7 +658,7 @@ class Scheduler:
 
     def _task_done(self, task: Task, retryable_error: str | None) -> None:
         """Apply a worker's outcome (docs/model.md, "Checkpoints" step 5), release its lease and wake the loop."""
-        rg = task.rg
+        rg: RowGroupState = task.rg
         gen = task.gen
         if retryable_error is None:
             self._complete(task)
@@ -610,7 +686,7 @@ class Scheduler:
     def _complete(self, task: Task) -> None:
         """Mark the task's output complete and make downstream tasks ready (docs/model.md "Columns, generators and
         tasks")."""
-        rg = task.rg
+        rg: RowGroupState = task.rg
         gen = task.gen
         gens = self.workload.generators
         push = self.tasks.push
@@ -650,7 +726,7 @@ class Scheduler:
 
     def _add_deferred(self, task: Task) -> None:
         self.deferred.append(task)
-        rg = task.rg
+        rg: RowGroupState = task.rg
         rg.deferred += 1
         if rg.in_flight == 0:
             self._stalled_deferred += 1
@@ -706,7 +782,7 @@ class Scheduler:
             if self.loop is not None:
                 yield self.loop.hold(self._checkpoint_cost())
             self._checkpoint_pass()
-            if self._done.triggered:
+            if self._stopped:
                 return
         # Every modelled retryable error is a 429, which is preserved: exhausted tasks stay.
         leftover = self.deferred
@@ -720,7 +796,7 @@ class Scheduler:
     def _drain(self) -> Proc:
         """Dispatch and wait until the queue is empty and nothing is in flight (all row groups)."""
         tasks = self.tasks
-        while not self._done.triggered:
+        while not self._stopped:
             self.drain_passes += 1
             if (
                 self.iterations + self.drain_passes + self.recorder.dispatches + self.salvage_scanned
@@ -728,7 +804,7 @@ class Scheduler:
                 and not self._within_budget()
             ):
                 return
-            self._wake_ev = self.env.event()
+            self._wake_ev = new_signal(self.timeline)
             dispatched, blocked = yield from self._dispatch_pass()
             if self.loop is not None:  # drains last seconds in real runs: keep the series going
                 self.recorder.sample(self)
@@ -757,14 +833,16 @@ class Scheduler:
     def _loop_wait_wake(self, timeout: float | None) -> Proc:
         """``await wake.wait()`` on the simulated loop: a wake already raised does not suspend the
         coroutine; otherwise it frees the CPU and, once woken, queues behind what is ready."""
-        if self._wake_ev.triggered:
+        wake = self._wake_ev
+        if wake.triggered:
             return
-        self.loop.release()
+        loop: EventLoop = self.loop
+        loop.release()
         if timeout is None:
-            yield self._wake_ev
+            yield wake
         else:
-            yield self._wake_ev | self.env.timeout(timeout)
-        yield self.loop.turn()
+            yield first_of(self.timeline, wake, timeout_step(self.timeline, timeout))
+        yield loop.turn()
 
     def _checkpoint_cost(self) -> float:
         return len(self._completable) * self.costs.checkpoint
@@ -777,25 +855,27 @@ class Scheduler:
         """Queue a dispatched worker's first step: a local task runs inline; a model task builds
         its call and acquires a request lease, then sends it in the same step if granted."""
         gen = task.gen
-        costs = self.costs
+        costs: LoopCosts = self.costs
+        loop: EventLoop = self.loop
         if gen.kind == "local":
             if gen.duration > 0:
-                self.loop.call_soon(
-                    costs.local_task, self.loop.call_later, gen.duration, 0.0, self._task_done, task, None
-                )
+                loop.call_soon(costs.local_task, loop.call_later, gen.duration, 0.0, self._task_done, task, None)
             else:
-                self.loop.call_soon(costs.local_task, self._task_done, task, None)
+                loop.call_soon(costs.local_task, self._task_done, task, None)
             return
         if self.gen_request_resource[gen.index] is None:  # the direct path: no facade, no controller
-            self.loop.call_soon(costs.direct_call_start, self._send, task, None)
+            loop.call_soon(costs.direct_call_start, self._send, task, None)
             return
-        self.loop.call_soon(costs.worker_start + costs.request_acquire, self._loop_acquire, task)
+        loop.call_soon(costs.worker_start + costs.request_acquire, self._loop_acquire, task)
 
     def _loop_acquire(self, task: Task) -> None:
         res = self.gen_request_resource[task.gen.index]
-        lease = self.request_admission.acquire(res, lambda lease: self._granted_after_wait(task, lease))
+        ra: RequestAdmission = self.request_admission
+        lease = ra.acquire(res, lambda lease: self._granted_after_wait(task, lease))
         if lease is not None:
-            self.loop.extend(self.costs.request_send, self._send, task, lease)
+            loop: EventLoop = self.loop
+            costs: LoopCosts = self.costs
+            loop.extend(costs.request_send, self._send, task, lease)
         else:  # the task waits in request admission, holding its task lease (docs/model.md, "Request admission")
             self.recorder.model_waiting(self.gen_model_index[task.gen.index], +1)
 

@@ -217,10 +217,15 @@ def build_workload(scenario: Scenario, seed: int | None = None) -> Workload:
     generators: list[Generator] = []
     for gi, gname in enumerate(gen_names):
         outs = tuple(gen_columns[gname])
-        first: ColumnConfig = columns[outs[0]]
+        first = columns[outs[0]]
         kind = first.resolved_kind
         model = models[first.model] if first.model is not None else None
-        request_key = None
+        # declared up front: compiled code checks each branch's value against the first one's type
+        request_key: RequestKey | None = None
+        weight: int
+        admitted: int | None
+        identity: tuple[str, ...]
+        resources: tuple[int, ...]
         if kind == "local":
             weight = first.weight or 1
             admitted = None

@@ -388,3 +388,23 @@ def test_a_budget_too_small_for_healthy_work_says_the_work_itself_grew():
     assert s["rate_limited_calls"] == 0
     assert "the work itself:" in s["budget_message"] and "planned tasks dispatched" in s["budget_message"]
     assert s["completed_rows"] < s["total_rows"]
+
+
+@pytest.mark.parametrize("loop", ["none", "calibrated"])
+def test_the_schedulers_own_heap_runs_the_same_events_as_simpys_queue(loop: str, monkeypatch) -> None:
+    """Compiled runs keep the scheduler's entries in a heap of their own merged with SimPy's queue
+    (request-admission cooldowns, the max_time stop); forcing it on here must not move an event."""
+    import sim.scheduler as scheduler_module
+
+    scenario = with_overrides(
+        load_scenario(SCENARIOS / "window-recovery.toml"), {"scheduler.loop.model": loop, "stop.max_time": 30.0}
+    )
+    runs = []
+    for own in (False, True):
+        monkeypatch.setattr(scheduler_module, "COMPILED", own)
+        sched = Scheduler(scenario, build_workload(scenario), get_policy("localized"), scenario.seed)
+        assert sched.timeline.own is own
+        sched.run()
+        assert sched.request_admission is not None and sum(sched.recorder.model_429) > 0
+        runs.append((sched.env.now, sched.stop_reason, sched.recorder.dispatches, list(sched.recorder.series)))
+    assert runs[0] == runs[1]
