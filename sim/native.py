@@ -40,6 +40,8 @@ COMPILED_MODULES: tuple[str, ...] = (
     "histogram",
     "row_group_admission",
     "policies",
+    "workload",
+    "invariants",
 )
 #: The mypyc group's name: its shared library is ``<GROUP>__mypyc`` (a top-level module name).
 GROUP = "admission_sim_hotpath"

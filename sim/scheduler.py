@@ -20,7 +20,6 @@ target rule in :mod:`sim.row_group_admission`.
 
 from __future__ import annotations
 
-import gc
 import time
 from collections.abc import Callable
 from collections.abc import Generator as PyGenerator
@@ -270,15 +269,8 @@ class Scheduler:
         Coroutine(self.timeline, self._admission())
         if self.scenario.stop.max_time is not None:
             env.timeout(self.scenario.stop.max_time).callbacks.append(lambda _ev: self._finish("max_time"))
-        # The run makes no reference cycles per task (docs/performance.md), so the cyclic
-        # collector only rescans live objects; it is paused for the run and restored after.
-        collecting = gc.isenabled()
-        gc.disable()
-        try:
-            self._step_until_done()
-        finally:
-            if collecting:
-                gc.enable()
+        # sim.simulate runs this under sim/collector.py's settings (the long-lived heap frozen)
+        self._step_until_done()
         self.recorder.sample(self)
         self.recorder.finish(self.scheduler_events, self.max_events)
         self.check_invariants()
@@ -537,12 +529,10 @@ class Scheduler:
         started: list[Task] = []
         blocked = False
         while tasks.queue:
-            selection = tasks.select()
-            if selection is None:
+            task = tasks.lease_next()  # select() then lease(), in one call
+            if task is None:
                 blocked = True
                 break
-            g, borrowed = selection
-            task = tasks.lease(g, borrowed)
             rg: RowGroupState = task.rg
             if rg.in_flight == 0 and rg.deferred:
                 self._stalled_deferred -= rg.deferred
