@@ -1,8 +1,9 @@
 """The coordinator: main loop, dispatch passes, workers, outcomes, deferral, salvage, checkpoints.
 
-Two long-lived SimPy processes mirror the real coroutines: the **admission** process (docs/model.md "Row-group
-admission")
-and the **main loop** (docs/model.md, "The main loop"), with salvage drains as a sub-generator of the main loop. Workers
+Two long-lived coroutines mirror the real ones: the **admission** coroutine (docs/model.md, "Row-group
+admission") and the **main loop** (docs/model.md, "The main loop"), with salvage drains as a
+sub-generator of the main loop. They are generators of SimPy events, driven exactly as SimPy's
+``Process`` would drive them (:class:`sim.event_loop.Coroutine`; docs/performance.md). Workers
 are callback chains, not processes: a dispatched task asks request admission for a lease (or not,
 for local tasks), holds the provider's latency as a timeout, then applies its outcome and wakes
 the main loop. Same-instant wakes merge: the loop waits on a wake event and then yields one
