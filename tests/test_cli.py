@@ -397,6 +397,15 @@ def test_run_table_is_grouped_with_units_in_100_columns(capsys: pytest.CaptureFi
     assert "NaN" not in text and "0.000000" not in text and " - " not in text
 
 
+def test_run_shows_the_call_latency_percentiles_per_model(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "window-recovery"]) == 0
+    text = capsys.readouterr().out
+    assert re.search(r"^latency of successful calls \(percentiles to 2\.3 %\)$", text, re.M)
+    assert re.search(r"^model\s+ok \(calls\)\s+p50 \(s\)\s+p90 \(s\)\s+p99 \(s\)\s+mean \(s\)$", text, re.M)
+    # window-recovery, seed 0, default loop: 960 successful calls per model
+    assert re.search(r"^flaky\s+960\s+0\.2764\s+0\.9001\s+1\.726\s+0\.3908$", text, re.M)
+
+
 def test_run_json_and_csv(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "rpm-capacity", "--set", "row_groups.count=5", "--format", "json"]) == 0
     data = json.loads(capsys.readouterr().out)
