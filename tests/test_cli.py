@@ -214,7 +214,8 @@ def test_readme_order_demo_then_check_works_in_a_fresh_copy(
     readme = (ROOT / "README.md").read_text()
     assert readme.index("make demo") < readme.index("admission-sim check results/thresholds.toml")
     copy = tmp_path / "clone"
-    shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns(".git", ".venv", "*.egg-info", "__pycache__", ".*cache"))
+    skip = shutil.ignore_patterns(".git", ".venv", "*.egg-info", "__pycache__", ".*cache", "_native*")
+    shutil.copytree(ROOT, copy, ignore=skip)
     shutil.rmtree(copy / "results" / "cooling-2048", ignore_errors=True)
     monkeypatch.chdir(copy)
     assert main([*_demo_command(), "--no-progress"]) == 0
