@@ -40,6 +40,7 @@ import pandas as pd
 from .errors import InputError, RunFailed
 from .row_group_admission import REASONS
 from .scenario import Scenario
+from .series import weighted_sum
 from .sweep import plan_sweep
 
 if TYPE_CHECKING:
@@ -187,7 +188,7 @@ def slot_utilization(model_timeseries: pd.DataFrame | None, limits: Mapping[str,
         times = rows["time"].to_numpy(dtype=float)
         in_flight = rows["in_flight"].to_numpy(dtype=float)
         widths = np.diff(np.append(times, max(end, times[-1])))
-        out[str(name)] = float(np.dot(widths, in_flight) / end / max(1, limits.get(str(name), 1)))
+        out[str(name)] = weighted_sum(widths, in_flight) / end / max(1, limits.get(str(name), 1))
     return out
 
 

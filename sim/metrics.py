@@ -28,7 +28,7 @@ from mypy_extensions import mypyc_attr
 
 from .histogram import LatencyHistograms
 from .scenario import Scenario
-from .series import CALL_WIDTH, CallSeries, StepSeries
+from .series import CALL_WIDTH, CallSeries, StepSeries, weighted_sum
 from .workload import Workload
 
 if TYPE_CHECKING:
@@ -654,7 +654,7 @@ def time_weighted_mean(times: Sequence[float], values: Sequence[float], end: flo
     if span <= 0:
         return float(v[-1])
     widths = np.diff(np.append(t, max(end, t[-1])))
-    return float(np.dot(widths, v) / span)
+    return weighted_sum(widths, v) / float(span)
 
 
 def row_progress_metrics(

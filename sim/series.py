@@ -19,10 +19,20 @@ any time window stay exact after thinning (docs/metrics.md, "Time series").
 
 from __future__ import annotations
 
+import math
 from array import array
 from collections.abc import Sequence
 
 import numpy as np
+
+
+def weighted_sum(weights: np.ndarray, values: np.ndarray) -> float:
+    """``sum(weights * values)``, correctly rounded (``math.fsum``). Not ``np.dot``: a long dot
+    product goes to the BLAS library, whose result depends on its number of threads (a
+    machine's cores or ``OPENBLAS_NUM_THREADS``), so the same run gave different last digits on
+    different machines; its spinning worker threads also cost CPU after every call."""
+    return math.fsum((np.asarray(weights, dtype=float) * np.asarray(values, dtype=float)).tolist())
+
 
 #: The smallest cell width (seconds), used when the rows so far all share one instant.
 MIN_CELL = 1e-9
@@ -110,7 +120,7 @@ class StepSeries:
         t = rows[:, 0]
         widths = np.diff(t)
         for j, k in enumerate(self.mean_columns):
-            self.integrals[j] = float(np.dot(widths, rows[:-1, k]))
+            self.integrals[j] = weighted_sum(widths, rows[:-1, k])
         self.dt = _first_cell_width(t, self.cap or 2)
         self._compact()
 

@@ -3,10 +3,15 @@ with counts and time integrals that stay exact."""
 
 from __future__ import annotations
 
+import math
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
-from sim.series import CALL_WIDTH, CallSeries, StepSeries
+from sim.series import CALL_WIDTH, CallSeries, StepSeries, weighted_sum
 
 
 def _step_rows(n: int, seed: int = 0) -> list[tuple[float, ...]]:
@@ -112,3 +117,21 @@ def test_caps_too_small_to_thin_are_refused() -> None:
         StepSeries(2, cap=1, mean_columns=())
     with pytest.raises(ValueError, match="2 rows per model"):
         CallSeries(4, cap=7)
+
+
+def test_weighted_sums_are_exact_and_do_not_depend_on_the_blas_thread_count() -> None:
+    """A long ``np.dot`` goes to BLAS, whose last digits depend on its thread count (the time
+    means of a production-sized run differed between OPENBLAS_NUM_THREADS=1 and the default)."""
+    code = (
+        "import numpy as np; from sim.series import weighted_sum; rng = np.random.default_rng(1); "
+        "print(repr(weighted_sum(rng.random(300_000), rng.random(300_000) * 1e4)))"
+    )
+    outputs = set()
+    for threads in ("1", "2"):
+        env = dict(os.environ, OPENBLAS_NUM_THREADS=threads, OMP_NUM_THREADS=threads)
+        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        outputs.add(done.stdout.strip())
+    assert len(outputs) == 1
+    rng = np.random.default_rng(1)
+    weights, values = rng.random(300_000), rng.random(300_000) * 1e4
+    assert float(outputs.pop()) == math.fsum((weights * values).tolist()) == weighted_sum(weights, values)
