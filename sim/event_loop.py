@@ -248,9 +248,7 @@ class Entry:
     def _check(self, _ev: Any) -> None:
         """A first-of: the first of its events was processed."""
         if not self.triggered:
-            self.triggered = True
-            tl: Timeline = self._tl
-            tl.push(0.0, _NORMAL, self)
+            self.succeed()
 
 
 class Timeline:

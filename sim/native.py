@@ -61,7 +61,6 @@ class NativeStatus:
 
     active: bool
     reason: str
-    folder: Path = NATIVE_DIR
 
     def describe(self) -> str:
         return ("compiled hot path (mypyc): " if self.active else "pure Python hot path: ") + self.reason
@@ -88,38 +87,38 @@ def read_manifest(folder: Path = NATIVE_DIR) -> dict[str, object] | None:
 def check_build(folder: Path = NATIVE_DIR, package_dir: Path = PACKAGE_DIR) -> tuple[NativeStatus, dict[str, Path]]:
     """Decide from the manifest whether the build in ``folder`` may run; the module files if so."""
     if _pure_requested():
-        return NativeStatus(False, f"{PURE_ENV} is set", folder), {}
+        return NativeStatus(False, f"{PURE_ENV} is set"), {}
     manifest = read_manifest(folder)
     if manifest is None:
-        return NativeStatus(False, "not built (make native)", folder), {}
+        return NativeStatus(False, "not built (make native)"), {}
     if manifest.get("cache_tag") != sys.implementation.cache_tag:
         return NativeStatus(False, f"built for {manifest.get('cache_tag')}, this is {sys.implementation.cache_tag}"), {}
     if manifest.get("modules") != list(COMPILED_MODULES):
-        return NativeStatus(False, "built for another set of modules (make native)", folder), {}
+        return NativeStatus(False, "built for another set of modules (make native)"), {}
     sources = manifest.get("sources")
     if not isinstance(sources, dict) or not sources:
-        return NativeStatus(False, "manifest lists no sources (make native)", folder), {}
+        return NativeStatus(False, "manifest lists no sources (make native)"), {}
     for name, digest in sorted(sources.items()):
         try:
             current = source_digest(package_dir / name)
         except OSError:
             current = None
         if current != digest:
-            return NativeStatus(False, f"sim/{name} changed since the build (make native)", folder), {}
+            return NativeStatus(False, f"sim/{name} changed since the build (make native)"), {}
     files: dict[str, Path] = {}
     wanted = {f"sim.{m}": m for m in COMPILED_MODULES}
     wanted[f"{GROUP}__mypyc"] = f"{GROUP}__mypyc"
     listed = manifest.get("files")
     if not isinstance(listed, dict):
-        return NativeStatus(False, "manifest lists no files (make native)", folder), {}
+        return NativeStatus(False, "manifest lists no files (make native)"), {}
     for module in wanted:
         name = listed.get(module)
         path = folder / str(name) if isinstance(name, str) else None
         if path is None or not path.is_file():
-            return NativeStatus(False, f"{module}: compiled file missing (make native)", folder), {}
+            return NativeStatus(False, f"{module}: compiled file missing (make native)"), {}
         files[module] = path
     built = f"built {manifest.get('built_at', '?')} by mypyc {manifest.get('mypy', '?')}"
-    return NativeStatus(True, built, folder), files
+    return NativeStatus(True, built), files
 
 
 class _CompiledFinder(importlib.abc.MetaPathFinder):
@@ -156,19 +155,11 @@ def install() -> NativeStatus:
     return status
 
 
-def status() -> NativeStatus:
-    """Which hot path this process runs (installing the finder if ``import sim`` has not)."""
-    return install()
-
-
 def compiled_in_use() -> bool:
     """True when the hot-path modules of this process really are the compiled ones."""
     module = sys.modules.get("sim.scheduler")
-    return bool(module is not None and str(getattr(module, "__file__", "")).endswith(tuple(_extension_suffixes())))
-
-
-def _extension_suffixes() -> list[str]:
-    return list(importlib.machinery.EXTENSION_SUFFIXES)
+    suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
+    return bool(module is not None and str(getattr(module, "__file__", "")).endswith(suffixes))
 
 
 #: This process's hot path, decided once, when ``sim`` is first imported.
